@@ -1,0 +1,77 @@
+"""Builds the concrete objects from settings. Nothing is built at import time; only entrypoints call this."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import Engine
+
+from grantkeeper.adapters.clock import SystemClock
+from grantkeeper.adapters.crypto import Keyring
+from grantkeeper.adapters.db.engine import make_engine
+from grantkeeper.adapters.db.migrations import ensure_migrated
+from grantkeeper.adapters.db.store import SqlStore
+from grantkeeper.adapters.http import HttpTokenEndpoint
+from grantkeeper.config import Settings
+from grantkeeper.core.policy import Policy
+from grantkeeper.ports import Clock
+from grantkeeper.service.cycle import RefreshService
+
+
+def load_keyring(settings: Settings) -> Keyring | None:
+    """The configured keyring, or None: commands that never touch tokens work without one."""
+    if settings.encryption_keys is None or not settings.encryption_keys.get_secret_value().strip():
+        return None
+    return Keyring.parse(settings.encryption_keys.get_secret_value())
+
+
+@dataclass
+class Runtime:
+    """The wired objects one command needs; ``close`` releases the database pool and HTTP sessions."""
+
+    settings: Settings
+    engine: Engine
+    store: SqlStore
+    clock: Clock
+    policy: Policy
+
+    def refresh_service(
+        self, *, concurrency: int | None = None, policy: Policy | None = None
+    ) -> tuple[RefreshService, HttpTokenEndpoint]:
+        """A refresh service and its HTTP client (the caller closes the client)."""
+        settings = self.settings
+        endpoint = HttpTokenEndpoint(
+            self.clock,
+            connect_timeout=settings.connect_timeout_seconds,
+            read_timeout=settings.read_timeout_seconds,
+            max_connections=max(concurrency or settings.concurrency, 10),
+        )
+        attempt_budget = timedelta(seconds=settings.connect_timeout_seconds + settings.read_timeout_seconds + 5)
+        service = RefreshService(
+            self.store,
+            endpoint,
+            self.clock,
+            policy or self.policy,
+            concurrency=concurrency or settings.concurrency,
+            max_attempt_duration=attempt_budget,
+            lease_ttl=max(attempt_budget * 4, timedelta(minutes=2)),
+        )
+        return service, endpoint
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    keyring: Keyring | None = None,
+    clock: Clock | None = None,
+    policy: Policy | None = None,
+) -> Runtime:
+    """Open (and migrate on first use) the configured database."""
+    engine = make_engine(settings.database_url)
+    ensure_migrated(engine)
+    store = SqlStore(engine, keyring if keyring is not None else load_keyring(settings))
+    return Runtime(settings, engine, store, clock or SystemClock(), policy or settings.policy())

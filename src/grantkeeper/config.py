@@ -1,0 +1,62 @@
+"""Settings from the environment (and a ``.env`` file), read only at the edge by ``bootstrap``.
+
+Secrets are ``SecretStr`` so they never print; policy knobs carry DESIGN section 2's defaults.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from grantkeeper.core.policy import Policy
+
+DEFAULT_DATABASE_URL = "sqlite:///grantkeeper.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GRANTKEEPER_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    database_url: str = DEFAULT_DATABASE_URL
+    encryption_keys: SecretStr | None = None
+    cron_secret: SecretStr | None = None
+    public_url: str = "http://127.0.0.1:8000"
+
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_security: Literal["none", "starttls", "tls"] = "starttls"
+    email_from: str | None = None
+
+    warning_threshold: int = Field(default=2, ge=1)
+    disconnect_threshold: int = Field(default=3, ge=1)
+    rate_limit_notice_threshold: int = Field(default=5, ge=1)
+    refresh_lead_seconds: int = Field(default=600, ge=1)
+    cycle_interval_seconds: int = Field(default=300, ge=1)
+    max_idle_days: int = Field(default=7, ge=1)
+    stale_after_hours: int = Field(default=24, ge=1)
+    max_backoff_seconds: int = Field(default=6 * 3600, ge=1)
+
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    read_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
+    concurrency: int = Field(default=32, ge=1, le=1024)
+    poll_interval_seconds: float = Field(default=5.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    def policy(self) -> Policy:
+        return Policy(
+            warning_threshold=self.warning_threshold,
+            disconnect_threshold=self.disconnect_threshold,
+            rate_limit_notice_threshold=self.rate_limit_notice_threshold,
+            refresh_lead=timedelta(seconds=self.refresh_lead_seconds),
+            cycle_interval=timedelta(seconds=self.cycle_interval_seconds),
+            schedule_tolerance=min(timedelta(seconds=30), timedelta(seconds=self.cycle_interval_seconds) / 10),
+            max_idle_interval=timedelta(days=self.max_idle_days),
+            stale_after=timedelta(hours=self.stale_after_hours),
+            max_backoff=timedelta(seconds=self.max_backoff_seconds),
+        )

@@ -1,0 +1,133 @@
+"""Build refresh requests and read token responses without doing any I/O (RFC 6749 sections 2.3.1, 5 and 6).
+
+Keeping the wire format here lets the HTTP adapter stay a thin shell and lets tests cover every encoding
+corner (Basic credentials, numeric-string ``expires_in``, HTTP-date ``Retry-After``) without a network.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import parse_qsl, quote
+
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+#: Bounds on provider-supplied durations. Anything larger is nonsense (or an attempt to overflow
+#: ``timedelta``) and is treated like an unreadable value, so the caller falls back to its default.
+MAX_RETRY_AFTER = timedelta(days=7)
+MAX_EXPIRES_IN = 10 * 366 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """A refresh_token grant ready to send: form fields and headers (both may hold secrets)."""
+
+    form: dict[str, str] = field(repr=False)
+    headers: dict[str, str] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    """What came back from the token endpoint, before any interpretation."""
+
+    status: int
+    content_type: str = ""
+    body: bytes = field(default=b"", repr=False)
+    retry_after: str | None = None
+
+
+def basic_credentials(client_id: str, client_secret: str) -> str:
+    """RFC 6749 section 2.3.1: each part is form-urlencoded before joining, then base64 (so ':' is safe)."""
+    pair = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
+    return "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+
+
+def build_refresh_request(
+    *,
+    client_id: str,
+    client_secret: str,
+    refresh_token: str,
+    use_basic_auth: bool,
+    scope: str | None = None,
+) -> TokenRequest:
+    """RFC 6749 section 6: ``grant_type=refresh_token`` with client authentication by Basic or in the body."""
+    form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+    if scope:
+        form["scope"] = scope
+    headers = {"Accept": "application/json", "Content-Type": FORM_CONTENT_TYPE}
+    if use_basic_auth:
+        headers["Authorization"] = basic_credentials(client_id, client_secret)
+    else:
+        form["client_id"] = client_id
+        form["client_secret"] = client_secret
+    return TokenRequest(form=form, headers=headers)
+
+
+def parse_body(body: bytes, content_type: str) -> dict[str, Any] | None:
+    """The response as a JSON object, or form fields when the provider answers form-encoded (GitHub does).
+
+    Returns None for anything else (HTML error pages, plain text, JSON that is not an object).
+    """
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: deeply nested arrays, e.g. 64 KiB of "["
+        parsed = None
+    if isinstance(parsed, dict):
+        return parsed
+    if FORM_CONTENT_TYPE in content_type.lower():
+        try:
+            fields = parse_qsl(body.decode("utf-8"), strict_parsing=True)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return dict(fields)
+    return None
+
+
+def parse_retry_after(value: str | None, now: datetime) -> timedelta | None:
+    """RFC 9110 section 10.2.3: delay-seconds or an HTTP-date; unreadable, past or absurd values are None."""
+    if value is None:
+        return None
+    text = value.strip()
+    seconds = _decimal_seconds(text)
+    if seconds is not None:
+        delay = timedelta(seconds=seconds)
+        return delay if delay <= MAX_RETRY_AFTER else None
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        return None
+    delay = when - now
+    return delay if timedelta(0) < delay <= MAX_RETRY_AFTER else None
+
+
+def parse_expires_in(value: object) -> int | None:
+    """``expires_in`` as providers really send it: an int, or a numeric string; anything else is unknown."""
+    seconds: int | None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        seconds = value
+    elif isinstance(value, float) and value.is_integer():
+        seconds = int(value)
+    elif isinstance(value, str):
+        seconds = _decimal_seconds(value.strip())
+    else:
+        return None
+    return seconds if seconds is not None and 0 < seconds <= MAX_EXPIRES_IN else None
+
+
+def _decimal_seconds(text: str) -> int | None:
+    """ASCII digits only (``str.isdigit`` accepts "²", which ``int`` rejects), and few enough to fit."""
+    if text.isascii() and text.isdigit() and len(text) <= 12:
+        return int(text)
+    return None
+
+
+def non_empty_str(value: object) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None

@@ -1,0 +1,259 @@
+"""CLI commands that read and write data: migrate, keys, providers, connections, notifications, status."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from grantkeeper.adapters.crypto import generate_key_line
+from grantkeeper.adapters.db.engine import make_engine
+from grantkeeper.adapters.db.schema import migrate
+from grantkeeper.core.errors import InvalidInputError
+from grantkeeper.core.model import ConnectionStatus, TokenSet
+from grantkeeper.entrypoints.cli.app import (
+    EXIT_USAGE,
+    CliError,
+    JsonOption,
+    TenantOption,
+    app,
+    handle_errors,
+    load_settings,
+    runtime,
+)
+from grantkeeper.entrypoints.cli.output import (
+    connection_dict,
+    connections_table,
+    console,
+    notification_dict,
+    notifications_table,
+    print_json,
+    provider_dict,
+    table,
+)
+from grantkeeper.ports import AuthMethod, NewProvider
+from grantkeeper.service import admin
+from grantkeeper.service.importing import parse_time
+
+providers_app = typer.Typer(help="OAuth providers (token endpoints and client credentials).", no_args_is_help=True)
+connections_app = typer.Typer(help="Users' connections to providers.", no_args_is_help=True)
+notifications_app = typer.Typer(help="Notifications sent to users.", no_args_is_help=True)
+keys_app = typer.Typer(help="Encryption keys for tokens at rest.", no_args_is_help=True)
+app.add_typer(providers_app, name="providers")
+app.add_typer(connections_app, name="connections")
+app.add_typer(notifications_app, name="notifications")
+app.add_typer(keys_app, name="keys")
+
+
+@app.command("migrate")
+@handle_errors
+def migrate_command(json_output: JsonOption = False) -> None:
+    """Apply the database migrations (other commands also do this on first use of a new database)."""
+    settings = load_settings()
+    engine = make_engine(settings.database_url)
+    try:
+        revision = migrate(engine)
+    finally:
+        engine.dispose()
+    if json_output:
+        print_json({"revision": revision, "database": engine.url.render_as_string(hide_password=True)})
+    else:
+        console.print(f"database is at revision {revision}")
+
+
+@keys_app.command("generate")
+def keys_generate(kid: Annotated[str | None, typer.Option(help="Key id (default: k + date + random).")] = None) -> None:
+    """Print a new KID:KEY line for GRANTKEEPER_ENCRYPTION_KEYS (put it first to encrypt with it)."""
+    try:
+        line = generate_key_line(kid)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    sys.stdout.write(line + "\n")
+
+
+@providers_app.command("add")
+@handle_errors
+def providers_add(
+    name: str,
+    token_url: Annotated[str, typer.Option(help="The provider's token endpoint (https://).")],
+    client_id: Annotated[str, typer.Option(help="Our OAuth client id at the provider.")],
+    client_secret: Annotated[str, typer.Option(help="Our OAuth client secret ('-' reads it from stdin).")],
+    auth_method: Annotated[AuthMethod, typer.Option(help="Client authentication.")] = (
+        AuthMethod.CLIENT_SECRET_BASIC
+    ),
+    default_expires_in: Annotated[int, typer.Option(help="Token lifetime when the provider omits it.")] = 3600,
+    revocation_url: Annotated[str | None, typer.Option(help="RFC 7009 revocation endpoint.")] = None,
+    tenant: TenantOption = "default",
+    json_output: JsonOption = False,
+) -> None:
+    """Register a provider for a tenant."""
+    secret = sys.stdin.readline().strip() if client_secret == "-" else client_secret
+    provider = NewProvider(
+        name=name,
+        token_url=token_url,
+        client_id=client_id,
+        client_secret=secret,
+        auth_method=auth_method,
+        default_expires_in=default_expires_in,
+        revocation_url=revocation_url,
+    )
+    with runtime() as rt:
+        created = admin.add_provider(rt.store, rt.store.ensure_tenant(tenant), provider)
+    if json_output:
+        print_json(provider_dict(created))
+    else:
+        console.print(f"added provider {created.name} ({created.provider_id})")
+
+
+@providers_app.command("list")
+@handle_errors
+def providers_list(tenant: TenantOption = "default", json_output: JsonOption = False) -> None:
+    """List the tenant's providers (never the client secret)."""
+    with runtime() as rt:
+        providers = [provider_dict(p) for p in rt.store.list_providers(rt.store.ensure_tenant(tenant))]
+    if json_output:
+        print_json(providers)
+        return
+    rows = ((p["name"], p["token_url"], p["client_id"], p["auth_method"], p["flag_reason"]) for p in providers)
+    console.print(table("Providers", ("name", "token_url", "client_id", "auth_method", "flagged"), rows))
+
+
+@connections_app.command("import")
+@handle_errors
+def connections_import(
+    file: Annotated[Path, typer.Argument(help="JSONL file, one connection per line ('-' for stdin).")],
+    tenant: TenantOption = "default",
+    json_output: JsonOption = False,
+) -> None:
+    """Import connections: every bad line is reported by number and nothing is imported."""
+    lines = _read_lines(file)
+    with runtime() as rt:
+        result = admin.import_connections(rt.store, rt.store.ensure_tenant(tenant), lines, rt.policy, rt.clock)
+    if json_output:
+        print_json({"imported": len(result.connection_ids), "errors": [str(e) for e in result.errors]})
+    elif result.is_ok:
+        console.print(f"imported {len(result.connection_ids)} connections")
+    if not result.is_ok:
+        if not json_output:
+            for error in result.errors:
+                typer.echo(f"error: {error}", err=True)
+            typer.echo("nothing was imported", err=True)
+        raise typer.Exit(EXIT_USAGE)
+
+
+def _read_lines(file: Path) -> list[str]:
+    if str(file) == "-":
+        return sys.stdin.read().splitlines()
+    try:
+        return file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise CliError(f"{file} is not UTF-8 text") from None
+    except OSError as exc:
+        raise CliError(f"cannot read {file}: {exc.strerror}") from None
+
+
+@connections_app.command("list")
+@handle_errors
+def connections_list(
+    status: Annotated[ConnectionStatus | None, typer.Option(help="Only connections in this status.")] = None,
+    tenant: TenantOption = "default",
+    json_output: JsonOption = False,
+) -> None:
+    """List connections (never a token)."""
+    with runtime() as rt:
+        records = rt.store.list_connections(rt.store.ensure_tenant(tenant), status)
+    rows = [connection_dict(r) for r in records]
+    if json_output:
+        print_json(rows)
+    else:
+        console.print(connections_table(rows))
+
+
+@connections_app.command("reconnect")
+@handle_errors
+def connections_reconnect(
+    connection_id: str,
+    tokens_file: Annotated[
+        Path, typer.Option(help='JSON {"refresh_token", "access_token"?, "expires_at"?}; "-" reads stdin.')
+    ] = Path("-"),
+    tenant: TenantOption = "default",
+    json_output: JsonOption = False,
+) -> None:
+    """Store new tokens after the user authorized again: counters reset, workflows resume."""
+    tokens = _read_tokens(tokens_file)
+    with runtime() as rt:
+        tenant_id = rt.store.ensure_tenant(tenant)
+        if not admin.reconnect_connection(rt.store, tenant_id, connection_id, tokens, rt.policy, rt.clock):
+            raise CliError(f"no connection {connection_id!r} in tenant {tenant!r}")
+        record = rt.store.get_connection(tenant_id, connection_id)
+    assert record is not None
+    if json_output:
+        print_json(connection_dict(record))
+    else:
+        console.print(f"{connection_id} reconnected; status {record.state.status.value}")
+
+
+def _read_tokens(file: Path) -> TokenSet:
+    text = sys.stdin.read() if str(file) == "-" else _read_lines_text(file)
+    try:
+        obj: Any = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"tokens are not valid JSON ({exc.msg})") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("refresh_token"), str) or not obj["refresh_token"]:
+        raise CliError('tokens must be a JSON object with a non-empty "refresh_token"')
+    access = obj.get("access_token")
+    if access is not None and not (isinstance(access, str) and access):
+        raise CliError('"access_token" must be a non-empty string')
+    try:
+        expires_at = parse_time(obj["expires_at"]) if obj.get("expires_at") is not None else None
+    except ValueError as exc:
+        raise InvalidInputError(f"expires_at: {exc}") from None
+    return TokenSet(access_token=access or "", refresh_token=obj["refresh_token"], expires_at=expires_at)
+
+
+def _read_lines_text(file: Path) -> str:
+    return "\n".join(_read_lines(file))
+
+
+@notifications_app.command("list")
+@handle_errors
+def notifications_list(
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
+    tenant: TenantOption = "default",
+    json_output: JsonOption = False,
+) -> None:
+    """List the latest notifications, newest first."""
+    with runtime() as rt:
+        rows = [notification_dict(n) for n in rt.store.list_notifications(rt.store.ensure_tenant(tenant), limit)]
+    if json_output:
+        print_json(rows)
+    else:
+        console.print(notifications_table(rows))
+
+
+@app.command("status")
+@handle_errors
+def status_command(tenant: TenantOption = "default", json_output: JsonOption = False) -> None:
+    """Counts by status, failing connections and recent notifications."""
+    with runtime() as rt:
+        tenant_id = rt.store.ensure_tenant(tenant)
+        counts = rt.store.count_by_status(tenant_id)
+        failing = [connection_dict(r) for r in rt.store.list_failing(tenant_id, 20)]
+        recent = [notification_dict(n) for n in rt.store.list_notifications(tenant_id, 10)]
+    summary = {
+        "counts": {status.value: counts.get(status.value, 0) for status in ConnectionStatus},
+        "total": sum(counts.values()),
+        "failing": failing,
+        "notifications": recent,
+    }
+    if json_output:
+        print_json(summary)
+        return
+    count_rows = [(name, value) for name, value in summary["counts"].items()]  # type: ignore[union-attr]
+    console.print(table("Connections by status", ("status", "count"), count_rows))
+    console.print(connections_table(failing, "Failing connections (latest 20)"))
+    console.print(notifications_table(recent, "Recent notifications"))
+

@@ -1,0 +1,268 @@
+"""The narrow interfaces the service layer needs; adapters implement them, ``testing`` has fakes of them.
+
+The store is synchronous on purpose: SQLAlchemy Core with a plain connection pool is simple and well understood,
+and the async service calls it through ``asyncio.to_thread`` so a commit never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+
+from grantkeeper.core.errors import GrantkeeperError
+from grantkeeper.core.model import (
+    ConnectionState,
+    ConnectionStatus,
+    NotificationType,
+    Outcome,
+    OutcomeClass,
+    TokenSet,
+    Transition,
+)
+
+
+class StoreError(GrantkeeperError):
+    """Base of the errors a ``ConnectionStore`` raises on purpose (each implementation raises these same ones).
+
+    StoreError
+    ├── UnknownProviderError     an import line or request names a provider the tenant does not have
+    ├── UnknownConnectionError   connection ids that do not exist in the tenant
+    ├── DuplicateProviderError   the tenant already has a provider of that name
+    └── SchemaOutdatedError      the database schema is not the one this code expects: run migrate
+    """
+
+
+class UnknownProviderError(StoreError, LookupError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown provider {name!r}")
+        self.name = name
+
+
+class UnknownConnectionError(StoreError, LookupError):
+    def __init__(self, connection_ids: Sequence[str]) -> None:
+        shown = ", ".join(connection_ids[:10]) + (", ..." if len(connection_ids) > 10 else "")
+        super().__init__(f"unknown connection id(s): {shown}")
+        self.connection_ids = tuple(connection_ids)
+
+
+class DuplicateProviderError(StoreError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"provider {name!r} already exists")
+        self.name = name
+
+
+class SchemaOutdatedError(StoreError):
+    """Raised instead of silently migrating a database that already holds data; migrations are explicit."""
+
+
+class AuthMethod(StrEnum):
+    """Client authentication at the token endpoint (RFC 6749 section 2.3.1)."""
+
+    CLIENT_SECRET_BASIC = "client_secret_basic"
+    CLIENT_SECRET_POST = "client_secret_post"
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    provider_id: str
+    tenant_id: str
+    name: str
+    token_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    auth_method: AuthMethod = AuthMethod.CLIENT_SECRET_BASIC
+    default_expires_in: int = 3600
+    authorize_url: str | None = None
+    revocation_url: str | None = None
+    scopes: str | None = None
+    flagged_at: datetime | None = None
+    flag_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class NewProvider:
+    name: str
+    token_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    auth_method: AuthMethod = AuthMethod.CLIENT_SECRET_BASIC
+    default_expires_in: int = 3600
+    authorize_url: str | None = None
+    revocation_url: str | None = None
+    scopes: str | None = None
+
+
+@dataclass(frozen=True)
+class NewConnection:
+    """One connection to create (from an import line or the API); validated before it gets here."""
+
+    provider: str
+    user_id: str
+    refresh_token: str | None = field(repr=False)
+    access_token: str | None = field(default=None, repr=False)
+    expires_at: datetime | None = None
+    email: str | None = None
+    workflows: tuple[str, ...] = ()
+    next_attempt_at: datetime | None = None  # None: due at once (the import's ``now``)
+
+
+@dataclass(frozen=True)
+class ConnectionRecord:
+    """A connection as listings show it: never a token."""
+
+    connection_id: str
+    tenant_id: str
+    provider: str
+    user_id: str
+    email: str | None
+    state: ConnectionState
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ClaimedConnection:
+    """A connection leased to one worker for one refresh attempt, with its decrypted tokens.
+
+    ``version`` fences the commit: it succeeds only while the row still carries this version and lease owner.
+    """
+
+    connection_id: str
+    tenant_id: str
+    user_id: str
+    email: str | None
+    provider: ProviderConfig
+    state: ConnectionState
+    refresh_token: str | None = field(repr=False)
+    access_token: str | None = field(repr=False)
+    version: int
+    lease_owner: str
+    lease_expires_at: datetime
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    connection_id: str
+    attempted_at: datetime
+    outcome: OutcomeClass
+    http_status: int | None
+    error_code: str | None
+    duration: timedelta
+
+
+@dataclass(frozen=True)
+class NotificationContent:
+    type: NotificationType
+    title: str
+    message: str
+    metadata: dict[str, Any]
+    channels: tuple[str, ...]  # outbox channels besides in-app, e.g. ("email",)
+
+
+@dataclass(frozen=True)
+class NotificationRecord:
+    notification_id: str
+    tenant_id: str
+    connection_id: str | None
+    user_id: str | None
+    type: NotificationType
+    title: str
+    message: str
+    is_read: bool
+    created_at: datetime
+    metadata: dict[str, Any]
+
+
+class WorkflowStatus(StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+
+
+@dataclass(frozen=True)
+class WorkflowRecord:
+    """A workflow and the connections it depends on. ``paused_reason`` is a ``DisconnectReason`` value when a
+    disconnection paused it; only those pauses are lifted automatically on reconnect."""
+
+    workflow_id: str
+    tenant_id: str
+    name: str
+    status: WorkflowStatus
+    paused_reason: str | None
+    connection_ids: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class AttemptCommit:
+    """Everything one attempt changes, committed in one transaction (DESIGN section 3)."""
+
+    claim: ClaimedConnection
+    outcome: Outcome
+    transition: Transition
+    attempt: AttemptRecord
+    notifications: tuple[NotificationContent, ...]
+
+
+class ConnectionStore(Protocol):
+    """Durable state and the work queue. All methods are scoped to one tenant where they take ``tenant_id``."""
+
+    def ensure_tenant(self, name: str) -> str: ...
+
+    def add_provider(self, tenant_id: str, provider: NewProvider) -> ProviderConfig: ...
+
+    def list_providers(self, tenant_id: str) -> list[ProviderConfig]: ...
+
+    def import_connections(
+        self, tenant_id: str, rows: Sequence[NewConnection], now: datetime
+    ) -> list[str]: ...
+
+    def get_connection(self, tenant_id: str, connection_id: str) -> ConnectionRecord | None: ...
+
+    def list_connections(
+        self, tenant_id: str, status: ConnectionStatus | None = None
+    ) -> list[ConnectionRecord]: ...
+
+    def claim_due(
+        self, now: datetime, limit: int, owner: str, lease_ttl: timedelta, tenant_id: str | None = None
+    ) -> list[ClaimedConnection]: ...
+
+    def claim_ids(
+        self,
+        tenant_id: str,
+        connection_ids: Sequence[str] | None,
+        now: datetime,
+        owner: str,
+        lease_ttl: timedelta,
+    ) -> list[ClaimedConnection]: ...
+
+    def commit_attempt(self, commit: AttemptCommit) -> bool: ...
+
+    def release(self, claim: ClaimedConnection) -> None: ...
+
+    def reconnect(
+        self, tenant_id: str, connection_id: str, tokens: TokenSet, transition: Transition, now: datetime
+    ) -> bool: ...
+
+    def list_notifications(self, tenant_id: str, limit: int = 100) -> list[NotificationRecord]: ...
+
+    def count_by_status(self, tenant_id: str) -> dict[str, int]: ...
+
+    def list_failing(self, tenant_id: str, limit: int = 100) -> list[ConnectionRecord]: ...
+
+    def list_workflows(self, tenant_id: str) -> list[WorkflowRecord]: ...
+
+    def attempts_for(self, connection_id: str, limit: int = 100) -> list[AttemptRecord]: ...
+
+
+class TokenEndpoint(Protocol):
+    """Performs one refresh_token grant (RFC 6749 section 6) and classifies whatever comes back."""
+
+    async def refresh(self, provider: ProviderConfig, refresh_token: str) -> Outcome: ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...

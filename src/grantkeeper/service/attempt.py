@@ -1,0 +1,139 @@
+"""One refresh attempt for one leased connection: call the provider, apply the policy, commit it all at once.
+
+Expected failures are values all the way through; only a store that stays down makes an attempt give up, and
+then it says so in the log (without tokens) and the lease simply expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from grantkeeper.core.classify import missing_refresh_token
+from grantkeeper.core.machine import step
+from grantkeeper.core.model import Notify, Outcome, Transition
+from grantkeeper.core.notices import render_notice
+from grantkeeper.core.policy import Policy
+from grantkeeper.ports import (
+    AttemptCommit,
+    AttemptRecord,
+    ClaimedConnection,
+    Clock,
+    ConnectionStore,
+    NotificationContent,
+    TokenEndpoint,
+)
+
+log = logging.getLogger("grantkeeper.refresh")
+
+_COMMIT_RETRY_DELAYS = (0.2, 1.0, 3.0)
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What a cycle report needs to know about one attempt (never a token)."""
+
+    claim: ClaimedConnection
+    outcome: Outcome
+    transition: Transition
+    notifications: tuple[NotificationContent, ...]
+    is_committed: bool
+
+
+def notification_contents(claim: ClaimedConnection, transition: Transition) -> tuple[NotificationContent, ...]:
+    """In-app content for each ``Notify`` effect; email goes to the outbox only when we know an address."""
+    contents = []
+    for notify in transition.notifications:
+        contents.append(_content(claim, transition, notify))
+    return tuple(contents)
+
+
+def _content(claim: ClaimedConnection, transition: Transition, notify: Notify) -> NotificationContent:
+    text = render_notice(notify.type, claim.provider.name, error=transition.state.last_error)
+    metadata = {
+        "provider": claim.provider.name,
+        "connection_id": claim.connection_id,
+        "user_id": claim.user_id,
+    }
+    channels = ("email",) if notify.email and claim.email else ()
+    return NotificationContent(notify.type, text.title, text.message, metadata, channels)
+
+
+class AttemptRunner:
+    """Runs attempts for leased connections; shared by the scheduler, the CLI and (later) token vending."""
+
+    def __init__(
+        self,
+        store: ConnectionStore,
+        endpoint: TokenEndpoint,
+        clock: Clock,
+        policy: Policy,
+        rng: random.Random,
+        *,
+        max_attempt_duration: timedelta,
+    ) -> None:
+        self._store = store
+        self._endpoint = endpoint
+        self._clock = clock
+        self._policy = policy
+        self._rng = rng
+        self._max_attempt_duration = max_attempt_duration
+
+    async def run(self, claim: ClaimedConnection) -> AttemptResult | None:
+        """Refresh one leased connection; None when the lease is too close to expiry to start safely."""
+        if self._clock.now() + self._max_attempt_duration >= claim.lease_expires_at:
+            # Starting now could outlive the lease and race another worker's refresh of the same grant.
+            await asyncio.to_thread(self._store.release, claim)
+            return None
+        started_at = self._clock.now()
+        started = time.monotonic()
+        outcome = await self._call_provider(claim)
+        duration = timedelta(seconds=time.monotonic() - started)
+        now = self._clock.now()
+        transition = step(claim.state, outcome, self._policy, now, self._rng)
+        notifications = notification_contents(claim, transition)
+        record = AttemptRecord(
+            connection_id=claim.connection_id,
+            attempted_at=started_at,
+            outcome=outcome.klass,
+            http_status=outcome.http_status,
+            error_code=outcome.error.code if outcome.error else None,
+            duration=duration,
+        )
+        commit = AttemptCommit(claim, outcome, transition, record, notifications)
+        is_committed = await self._commit(commit)
+        return AttemptResult(claim, outcome, transition, notifications, is_committed)
+
+    async def _call_provider(self, claim: ClaimedConnection) -> Outcome:
+        if not claim.refresh_token:
+            return missing_refresh_token()
+        return await self._endpoint.refresh(claim.provider, claim.refresh_token)
+
+    async def _commit(self, commit: AttemptCommit) -> bool:
+        """Commit with a few retries: a rotated refresh token exists only in memory until this succeeds."""
+        for delay in (*_COMMIT_RETRY_DELAYS, None):
+            try:
+                is_committed = await asyncio.to_thread(self._store.commit_attempt, commit)
+            except Exception as exc:  # the store is down or broken; tokens are never in its messages
+                log.warning(
+                    "commit failed for %s: %s",
+                    commit.claim.connection_id,
+                    type(exc).__name__,
+                    extra={"action": "commit_failed", "connection_id": commit.claim.connection_id},
+                )
+                if delay is None:
+                    return False
+                await asyncio.sleep(delay)
+                continue
+            if not is_committed:
+                log.warning(
+                    "lease lost before commit for %s",
+                    commit.claim.connection_id,
+                    extra={"action": "lease_lost", "connection_id": commit.claim.connection_id},
+                )
+            return is_committed
+        return False

@@ -1,0 +1,6 @@
+"""Shared fixtures live in tests/fixtures/, one module per kind of real part (database, sandbox provider, ...)."""
+
+pytest_plugins = [
+    "tests.fixtures.db",
+    "tests.fixtures.sandbox",
+]
