@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from grantkeeper.adapters.clock import SystemClock
 from grantkeeper.adapters.crypto import Keyring
 from grantkeeper.adapters.db.engine import make_engine
-from grantkeeper.adapters.db.migrations import ensure_migrated
+from grantkeeper.adapters.db.schema import ensure_schema
 from grantkeeper.adapters.db.store import SqlStore
 from grantkeeper.adapters.http import HttpTokenEndpoint
 from grantkeeper.config import Settings
@@ -72,6 +72,6 @@ def build_runtime(
 ) -> Runtime:
     """Open (and migrate on first use) the configured database."""
     engine = make_engine(settings.database_url)
-    ensure_migrated(engine)
+    ensure_schema(engine)
     store = SqlStore(engine, keyring if keyring is not None else load_keyring(settings))
     return Runtime(settings, engine, store, clock or SystemClock(), policy or settings.policy())

@@ -50,3 +50,5 @@ def configure_logging(level: str = "INFO") -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
+    # Alembic announces every migration context at INFO; that is noise on each CLI command.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))

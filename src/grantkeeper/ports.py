@@ -1,7 +1,8 @@
 """The narrow interfaces the service layer needs; adapters implement them, ``testing`` has fakes of them.
 
-The store is synchronous on purpose: SQLAlchemy Core with a plain connection pool is simple and well understood,
-and the async service calls it through ``asyncio.to_thread`` so a commit never blocks the event loop.
+The store is synchronous on purpose: SQLAlchemy Core with a plain connection pool is simple and well
+understood, and the async service calls it through ``asyncio.to_thread`` so a commit never blocks the event
+loop.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from grantkeeper.core.model import (
 
 
 class StoreError(GrantkeeperError):
-    """Base of the errors a ``ConnectionStore`` raises on purpose (each implementation raises these same ones).
+    """Base of the errors a ``ConnectionStore`` raises on purpose; every implementation raises the same.
 
     StoreError
     ├── UnknownProviderError     an import line or request names a provider the tenant does not have
@@ -61,8 +62,8 @@ class SchemaOutdatedError(StoreError):
 class AuthMethod(StrEnum):
     """Client authentication at the token endpoint (RFC 6749 section 2.3.1)."""
 
-    CLIENT_SECRET_BASIC = "client_secret_basic"
-    CLIENT_SECRET_POST = "client_secret_post"
+    CLIENT_SECRET_BASIC = "client_secret_basic"  # noqa: S105 (a method name, not a secret)
+    CLIENT_SECRET_POST = "client_secret_post"  # noqa: S105
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,28 @@ class WorkflowStatus(StrEnum):
 
 
 @dataclass(frozen=True)
+class StoredTokens:
+    """A connection's current tokens, decrypted: for token vending and checks, never for listings."""
+
+    access_token: str | None = field(repr=False)
+    refresh_token: str | None = field(repr=False)
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class OutboxRecord:
+    """One pending or finished delivery of a notification to a channel other than in-app."""
+
+    outbox_id: str
+    notification_id: str
+    channel: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class WorkflowRecord:
     """A workflow and the connections it depends on. ``paused_reason`` is a ``DisconnectReason`` value when a
     disconnection paused it; only those pauses are lifted automatically on reconnect."""
@@ -208,7 +231,7 @@ class AttemptCommit:
 
 
 class ConnectionStore(Protocol):
-    """Durable state and the work queue. All methods are scoped to one tenant where they take ``tenant_id``."""
+    """Durable state and the work queue. Methods that take ``tenant_id`` see that tenant's rows only."""
 
     def ensure_tenant(self, name: str) -> str: ...
 

@@ -300,3 +300,8 @@ def test_stale_means_expired_and_failing_for_over_a_day(failing_for, expired_for
     state = ConnectionState(failing_since=T0 - failing_for, expires_at=T0 - expired_for)
     expected = failing_for > timedelta(hours=24) and expired_for > timedelta(hours=24)
     assert is_stale(state, POLICY, T0) is expected
+
+
+def test_new_connection_without_known_expiry_is_due_at_once():
+    assert initial_state(None, T0, POLICY).next_attempt_at == T0
+    assert initial_state(T0 + timedelta(hours=1), T0, POLICY).next_attempt_at == T0 + timedelta(minutes=50)

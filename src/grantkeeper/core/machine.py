@@ -30,8 +30,13 @@ from grantkeeper.core.policy import Policy, refresh_due_at, transient_backoff
 
 
 def initial_state(expires_at: datetime | None, now: datetime, policy: Policy) -> ConnectionState:
-    """A freshly imported or created connection: connected, clean counters, due by its expiry."""
-    return ConnectionState(expires_at=expires_at, next_attempt_at=refresh_due_at(expires_at, now, policy))
+    """A freshly imported or created connection: connected, clean counters, due by its expiry.
+
+    With no known expiry (no access token, or none said when it ends) it is due at once: one refresh tells
+    us whether the grant works and when the new token expires.
+    """
+    due_at = now if expires_at is None else refresh_due_at(expires_at, now, policy)
+    return ConnectionState(expires_at=expires_at, next_attempt_at=due_at)
 
 
 def is_stale(state: ConnectionState, policy: Policy, now: datetime) -> bool:

@@ -89,13 +89,16 @@ def parse_line(text: str, providers: Set[str]) -> NewConnection:
     provider = _string(obj, "provider", required=True)
     if provider not in providers:
         raise ValueError(f"unknown provider {provider!r} (add it with `grantkeeper providers add`)")
-    expires_at = obj.get("expires_at")
+    try:
+        expires_at = parse_time(obj["expires_at"]) if obj.get("expires_at") is not None else None
+    except ValueError as exc:
+        raise ValueError(f"field 'expires_at': {exc}") from None
     return NewConnection(
         provider=provider,
         user_id=_string(obj, "user_id", required=True) or "",
         refresh_token=_string(obj, "refresh_token", required=True),
         access_token=_string(obj, "access_token", required=False),
-        expires_at=parse_time(expires_at) if expires_at is not None else None,
+        expires_at=expires_at,
         email=_string(obj, "email", required=False),
         workflows=_workflows(obj),
     )

@@ -22,6 +22,7 @@ from grantkeeper.config import Settings
 from grantkeeper.core.errors import GrantkeeperError, InvalidInputError, MissingEncryptionKeyError
 from grantkeeper.entrypoints.cli.output import err_console
 from grantkeeper.logs import configure_logging
+from grantkeeper.ports import SchemaOutdatedError
 
 EXIT_OK = 0
 EXIT_OPERATIONAL = 1
@@ -57,12 +58,6 @@ def fail(message: str, exit_code: int = EXIT_USAGE) -> typer.Exit:
     return typer.Exit(exit_code)
 
 
-def _store_error_types() -> tuple[type[Exception], ...]:
-    from grantkeeper.adapters.db.errors import StoreError
-
-    return (StoreError,)
-
-
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Turn every expected error into one clear line on stderr and a meaningful exit code."""
 
@@ -76,9 +71,9 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             raise fail(str(exc), exc.exit_code) from None
         except ValidationError as exc:
             raise fail(f"invalid configuration: {_settings_problem(exc)}") from None
+        except SchemaOutdatedError as exc:
+            raise fail(str(exc), EXIT_OPERATIONAL) from None
         except (InvalidInputError, KeyringError, MissingEncryptionKeyError) as exc:
-            raise fail(str(exc)) from None
-        except _store_error_types() as exc:
             raise fail(str(exc)) from None
         except GrantkeeperError as exc:
             raise fail(str(exc)) from None

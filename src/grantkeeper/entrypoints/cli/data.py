@@ -11,7 +11,7 @@ import typer
 
 from grantkeeper.adapters.crypto import generate_key_line
 from grantkeeper.adapters.db.engine import make_engine
-from grantkeeper.adapters.db.schema import migrate
+from grantkeeper.adapters.db.schema import head_revision, migrate
 from grantkeeper.core.errors import InvalidInputError
 from grantkeeper.core.model import ConnectionStatus, TokenSet
 from grantkeeper.entrypoints.cli.app import (
@@ -55,7 +55,8 @@ def migrate_command(json_output: JsonOption = False) -> None:
     settings = load_settings()
     engine = make_engine(settings.database_url)
     try:
-        revision = migrate(engine)
+        migrate(engine)
+        revision = head_revision()
     finally:
         engine.dispose()
     if json_output:

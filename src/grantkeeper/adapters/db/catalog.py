@@ -1,0 +1,98 @@
+"""Tenants and providers: the slow-changing rows every connection hangs off."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from grantkeeper.adapters.db.rows import FieldCipher, provider_from_row
+from grantkeeper.adapters.db.tables import connections, new_id, notifications, providers, tenants
+from grantkeeper.ports import DuplicateProviderError, NewProvider, ProviderConfig
+
+
+def insert_ignoring_duplicates(
+    connection: Connection, table: Table, rows: Sequence[dict[str, Any]], unique_columns: Sequence[str]
+) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING: concurrent creators of one row both succeed, one row results."""
+    if not rows:
+        return
+    dialect_insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    statement = dialect_insert(table).on_conflict_do_nothing(index_elements=list(unique_columns))
+    connection.execute(statement, list(rows))
+
+
+def ensure_tenant(connection: Connection, name: str, now: datetime) -> str:
+    row = {"id": new_id("ten"), "name": name, "created_at": now}
+    insert_ignoring_duplicates(connection, tenants, [row], ["name"])
+    return str(connection.execute(select(tenants.c.id).where(tenants.c.name == name)).scalar_one())
+
+
+def add_provider(
+    connection: Connection, cipher: FieldCipher, tenant_id: str, provider: NewProvider, now: datetime
+) -> ProviderConfig:
+    provider_id = new_id("prv")
+    values = {
+        "id": provider_id,
+        "tenant_id": tenant_id,
+        "name": provider.name,
+        "token_url": provider.token_url,
+        "client_id": provider.client_id,
+        "client_secret_enc": cipher.seal("providers", provider_id, "client_secret", provider.client_secret),
+        "auth_method": provider.auth_method.value,
+        "default_expires_in": provider.default_expires_in,
+        "authorize_url": provider.authorize_url,
+        "revocation_url": provider.revocation_url,
+        "scopes": provider.scopes,
+        "created_at": now,
+    }
+    try:
+        with connection.begin_nested():
+            connection.execute(providers.insert().values(values))
+    except IntegrityError as exc:
+        if _provider_exists(connection, tenant_id, provider.name):
+            raise DuplicateProviderError(provider.name) from None
+        raise exc
+    return providers_by_id(connection, cipher, [provider_id])[provider_id]
+
+
+def _provider_exists(connection: Connection, tenant_id: str, name: str) -> bool:
+    query = select(providers.c.id).where(providers.c.tenant_id == tenant_id, providers.c.name == name)
+    return connection.scalar(query) is not None
+
+
+def list_providers(connection: Connection, cipher: FieldCipher, tenant_id: str) -> list[ProviderConfig]:
+    query = select(providers).where(providers.c.tenant_id == tenant_id).order_by(providers.c.name)
+    return [provider_from_row(row, cipher) for row in connection.execute(query)]
+
+
+def providers_by_id(
+    connection: Connection, cipher: FieldCipher, provider_ids: Iterable[str]
+) -> dict[str, ProviderConfig]:
+    query = select(providers).where(providers.c.id.in_(set(provider_ids)))
+    return {row.id: provider_from_row(row, cipher) for row in connection.execute(query)}
+
+
+def provider_ids_by_name(connection: Connection, tenant_id: str, names: Iterable[str]) -> dict[str, str]:
+    query = select(providers.c.name, providers.c.id).where(
+        providers.c.tenant_id == tenant_id, providers.c.name.in_(set(names))
+    )
+    return {row.name: row.id for row in connection.execute(query)}
+
+
+def delete_provider(connection: Connection, tenant_id: str, name: str) -> bool:
+    """Remove a provider with its connections and their notifications (attempts, links, outbox cascade)."""
+    provider_id = connection.scalar(
+        select(providers.c.id).where(providers.c.tenant_id == tenant_id, providers.c.name == name)
+    )
+    if provider_id is None:
+        return False
+    owned = select(connections.c.id).where(connections.c.provider_id == provider_id)
+    connection.execute(delete(notifications).where(notifications.c.connection_id.in_(owned)))
+    connection.execute(delete(connections).where(connections.c.provider_id == provider_id))
+    connection.execute(delete(providers).where(providers.c.id == provider_id))
+    return True

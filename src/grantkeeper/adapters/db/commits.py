@@ -1,0 +1,247 @@
+"""Committing what one attempt (or a reconnect) changed: state, tokens, attempt log, notifications with their
+outbox rows, and workflow and provider effects, all in the caller's one transaction (DESIGN section 3).
+
+The connection UPDATE comes first and is fenced on ``version`` and ``lease_owner``: if another worker took
+the row after our lease ran out, the UPDATE matches nothing and the caller writes nothing else. The rotated
+refresh token is therefore durable exactly when the attempt is recorded.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, exists, select, update
+from sqlalchemy.sql.functions import coalesce
+
+from grantkeeper.adapters.db.rows import FieldCipher, state_values
+from grantkeeper.adapters.db.tables import (
+    connections,
+    new_id,
+    notifications,
+    outbox,
+    providers,
+    refresh_attempts,
+    workflow_connections,
+    workflows,
+)
+from grantkeeper.core.model import (
+    ConnectionStatus,
+    DisconnectReason,
+    Effect,
+    FlagProvider,
+    OutcomeClass,
+    PauseWorkflows,
+    ResumeWorkflows,
+    TokenSet,
+    Transition,
+)
+from grantkeeper.ports import AttemptCommit, WorkflowStatus
+
+_c = connections.c
+_w = workflows.c
+# Pauses the store lifts by itself; any other paused_reason (a user's own pause) stays until the user acts.
+_CONNECTION_PAUSE_REASONS = tuple(reason.value for reason in DisconnectReason)
+
+
+def commit_attempt(connection: Connection, cipher: FieldCipher, commit: AttemptCommit) -> bool:
+    """Write everything the attempt changed, or nothing when the lease is no longer ours (returns False)."""
+    claim = commit.claim
+    finished_at = commit.attempt.attempted_at + commit.attempt.duration
+    values = state_values(commit.transition.state) | _token_values(
+        cipher, claim.connection_id, _tokens(commit)
+    )
+    fenced = (
+        update(connections)
+        .where(_c.id == claim.connection_id, _c.version == claim.version, _c.lease_owner == claim.lease_owner)
+        .values(values | _lease_cleared(finished_at))
+    )
+    if connection.execute(fenced).rowcount != 1:
+        return False
+    _insert_attempt(connection, commit)
+    _insert_notifications(connection, commit, finished_at)
+    apply_effects(
+        connection, commit.transition.effects, claim.connection_id, claim.provider.provider_id, finished_at
+    )
+    return True
+
+
+def _lease_cleared(at: datetime) -> dict[str, Any]:
+    return {"lease_owner": None, "lease_expires_at": None, "version": _c.version + 1, "updated_at": at}
+
+
+def _tokens(commit: AttemptCommit) -> TokenSet | None:
+    """Only a success carries tokens to store; a malformed 2xx is transient and never overwrites them."""
+    return commit.outcome.tokens if commit.outcome.klass is OutcomeClass.SUCCESS else None
+
+
+def _token_values(cipher: FieldCipher, connection_id: str, tokens: TokenSet | None) -> dict[str, Any]:
+    """New access token; new refresh token only when the provider rotated it, else the stored one stays."""
+    if tokens is None:
+        return {}
+    values = {
+        "access_token_enc": cipher.seal("connections", connection_id, "access_token", tokens.access_token)
+    }
+    if tokens.refresh_token is not None:
+        values["refresh_token_enc"] = cipher.seal(
+            "connections", connection_id, "refresh_token", tokens.refresh_token
+        )
+    return values
+
+
+def _insert_attempt(connection: Connection, commit: AttemptCommit) -> None:
+    attempt = commit.attempt
+    connection.execute(
+        refresh_attempts.insert().values(
+            connection_id=commit.claim.connection_id,
+            tenant_id=commit.claim.tenant_id,
+            provider_id=commit.claim.provider.provider_id,
+            attempted_at=attempt.attempted_at,
+            outcome=attempt.outcome.value,
+            http_status=attempt.http_status,
+            error_code=attempt.error_code,
+            duration_ms=round(attempt.duration.total_seconds() * 1000),
+        )
+    )
+
+
+def _insert_notifications(connection: Connection, commit: AttemptCommit, at: datetime) -> None:
+    """One notification row each, and one pending outbox row per extra channel, in the state's transaction."""
+    claim = commit.claim
+    notification_rows: list[dict[str, Any]] = []
+    outbox_rows: list[dict[str, Any]] = []
+    for content in commit.notifications:
+        notification_id = new_id("ntf")
+        notification_rows.append(
+            {
+                "id": notification_id,
+                "tenant_id": claim.tenant_id,
+                "connection_id": claim.connection_id,
+                "user_id": claim.user_id,
+                "type": content.type.value,
+                "title": content.title,
+                "message": content.message,
+                "is_read": False,
+                "created_at": at,
+                "metadata": {"provider": claim.provider.name} | content.metadata,
+            }
+        )
+        outbox_rows.extend(_outbox_row(notification_id, channel, at) for channel in content.channels)
+    if notification_rows:
+        connection.execute(notifications.insert(), notification_rows)
+    if outbox_rows:
+        connection.execute(outbox.insert(), outbox_rows)
+
+
+def _outbox_row(notification_id: str, channel: str, at: datetime) -> dict[str, Any]:
+    return {
+        "id": new_id("obx"),
+        "notification_id": notification_id,
+        "channel": channel,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": at,
+        "last_error": None,
+        "created_at": at,
+        "delivered_at": None,
+    }
+
+
+def apply_effects(
+    connection: Connection, effects: tuple[Effect, ...], connection_id: str, provider_id: str, at: datetime
+) -> None:
+    """Carry out the transition's effects other than notifications (those arrive rendered, as content)."""
+    for effect in effects:
+        if isinstance(effect, PauseWorkflows):
+            pause_workflows(connection, connection_id, effect.reason, at)
+        elif isinstance(effect, ResumeWorkflows):
+            resume_workflows(connection, connection_id, at)
+        elif isinstance(effect, FlagProvider):
+            flag_provider(connection, provider_id, f"{effect.error.code}: {effect.error.description}", at)
+
+
+def _lock_linked_workflows(connection: Connection, connection_id: str) -> list[str]:
+    """Lock the connection's workflows in id order before deciding their status.
+
+    Without the lock two connections of one workflow reconnecting at once could each still see the other as
+    disconnected under READ COMMITTED, and neither would resume the workflow. Id order prevents deadlocks.
+    """
+    linked = select(workflow_connections.c.workflow_id).where(
+        workflow_connections.c.connection_id == connection_id
+    )
+    query = select(_w.id).where(_w.id.in_(linked)).order_by(_w.id).with_for_update()
+    return list(connection.scalars(query))
+
+
+def pause_workflows(
+    connection: Connection, connection_id: str, reason: DisconnectReason, at: datetime
+) -> None:
+    """Pause the active workflows that depend on the connection; an existing pause keeps its reason."""
+    workflow_ids = _lock_linked_workflows(connection, connection_id)
+    if workflow_ids:
+        connection.execute(
+            update(workflows)
+            .where(_w.id.in_(workflow_ids), _w.status == WorkflowStatus.ACTIVE.value)
+            .values(status=WorkflowStatus.PAUSED.value, paused_reason=reason.value, updated_at=at)
+        )
+
+
+def resume_workflows(connection: Connection, connection_id: str, at: datetime) -> None:
+    """Resume workflows a disconnection paused, unless another of their connections still needs
+    reauthorization. A pause with any other reason (the user's own) is left alone."""
+    workflow_ids = _lock_linked_workflows(connection, connection_id)
+    if not workflow_ids:
+        return
+    other_disconnected = exists().where(
+        workflow_connections.c.workflow_id == _w.id,
+        workflow_connections.c.connection_id == _c.id,
+        _c.status == ConnectionStatus.NEEDS_REAUTHORIZATION.value,
+    )
+    connection.execute(
+        update(workflows)
+        .where(
+            _w.id.in_(workflow_ids),
+            _w.status == WorkflowStatus.PAUSED.value,
+            _w.paused_reason.in_(_CONNECTION_PAUSE_REASONS),
+            ~other_disconnected,
+        )
+        .values(status=WorkflowStatus.ACTIVE.value, paused_reason=None, updated_at=at)
+    )
+
+
+def flag_provider(connection: Connection, provider_id: str, reason: str, at: datetime) -> None:
+    """Mark our client credentials as suspect; ``flagged_at`` keeps when the trouble began."""
+    connection.execute(
+        update(providers)
+        .where(providers.c.id == provider_id)
+        .values(flagged_at=coalesce(providers.c.flagged_at, at), flag_reason=reason)
+    )
+
+
+def reconnect(
+    connection: Connection,
+    cipher: FieldCipher,
+    tenant_id: str,
+    connection_id: str,
+    tokens: TokenSet,
+    transition: Transition,
+    now: datetime,
+) -> bool:
+    """Store the new grant's tokens and the fresh state; bumping ``version`` makes any in-flight attempt with
+    the old refresh token fail its fenced commit instead of overwriting the new tokens. A grant without a
+    refresh token keeps the stored one, as a refresh without rotation does."""
+    values = state_values(transition.state) | _token_values(cipher, connection_id, tokens)
+    statement = (
+        update(connections)
+        .where(and_(_c.tenant_id == tenant_id, _c.id == connection_id))
+        .values(values | _lease_cleared(now))
+        .returning(_c.provider_id)
+    )
+    provider_id = connection.scalar(statement)
+    if provider_id is None:
+        return False
+    effects = transition.effects
+    if not any(isinstance(effect, ResumeWorkflows) for effect in effects):
+        effects = (*effects, ResumeWorkflows())
+    apply_effects(connection, effects, connection_id, provider_id, now)
+    return True

@@ -1,0 +1,97 @@
+"""Engines for SQLite (the embedded default) and PostgreSQL (many workers), configured for a work queue.
+
+SQLite: WAL so readers never wait for the writer, a busy timeout so writers queue instead of failing, foreign
+keys on, ``synchronous=NORMAL`` (durable in WAL mode except on power loss). The sqlite3 driver's own
+transaction handling is switched off and we emit BEGIN ourselves: write transactions use ``BEGIN IMMEDIATE``
+so they take the write lock before their first read, which makes read-then-write (claiming, fenced commits)
+serialisable and avoids the deadlock-prone lock upgrade of a deferred transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import StaticPool
+
+__all__ = ["make_engine", "normalise_url", "read_transaction", "write_transaction"]
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_WRITE_OPTION = "grantkeeper_write"
+
+
+def normalise_url(url: str | URL) -> URL:
+    """Accept a URL as a user writes it: ``postgresql://`` or ``postgres://`` get the psycopg 3 driver."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    if parsed.drivername in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def make_engine(url: str | URL, **engine_options: Any) -> Engine:
+    """An engine for ``sqlite:///path.db`` (or ``sqlite://`` in memory) or ``postgresql://...``.
+
+    ``hide_parameters`` keeps bound values (ciphertexts, user ids, emails) out of SQLAlchemy's error messages
+    and logs; the SQL text alone is enough to debug a failing statement.
+    """
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed, engine_options)
+    options: dict[str, Any] = {
+        "hide_parameters": True,
+        "pool_pre_ping": True,
+        "pool_size": 5,
+        "max_overflow": 10,
+        "pool_recycle": 1800,
+    }
+    return create_engine(parsed, **(options | engine_options))
+
+
+def _sqlite_engine(url: URL, engine_options: dict[str, Any]) -> Engine:
+    is_memory = url.database in (None, "", ":memory:")
+    options: dict[str, Any] = {"hide_parameters": True, "connect_args": {"check_same_thread": False}}
+    if is_memory:
+        options["poolclass"] = StaticPool  # one shared connection, or every checkout sees an empty database
+    engine = create_engine(url, **(options | engine_options))
+    event.listen(engine, "connect", _configure_sqlite_connection)
+    event.listen(engine, "begin", _begin_sqlite_transaction)
+    return engine
+
+
+def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # the driver stops emitting BEGIN; _begin_sqlite_transaction does
+    cursor = dbapi_connection.cursor()
+    try:
+        for pragma in (
+            "journal_mode=WAL",
+            f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+            "foreign_keys=ON",
+            "synchronous=NORMAL",
+        ):
+            cursor.execute(f"PRAGMA {pragma}")
+    finally:
+        cursor.close()
+
+
+def _begin_sqlite_transaction(connection: Connection) -> None:
+    is_write = connection.get_execution_options().get(_WRITE_OPTION, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if is_write else "BEGIN")
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that will write: on SQLite it holds the write lock from its first statement."""
+    with engine.connect() as connection:
+        connection.execution_options(**{_WRITE_OPTION: True})
+        with connection.begin():
+            yield connection
+
+
+@contextmanager
+def read_transaction(engine: Engine) -> Iterator[Connection]:
+    """A read-only transaction: one consistent snapshot; on SQLite it never waits for the writer."""
+    with engine.begin() as connection:
+        yield connection

@@ -1,0 +1,214 @@
+"""The work queue: a lease per refresh attempt, so no connection is ever refreshed twice at once.
+
+A claim is one statement: ``WITH due AS MATERIALIZED (SELECT id ... LIMIT n) UPDATE ... FROM due RETURNING``.
+On PostgreSQL the inner SELECT locks its rows ``FOR UPDATE SKIP LOCKED``, so concurrent workers on many
+machines split the due rows instead of queueing on them, and re-checks each locked row's WHERE against its
+newest version, so a row leased meanwhile is skipped, never taken twice. On SQLite the claim runs in a
+``BEGIN IMMEDIATE`` transaction and SQLite runs one writer at a time.
+Every claim increments ``version``: the commit of an attempt is fenced on it (see ``commits``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import CTE, ColumnElement, Connection, Row, and_, or_, select, update
+
+from grantkeeper.adapters.crypto import DecryptionError
+
+from grantkeeper.adapters.db.catalog import providers_by_id
+from grantkeeper.adapters.db.rows import FieldCipher, state_from_row
+from grantkeeper.adapters.db.tables import connections
+from grantkeeper.core.model import ConnectionStatus
+from grantkeeper.ports import ClaimedConnection, ProviderConfig, StoreError, UnknownConnectionError
+
+_c = connections.c
+log = logging.getLogger("grantkeeper.store")
+
+#: How long a connection whose tokens cannot be decrypted waits before the next try.
+UNREADABLE_RETRY_INTERVAL = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who takes the rows, from when, for how long; ``now`` is also the instant the due test uses."""
+
+    now: datetime
+    owner: str
+    ttl: timedelta
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.now + self.ttl
+
+
+def is_unleased(now: datetime) -> ColumnElement[bool]:
+    """Never leased, released, or the lease ran out (its worker died or stalled): free to take."""
+    return or_(_c.lease_expires_at.is_(None), _c.lease_expires_at < now)
+
+
+def is_due(now: datetime) -> ColumnElement[bool]:
+    """The cycle's query; ``ix_connections_due`` serves it as an equality plus a range in index order."""
+    return and_(_c.status == ConnectionStatus.CONNECTED.value, _c.next_attempt_at <= now, is_unleased(now))
+
+
+def claim_due(
+    connection: Connection,
+    cipher: FieldCipher,
+    lease: Lease,
+    limit: int,
+    tenant_id: str | None,
+) -> list[ClaimedConnection]:
+    now = lease.now
+    due = _due_ids(now, limit, tenant_id)
+    claimed = _lease(connection, cipher, lease, _c.id == due.c.id)
+    if len(claimed) > limit:  # the guard for the planner trap described in _due_ids; rolls the claim back
+        raise StoreError(f"claim matched {len(claimed)} rows for a limit of {limit}; nothing was leased")
+    return sorted(claimed, key=lambda claim: (claim.state.next_attempt_at or now, claim.connection_id))
+
+
+def _due_ids(now: datetime, limit: int, tenant_id: str | None) -> CTE:
+    """The ids to lease, as a MATERIALIZED common table expression, evaluated exactly once.
+
+    As a plain ``IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)`` PostgreSQL may plan the subquery as the
+    inner side of a nested loop and rescan it per outer row; every rescan skips the rows this very UPDATE
+    already changed and yields the next n, so one claim leased the whole table (seen on a fresh, unanalysed
+    table). Joining the CTE (``UPDATE ... FROM``) lets the planner drive from the n ids to the primary key.
+    """
+    due = select(_c.id).where(is_due(now))
+    if tenant_id is not None:
+        due = due.where(_c.tenant_id == tenant_id)
+    due = due.order_by(_c.next_attempt_at).limit(limit).with_for_update(skip_locked=True)
+    return due.cte("due_connections").prefix_with("MATERIALIZED")
+
+
+def claim_ids(
+    connection: Connection,
+    cipher: FieldCipher,
+    lease: Lease,
+    tenant_id: str,
+    connection_ids: Sequence[str] | None,
+) -> list[ClaimedConnection]:
+    """Lease the named (or all) connected, unleased connections of a tenant, ignoring ``next_attempt_at``."""
+    now = lease.now
+    conditions = [
+        _c.tenant_id == tenant_id,
+        _c.status == ConnectionStatus.CONNECTED.value,
+        is_unleased(now),
+    ]
+    if connection_ids is not None:
+        wanted = list(dict.fromkeys(connection_ids))
+        _check_known(connection, tenant_id, wanted)
+        if not wanted:
+            return []
+        conditions.append(_c.id.in_(wanted))
+    claimed = _lease(connection, cipher, lease, *conditions)
+    return sorted(claimed, key=lambda claim: claim.connection_id)
+
+
+def _check_known(connection: Connection, tenant_id: str, connection_ids: list[str]) -> None:
+    query = select(_c.id).where(_c.tenant_id == tenant_id, _c.id.in_(connection_ids))
+    found = set(connection.scalars(query))
+    missing = [connection_id for connection_id in connection_ids if connection_id not in found]
+    if missing:
+        raise UnknownConnectionError(missing)
+
+
+def _lease(
+    connection: Connection,
+    cipher: FieldCipher,
+    lease: Lease,
+    *conditions: ColumnElement[bool],
+) -> list[ClaimedConnection]:
+    statement = (
+        update(connections)
+        .where(*conditions)
+        .values(lease_owner=lease.owner, lease_expires_at=lease.expires_at, version=_c.version + 1)
+        .returning(*connections.c)
+    )
+    rows = connection.execute(statement).all()
+    providers = _readable_providers(connection, cipher, {row.provider_id for row in rows})
+    claimed: list[ClaimedConnection] = []
+    unreadable: list[str] = []
+    for row in rows:
+        try:
+            claimed.append(_claimed(row, providers[row.provider_id], cipher))
+        except (DecryptionError, KeyError):
+            unreadable.append(row.id)
+    if unreadable:
+        _park_unreadable(connection, lease, unreadable)
+    return claimed
+
+
+def _readable_providers(
+    connection: Connection, cipher: FieldCipher, provider_ids: set[str]
+) -> dict[str, ProviderConfig]:
+    """Provider configs by id; one whose client secret no key opens is left out (its rows are parked)."""
+    try:
+        return providers_by_id(connection, cipher, provider_ids)
+    except DecryptionError:
+        readable: dict[str, ProviderConfig] = {}
+        for provider_id in provider_ids:
+            try:
+                readable |= providers_by_id(connection, cipher, {provider_id})
+            except DecryptionError:
+                continue
+        return readable
+
+
+def _park_unreadable(connection: Connection, lease: Lease, connection_ids: list[str]) -> None:
+    """Rows whose tokens no configured key opens (a removed key, a copied value) must not stop the batch.
+
+    They are set aside for ``UNREADABLE_RETRY_INTERVAL`` with a clear ``last_error`` and logged by id, so the
+    operator can restore the key; their counters and status are untouched (it is not the user's fault).
+    """
+    log.error(
+        "cannot decrypt the stored tokens of %d connection(s): %s; is a key missing from "
+        "GRANTKEEPER_ENCRYPTION_KEYS?",
+        len(connection_ids),
+        ", ".join(connection_ids[:20]),
+        extra={"action": "decryption_failed"},
+    )
+    statement = (
+        update(connections)
+        .where(_c.id.in_(connection_ids), _c.lease_owner == lease.owner)
+        .values(
+            lease_owner=None,
+            lease_expires_at=None,
+            version=_c.version + 1,
+            next_attempt_at=lease.now + UNREADABLE_RETRY_INTERVAL,
+            last_error_code="decryption_failed",
+            last_error_description="stored tokens cannot be decrypted with the configured keys",
+        )
+    )
+    connection.execute(statement)
+
+
+def _claimed(row: Row[Any], provider: ProviderConfig, cipher: FieldCipher) -> ClaimedConnection:
+    return ClaimedConnection(
+        connection_id=row.id,
+        tenant_id=row.tenant_id,
+        user_id=row.user_id,
+        email=row.email,
+        provider=provider,
+        state=state_from_row(row),
+        refresh_token=cipher.open_optional("connections", row.id, "refresh_token", row.refresh_token_enc),
+        access_token=cipher.open_optional("connections", row.id, "access_token", row.access_token_enc),
+        version=row.version,
+        lease_owner=row.lease_owner,
+        lease_expires_at=row.lease_expires_at,
+    )
+
+
+def release(connection: Connection, claim: ClaimedConnection) -> bool:
+    """Give a lease back early (the attempt was abandoned); a no-op when the lease is no longer ours."""
+    statement = (
+        update(connections)
+        .where(_c.id == claim.connection_id, _c.version == claim.version, _c.lease_owner == claim.lease_owner)
+        .values(lease_owner=None, lease_expires_at=None, version=_c.version + 1)
+    )
+    return connection.execute(statement).rowcount == 1

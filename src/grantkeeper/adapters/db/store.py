@@ -1,0 +1,147 @@
+"""``SqlStore``: the ``ConnectionStore`` port on SQLAlchemy Core, for SQLite and PostgreSQL alike.
+
+This class only opens transactions and delegates; the SQL lives in ``catalog``, ``imports``, ``leases``,
+``commits`` and ``queries``. Methods are synchronous: the async service calls them through
+``asyncio.to_thread``, and the engine's pool hands each thread its own connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine
+
+from grantkeeper.adapters.crypto import Keyring
+from grantkeeper.adapters.db import catalog, commits, imports, leases, queries
+from grantkeeper.adapters.db.engine import read_transaction, write_transaction
+from grantkeeper.adapters.db.rows import FieldCipher
+from grantkeeper.adapters.db.schema import ensure_schema
+from grantkeeper.core.model import ConnectionStatus, TokenSet, Transition
+from grantkeeper.ports import (
+    AttemptCommit,
+    AttemptRecord,
+    ClaimedConnection,
+    ConnectionRecord,
+    NewConnection,
+    NewProvider,
+    NotificationRecord,
+    OutboxRecord,
+    ProviderConfig,
+    StoredTokens,
+    WorkflowRecord,
+)
+
+__all__ = ["SqlStore"]
+
+
+class SqlStore:
+    """Durable state and work queue. Creates the schema of a brand-new database on construction unless
+    ``create_schema=False``; refuses (``SchemaOutdatedError``) a database at another migration."""
+
+    def __init__(self, engine: Engine, keyring: Keyring | None, *, create_schema: bool = True) -> None:
+        self._engine = engine
+        self._cipher = FieldCipher(keyring)
+        if create_schema:
+            ensure_schema(engine)
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def __repr__(self) -> str:
+        return f"SqlStore({self._engine.url!r})"
+
+    def ensure_tenant(self, name: str) -> str:
+        with write_transaction(self._engine) as connection:
+            return catalog.ensure_tenant(connection, name, datetime.now(UTC))
+
+    def add_provider(self, tenant_id: str, provider: NewProvider) -> ProviderConfig:
+        with write_transaction(self._engine) as connection:
+            return catalog.add_provider(connection, self._cipher, tenant_id, provider, datetime.now(UTC))
+
+    def list_providers(self, tenant_id: str) -> list[ProviderConfig]:
+        with read_transaction(self._engine) as connection:
+            return catalog.list_providers(connection, self._cipher, tenant_id)
+
+    def import_connections(self, tenant_id: str, rows: Sequence[NewConnection], now: datetime) -> list[str]:
+        with write_transaction(self._engine) as connection:
+            return imports.import_connections(connection, self._cipher, tenant_id, rows, now)
+
+    def get_connection(self, tenant_id: str, connection_id: str) -> ConnectionRecord | None:
+        with read_transaction(self._engine) as connection:
+            return queries.get_connection(connection, tenant_id, connection_id)
+
+    def list_connections(
+        self, tenant_id: str, status: ConnectionStatus | None = None
+    ) -> list[ConnectionRecord]:
+        with read_transaction(self._engine) as connection:
+            return queries.list_connections(connection, tenant_id, status)
+
+    def claim_due(
+        self, now: datetime, limit: int, owner: str, lease_ttl: timedelta, tenant_id: str | None = None
+    ) -> list[ClaimedConnection]:
+        with write_transaction(self._engine) as connection:
+            return leases.claim_due(
+                connection, self._cipher, leases.Lease(now, owner, lease_ttl), limit, tenant_id
+            )
+
+    def claim_ids(
+        self,
+        tenant_id: str,
+        connection_ids: Sequence[str] | None,
+        now: datetime,
+        owner: str,
+        lease_ttl: timedelta,
+    ) -> list[ClaimedConnection]:
+        lease = leases.Lease(now, owner, lease_ttl)
+        with write_transaction(self._engine) as connection:
+            return leases.claim_ids(connection, self._cipher, lease, tenant_id, connection_ids)
+
+    def commit_attempt(self, commit: AttemptCommit) -> bool:
+        with write_transaction(self._engine) as connection:
+            return commits.commit_attempt(connection, self._cipher, commit)
+
+    def release(self, claim: ClaimedConnection) -> None:
+        with write_transaction(self._engine) as connection:
+            leases.release(connection, claim)
+
+    def reconnect(
+        self, tenant_id: str, connection_id: str, tokens: TokenSet, transition: Transition, now: datetime
+    ) -> bool:
+        with write_transaction(self._engine) as connection:
+            return commits.reconnect(
+                connection, self._cipher, tenant_id, connection_id, tokens, transition, now
+            )
+
+    def list_notifications(self, tenant_id: str, limit: int = 100) -> list[NotificationRecord]:
+        with read_transaction(self._engine) as connection:
+            return queries.list_notifications(connection, tenant_id, limit)
+
+    def count_by_status(self, tenant_id: str) -> dict[str, int]:
+        with read_transaction(self._engine) as connection:
+            return queries.count_by_status(connection, tenant_id)
+
+    def list_failing(self, tenant_id: str, limit: int = 100) -> list[ConnectionRecord]:
+        with read_transaction(self._engine) as connection:
+            return queries.list_failing(connection, tenant_id, limit)
+
+    def list_workflows(self, tenant_id: str) -> list[WorkflowRecord]:
+        with read_transaction(self._engine) as connection:
+            return queries.list_workflows(connection, tenant_id)
+
+    def delete_provider(self, tenant_id: str, name: str) -> bool:
+        with write_transaction(self._engine) as connection:
+            return catalog.delete_provider(connection, tenant_id, name)
+
+    def read_tokens(self, tenant_id: str, connection_id: str) -> StoredTokens | None:
+        with read_transaction(self._engine) as connection:
+            return queries.read_tokens(connection, self._cipher, tenant_id, connection_id)
+
+    def list_outbox(self, notification_id: str) -> list[OutboxRecord]:
+        with read_transaction(self._engine) as connection:
+            return queries.list_outbox(connection, notification_id)
+
+    def attempts_for(self, connection_id: str, limit: int = 100) -> list[AttemptRecord]:
+        with read_transaction(self._engine) as connection:
+            return queries.attempts_for(connection, connection_id, limit)

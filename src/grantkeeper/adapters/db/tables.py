@@ -1,0 +1,189 @@
+"""The schema as SQLAlchemy Core tables: the single description queries are written against.
+
+Migrations in ``migrations/versions`` create the same schema by hand (they must not change when this file
+does); a test compares the two on SQLite and PostgreSQL so they cannot drift. Token and secret columns end in
+``_enc`` and only ever hold ``Keyring`` output.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from grantkeeper.adapters.db.types import UTCDateTime
+
+# Named constraints: Alembic's batch mode on SQLite can only alter what has a name.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+ID = String(32)
+JSON_DOCUMENT = JSON().with_variant(JSONB(), "postgresql")
+AUTOINCREMENT_ID = BigInteger().with_variant(Integer(), "sqlite")  # SQLite only autoincrements INTEGER
+
+
+def new_id(prefix: str) -> str:
+    """``<prefix>_`` + 80 random bits in hex: unguessable, URL-safe, and known before the INSERT so the id can
+    be bound into the encryption's associated data up front (no insert-then-update round trip)."""
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+def _tenant_fk() -> Column[str]:
+    return Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
+
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("api_key_hash", String(128), nullable=True, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+providers = Table(
+    "providers",
+    metadata,
+    Column("id", ID, primary_key=True),
+    _tenant_fk(),
+    Column("name", String(200), nullable=False),
+    Column("token_url", Text, nullable=False),
+    Column("client_id", Text, nullable=False),
+    Column("client_secret_enc", Text, nullable=False),
+    Column("auth_method", String(32), nullable=False),
+    Column("default_expires_in", Integer, nullable=False),
+    Column("authorize_url", Text, nullable=True),
+    Column("revocation_url", Text, nullable=True),
+    Column("scopes", Text, nullable=True),
+    Column("flagged_at", UTCDateTime, nullable=True),
+    Column("flag_reason", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("tenant_id", "name"),
+)
+
+connections = Table(
+    "connections",
+    metadata,
+    Column("id", ID, primary_key=True),
+    _tenant_fk(),
+    Column("provider_id", ID, ForeignKey("providers.id"), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("email", String(320), nullable=True),
+    Column("status", String(32), nullable=False),
+    Column("access_token_enc", Text, nullable=True),
+    Column("refresh_token_enc", Text, nullable=True),
+    Column("expires_at", UTCDateTime, nullable=True),
+    Column("consecutive_failures", Integer, nullable=False, default=0),
+    Column("consecutive_transient_failures", Integer, nullable=False, default=0),
+    Column("last_refreshed_at", UTCDateTime, nullable=True),
+    Column("last_failure_at", UTCDateTime, nullable=True),
+    Column("failing_since", UTCDateTime, nullable=True),
+    Column("last_error_code", String(200), nullable=True),
+    Column("last_error_description", Text, nullable=True),
+    Column("disconnect_reason", String(32), nullable=True),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("warning_sent", Boolean, nullable=False, default=False),
+    Column("rate_limit_notice_sent", Boolean, nullable=False, default=False),
+    Column("lease_owner", String(200), nullable=True),
+    Column("lease_expires_at", UTCDateTime, nullable=True),
+    Column("version", Integer, nullable=False, default=0),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("status IN ('connected', 'needs_reauthorization', 'revoked')", name="status"),
+    # The work queue's index: the due query is an equality on status, then a range in next_attempt_at order.
+    Index("ix_connections_due", "status", "next_attempt_at"),
+    Index("ix_connections_owner", "tenant_id", "provider_id", "user_id"),
+    Index("ix_connections_tenant_status", "tenant_id", "status"),
+)
+
+workflows = Table(
+    "workflows",
+    metadata,
+    Column("id", ID, primary_key=True),
+    _tenant_fk(),
+    Column("name", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("paused_reason", String(64), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("status IN ('active', 'paused')", name="status"),
+    UniqueConstraint("tenant_id", "name"),
+)
+
+workflow_connections = Table(
+    "workflow_connections",
+    metadata,
+    Column("workflow_id", ID, ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True),
+    Column("connection_id", ID, ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_workflow_connections_connection_id", "connection_id"),
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", ID, primary_key=True),
+    _tenant_fk(),
+    Column("connection_id", ID, ForeignKey("connections.id", ondelete="SET NULL"), nullable=True),
+    Column("user_id", String(255), nullable=True),
+    Column("type", String(64), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("is_read", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("metadata", JSON_DOCUMENT, nullable=False),
+    Index("ix_notifications_tenant_created", "tenant_id", "created_at"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("notification_id", ID, ForeignKey("notifications.id", ondelete="CASCADE"), nullable=False),
+    Column("channel", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status"),
+    Index("ix_outbox_due", "status", "next_attempt_at"),
+    Index("ix_outbox_notification_id", "notification_id"),
+)
+
+refresh_attempts = Table(
+    "refresh_attempts",
+    metadata,
+    Column("id", AUTOINCREMENT_ID, primary_key=True, autoincrement=True),
+    Column("connection_id", ID, ForeignKey("connections.id", ondelete="CASCADE"), nullable=False),
+    Column("tenant_id", ID, nullable=False),
+    Column("provider_id", ID, nullable=False),
+    Column("attempted_at", UTCDateTime, nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("http_status", Integer, nullable=True),
+    Column("error_code", String(200), nullable=True),
+    Column("duration_ms", Integer, nullable=False),
+    Index("ix_refresh_attempts_connection_attempted", "connection_id", "attempted_at"),
+)

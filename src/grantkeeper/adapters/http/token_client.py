@@ -1,0 +1,208 @@
+"""The token endpoint client: one RFC 6749 section 6 refresh_token grant per call, over one pooled session.
+
+Everything the provider or the network does becomes an ``Outcome`` (DESIGN section 2): the wire format and the
+classification live in ``core``, so this module only sends, reads with limits, and maps exceptions to faults.
+It never retries: a refresh_token grant is not idempotent (with rotation a replay can revoke the whole grant,
+RFC 9700 section 4.14.2), so a failure is reported and the scheduler decides when to try again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from types import TracebackType
+from typing import Self
+from urllib.parse import quote_plus, urlencode
+
+import aiohttp
+
+from grantkeeper.adapters.http.faults import TRANSPORT_ERRORS, describe, network_fault
+from grantkeeper.adapters.http.urls import validate_token_url
+from grantkeeper.core.classify import classify_fault, classify_response, missing_refresh_token, sanitize
+from grantkeeper.core.model import ErrorInfo, Outcome, OutcomeClass
+from grantkeeper.core.oauth_wire import RawResponse, TokenRequest, build_refresh_request, parse_retry_after
+from grantkeeper.ports import AuthMethod, Clock, ProviderConfig
+
+_log = logging.getLogger(__name__)
+
+#: A token response is a few kilobytes at most (a JWT id_token included); anything far bigger is not one.
+MAX_BODY_BYTES = 64 * 1024
+_DNS_CACHE_TTL_SECONDS = 300
+
+
+class HttpTokenEndpoint:
+    """``TokenEndpoint`` over aiohttp (RFC 6749 section 6, client authentication per section 2.3.1).
+
+    The session is created lazily inside the running event loop, because aiohttp binds it to the loop, and
+    is shared by every refresh so connections to a provider are reused. ``connect_timeout`` bounds getting a
+    connection (pool wait, DNS, TCP and TLS); ``read_timeout`` bounds each wait for data; the whole exchange
+    is also capped at their sum so a server that drips bytes cannot hold a refresh forever.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 15.0,
+        max_connections: int = 100,
+        max_connections_per_host: int | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        user_agent: str = "grantkeeper/0.1",
+    ) -> None:
+        if connect_timeout <= 0 or read_timeout <= 0:
+            raise ValueError("connect_timeout and read_timeout must be positive")
+        if max_connections < 1 or (max_connections_per_host is not None and max_connections_per_host < 1):
+            raise ValueError("max_connections and max_connections_per_host must be at least 1")
+        if max_body_bytes < 1:
+            raise ValueError("max_body_bytes must be at least 1")
+        self._clock = clock
+        self._timeout = aiohttp.ClientTimeout(
+            total=connect_timeout + read_timeout,
+            connect=connect_timeout,
+            sock_connect=connect_timeout,
+            sock_read=read_timeout,
+        )
+        self._max_connections = max_connections
+        self._max_connections_per_host = max_connections_per_host or max_connections
+        self._max_body_bytes = max_body_bytes
+        self._user_agent = user_agent
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the pooled connections; a later ``refresh`` opens a new session."""
+        session, self._session, self._loop = self._session, None, None
+        if session is not None and not session.closed:
+            await session.close()
+
+    async def refresh(self, provider: ProviderConfig, refresh_token: str) -> Outcome:
+        """Perform one refresh and classify it; never raises for anything the provider or the network does.
+
+        Nothing is sent when there is no refresh token (reauthorization required, not a provider's
+        ``invalid_request``) or when the token URL breaks DESIGN section 4 (config: the operator must fix it).
+        """
+        if not refresh_token.strip():
+            outcome = missing_refresh_token()
+        else:
+            try:
+                validate_token_url(provider.token_url)
+            except ValueError as exc:
+                error = ErrorInfo("invalid_token_url", sanitize(str(exc)))
+                outcome = Outcome(OutcomeClass.CONFIG, None, error)
+            else:
+                outcome = await self._exchange(provider, refresh_token)
+        _log.debug(
+            "token refresh for provider %s: %s",
+            provider.name,
+            outcome.klass.value,
+            extra={
+                "action": "token_refresh",
+                "provider": provider.name,
+                "outcome": outcome.klass.value,
+                "http_status": outcome.http_status,
+                "error_code": outcome.error.code if outcome.error else None,
+            },
+        )
+        return outcome
+
+    async def _exchange(self, provider: ProviderConfig, refresh_token: str) -> Outcome:
+        """Send and classify; ``now`` is read before sending, so ``expires_at`` errs on the early side."""
+        request = build_refresh_request(
+            client_id=provider.client_id,
+            client_secret=provider.client_secret,
+            refresh_token=refresh_token,
+            use_basic_auth=provider.auth_method is AuthMethod.CLIENT_SECRET_BASIC,
+        )
+        secrets = _secrets_of(provider, refresh_token, request)
+        started_at = self._clock.now()
+        try:
+            raw, is_oversized = await self._post(provider.token_url, request)
+        except TRANSPORT_ERRORS as exc:
+            return classify_fault(network_fault(exc), describe(exc, secrets))
+        if is_oversized and 200 <= raw.status < 300:
+            return self._oversized(raw, started_at)
+        return classify_response(
+            raw, now=started_at, default_expires_in=provider.default_expires_in, redact=secrets
+        )
+
+    async def _post(self, url: str, request: TokenRequest) -> tuple[RawResponse, bool]:
+        """POST the form (RFC 6749 section 6 / appendix B) without following redirects; read at most the cap.
+
+        Returns the response and whether its body was over the cap (the body is then empty and unread).
+        """
+        session = self._ensure_session()
+        body = urlencode(request.form).encode("ascii")
+        async with session.post(url, data=body, headers=request.headers, allow_redirects=False) as response:
+            content = await _read_capped(response, self._max_body_bytes)
+            raw = RawResponse(
+                status=response.status,
+                content_type=response.headers.get("Content-Type", ""),
+                body=content or b"",
+                retry_after=response.headers.get("Retry-After"),
+            )
+            if content is None:
+                response.close()  # the rest of the body is never read, so the connection cannot be reused
+            return raw, content is None
+
+    def _oversized(self, raw: RawResponse, started_at: datetime) -> Outcome:
+        """A 2xx body past the cap cannot be read: transient, stored tokens untouched.
+
+        An oversized error body (a 403 with a huge HTML page) is classified by its status alone, as an
+        unreadable body would be.
+        """
+        retry_after = parse_retry_after(raw.retry_after, started_at)
+        error = ErrorInfo("malformed_response", f"response body over {self._max_body_bytes} bytes")
+        return Outcome(OutcomeClass.TRANSIENT, raw.status, error, retry_after)
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        """The shared session, made on first use in this loop; using it from another loop is a bug."""
+        loop = asyncio.get_running_loop()
+        if self._session is not None and not self._session.closed:
+            if self._loop is not loop:
+                raise RuntimeError("HttpTokenEndpoint is bound to another event loop; make one per loop")
+            return self._session
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections,
+            limit_per_host=self._max_connections_per_host,
+            ttl_dns_cache=_DNS_CACHE_TTL_SECONDS,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            headers={"User-Agent": self._user_agent},
+            cookie_jar=aiohttp.DummyCookieJar(),  # one session serves every tenant: share no cookies
+            raise_for_status=False,
+        )
+        self._loop = loop
+        return self._session
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The (decompressed) body, or None as soon as it is known to exceed ``limit`` bytes."""
+    if response.content_length is not None and response.content_length > limit:
+        return None
+    body = bytearray()
+    async for chunk in response.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def _secrets_of(provider: ProviderConfig, refresh_token: str, request: TokenRequest) -> tuple[str, ...]:
+    """What must never reach an outcome: token and secret, also as the form and Basic header carry them."""
+    values = [refresh_token, provider.client_secret]
+    values += [quote_plus(value) for value in values]
+    authorization = request.headers.get("Authorization", "")
+    values.append(authorization.removeprefix("Basic ").strip())
+    return tuple(dict.fromkeys(value for value in values if value))

@@ -1,0 +1,59 @@
+"""Which token endpoint URLs grantkeeper will send a refresh token and a client secret to.
+
+RFC 6749 section 3.2 requires TLS at the token endpoint (the request carries credentials, section 1.6) and
+forbids a fragment in its URI. DESIGN section 4 allows one exception: plain http to this machine, for the
+sandbox provider and local development, where nothing crosses a network.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import SplitResult, urlsplit
+
+_LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+def validate_token_url(url: str) -> None:
+    """Raise ``ValueError`` saying what is wrong unless ``url`` is https (or http to a loopback host)."""
+    if not url or any(char.isspace() or not char.isprintable() for char in url):
+        # urlsplit silently drops tabs and newlines (bpo-43882), so what it parsed is not what was configured.
+        raise ValueError("token URL must be non-empty and contain no whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is what validates it
+    except ValueError as exc:
+        raise ValueError(f"token URL is not a valid URL: {exc}") from None
+    _check_parts(parts)
+
+
+def _check_parts(parts: SplitResult) -> None:
+    scheme = parts.scheme.lower()
+    host = parts.hostname or ""
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("token URL must not contain credentials (user:password@); set the client secret")
+    shown = _display(parts)
+    if scheme not in ("https", "http") or not host:
+        raise ValueError(f"token URL must be an absolute https URL with a host, got {shown!r}")
+    if parts.fragment:
+        raise ValueError(f"token URL must not have a #fragment (RFC 6749 section 3.2), got {shown!r}")
+    if scheme == "http" and not is_loopback_host(host):
+        raise ValueError(
+            f"token URL must use https; plain http is allowed only to a loopback host "
+            f"(127.0.0.0/8, ::1, localhost), got {shown!r}"
+        )
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses; names that merely resolve to loopback do not count."""
+    name = host.lower().strip("[]")
+    if name in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _display(parts: SplitResult) -> str:
+    """The URL for an error message, without its query string (which could hold an API key)."""
+    return f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.scheme else parts.path

@@ -1,0 +1,13 @@
+"""A sandbox OAuth 2.0 provider: a real token endpoint (RFC 6749 section 6) that fails on cue.
+
+grantkeeper's demo, tests and benchmarks refresh against it over real HTTP, so the provider client, the policy
+and the scheduler meet every answer of DESIGN section 2 (rate limits, outages, resets, revoked grants, vendor
+quirks) without a third-party account.
+"""
+
+from grantkeeper.sandbox.behaviour import Behaviour
+from grantkeeper.sandbox.model import GrantTokens, SandboxStats
+from grantkeeper.sandbox.server import SandboxServer, serve_sandbox
+from grantkeeper.sandbox.state import Sandbox
+
+__all__ = ["Behaviour", "GrantTokens", "Sandbox", "SandboxServer", "SandboxStats", "serve_sandbox"]

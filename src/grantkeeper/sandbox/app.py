@@ -1,0 +1,283 @@
+"""The sandbox provider as a raw ASGI application: token endpoint, revocation endpoint and control API.
+
+Raw ASGI (no framework) keeps the token endpoint's hot path to a form parse, one locked state update and two
+``send`` calls, so one core serves thousands of refreshes per second. Being the outermost layer also gives
+``Behaviour.RESET`` uvicorn's own ``send`` and, through it, the TCP transport to abort.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import socket
+import struct
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from email.utils import formatdate
+from typing import Any, Final
+from urllib.parse import parse_qsl, unquote_plus
+
+from grantkeeper.sandbox import control
+from grantkeeper.sandbox.behaviour import (
+    CANNED,
+    HANG_TIMEOUT,
+    NO_STORE,
+    WWW_AUTHENTICATE,
+    Behaviour,
+    Canned,
+    canned,
+    json_response,
+)
+from grantkeeper.sandbox.model import Issued
+from grantkeeper.sandbox.state import Sandbox
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+TOKEN_PATH: Final = "/oauth/token"  # noqa: S105 - a path, not a secret
+REVOCATION_PATH: Final = "/oauth/revoke"
+CONTROL_PREFIX: Final = "/_sandbox/"
+_MAX_FORM: Final = 64 * 1024
+_MAX_CONTROL: Final = 32 * 1024 * 1024
+_FORM_TYPE: Final = b"application/x-www-form-urlencoded"
+_TOKEN_HEADERS: Final = [(b"content-type", b"application/json"), *NO_STORE]
+_LINGER_RST: Final = struct.pack("ii", 1, 0)
+_NOT_FOUND: Final = json_response(404, {"error": "not_found"})
+_TOO_LARGE: Final = json_response(413, {"error": "invalid_request", "error_description": "body too large"})
+
+
+class _ClientGoneError(Exception):
+    """The client went away before the request body was read."""
+
+
+def _bad_request(description: str) -> Canned:
+    return json_response(400, {"error": "invalid_request", "error_description": description})
+
+
+def _invalid_client(description: str) -> Canned:
+    payload: dict[str, object] = {"error": "invalid_client", "error_description": description}
+    return json_response(401, payload, [WWW_AUTHENTICATE])
+
+
+async def _respond(send: Send, answer: Canned) -> None:
+    await send({"type": "http.response.start", "status": answer.status, "headers": answer.headers})
+    await send({"type": "http.response.body", "body": answer.body})
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None when it exceeds ``limit`` bytes."""
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGoneError
+        body += bytes(message.get("body", b""))
+        if len(body) > limit:
+            return None
+        if not message.get("more_body", False):
+            return body
+
+
+def _parse_form(body: bytes, content_type: bytes | None) -> dict[str, str] | str:
+    """RFC 6749 section 3.2: a form body whose parameters appear at most once; else an error text."""
+    if content_type is None or content_type.partition(b";")[0].strip().lower() != _FORM_TYPE:
+        return "content-type must be application/x-www-form-urlencoded"
+    try:
+        pairs = parse_qsl(body.decode(), keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        return "the form body is not valid UTF-8 form-urlencoding"
+    form = dict(pairs)
+    if len(form) != len(pairs):
+        return "a parameter was sent more than once"
+    return form
+
+
+def _client_credentials(authorization: bytes | None, form: dict[str, str]) -> tuple[str, str] | Canned:
+    """RFC 6749 section 2.3.1: client_secret_basic or client_secret_post, never both in one request."""
+    if authorization is None:
+        client_id, secret = form.get("client_id"), form.get("client_secret")
+        if not client_id or secret is None:
+            return _invalid_client("client authentication required")
+        return client_id, secret
+    if "client_secret" in form:
+        return _bad_request("use one client authentication method, not both")
+    scheme, _, param = authorization.partition(b" ")
+    if scheme.lower() != b"basic":
+        return _invalid_client("unsupported authentication scheme")
+    try:
+        decoded = base64.b64decode(param.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return _invalid_client("malformed Basic credentials")
+    raw_id, sep, raw_secret = decoded.partition(":")
+    if not sep:
+        return _invalid_client("malformed Basic credentials")
+    client_id = unquote_plus(raw_id)
+    if form.get("client_id", client_id) != client_id:
+        return _bad_request("client_id in the form differs from the Basic credentials")
+    return client_id, unquote_plus(raw_secret)
+
+
+def _issued(answer: Issued) -> Canned:
+    expires_in: int | str = answer.expires_in
+    if answer.behaviour is Behaviour.OK_EXPIRES_IN_STRING:
+        expires_in = str(expires_in)
+    payload: dict[str, object] = {
+        "access_token": answer.access_token,
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+    }
+    if answer.refresh_token is not None:
+        payload["refresh_token"] = answer.refresh_token
+    if answer.scope is not None:
+        payload["scope"] = answer.scope
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    return Canned(200, [(b"content-length", str(len(body)).encode()), *_TOKEN_HEADERS], body)
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class SandboxApp:
+    """ASGI 3 application for one ``Sandbox``; make one per server (``Sandbox.asgi_app``)."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self._hangs: set[asyncio.Future[None]] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return  # lifespan is off; websockets are not served
+        path: str = scope["path"]
+        try:
+            if path == TOKEN_PATH:
+                await self._token(scope, receive, send)
+            elif path == REVOCATION_PATH:
+                await self._revoke(scope, receive, send)
+            elif path.startswith(CONTROL_PREFIX):
+                await self._control(scope, receive, send)
+            else:
+                await _respond(send, _NOT_FOUND)
+        except _ClientGoneError:
+            return
+
+    def release_hangs(self) -> None:
+        """End every ``hang`` now (with its 504) so a server can shut down; call from the serving loop."""
+        for waiter in list(self._hangs):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _token(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sandbox = self.sandbox
+        if scope["method"] != "POST":
+            sandbox.reject(Behaviour.INVALID_REQUEST)
+            await _respond(send, canned(405, extra=[(b"allow", b"POST")]))
+            return
+        authorization = content_type = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value
+            elif name == b"content-type":
+                content_type = value
+        body = await _read_body(receive, _MAX_FORM)
+        if body is None:
+            sandbox.reject(Behaviour.INVALID_REQUEST)
+            await _respond(send, _TOO_LARGE)
+            return
+        form = _parse_form(body, content_type)
+        if isinstance(form, str):
+            sandbox.reject(Behaviour.INVALID_REQUEST)
+            await _respond(send, _bad_request(form))
+            return
+        credentials = _client_credentials(authorization, form)
+        if isinstance(credentials, Canned):
+            rejected = Behaviour.INVALID_CLIENT if credentials.status == 401 else Behaviour.INVALID_REQUEST
+            sandbox.reject(rejected)
+            await _respond(send, credentials)
+            return
+        client_id, secret = credentials
+        error: tuple[Behaviour, Canned] | None = None
+        if not sandbox.authenticate(client_id, secret):
+            error = Behaviour.INVALID_CLIENT, _invalid_client("unknown client or wrong secret")
+        elif "grant_type" not in form:
+            error = Behaviour.INVALID_REQUEST, _bad_request("grant_type is required")
+        elif form["grant_type"] != "refresh_token":
+            error = Behaviour.UNSUPPORTED_GRANT_TYPE, CANNED[Behaviour.UNSUPPORTED_GRANT_TYPE]
+        elif not form.get("refresh_token"):
+            error = Behaviour.INVALID_REQUEST, _bad_request("refresh_token is required")
+        if error is not None:
+            sandbox.reject(error[0])
+            await _respond(send, error[1])
+            return
+        answer = sandbox.refresh(client_id, form["refresh_token"])
+        if isinstance(answer, Issued):
+            await _respond(send, _issued(answer))
+        elif answer is Behaviour.RATE_LIMIT_HTTP_DATE:
+            retry_after = formatdate(time.time() + 120, usegmt=True).encode()
+            await _respond(send, canned(429, extra=[(b"retry-after", retry_after)]))
+        elif answer is Behaviour.HANG:
+            await self._hang(receive, send)
+        elif answer is Behaviour.RESET:
+            await _reset(receive, send)
+        else:
+            await _respond(send, CANNED[answer])
+
+    async def _hang(self, receive: Receive, send: Send) -> None:
+        """Answer 504 only after ``hang_seconds``, unless the client leaves or the server stops first."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._hangs.add(waiter)
+        gone = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            done, _ = await asyncio.wait(
+                {waiter, gone}, timeout=self.sandbox.hang_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            self._hangs.discard(waiter)
+            gone.cancel()
+        if gone not in done:
+            await _respond(send, HANG_TIMEOUT)
+
+    async def _revoke(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """RFC 7009 section 2.2: 200 whether or not the token was known; a known one revokes its grant."""
+        if scope["method"] != "POST":
+            await _respond(send, canned(405, extra=[(b"allow", b"POST")]))
+            return
+        body = await _read_body(receive, _MAX_FORM)
+        if body is None:
+            await _respond(send, _TOO_LARGE)
+            return
+        content_type = next((v for k, v in scope["headers"] if k == b"content-type"), None)
+        form = _parse_form(body, content_type)
+        if isinstance(form, dict) and form.get("token"):
+            self.sandbox.revoke_token(form["token"])
+        await _respond(send, canned(200, extra=list(NO_STORE)))
+
+    async def _control(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await _read_body(receive, _MAX_CONTROL)
+        if body is None:
+            await _respond(send, _TOO_LARGE)
+            return
+        status, payload = control.handle(self.sandbox, scope["method"], scope["path"], body)
+        await _respond(send, json_response(status, payload))
+
+
+async def _reset(receive: Receive, send: Send) -> None:
+    """Reset the TCP connection (RST, no HTTP response), as a crashing load balancer does.
+
+    Works under uvicorn, whose ``send`` is a method of an object holding the transport: ``SO_LINGER`` (1, 0)
+    makes the close send RST instead of FIN.
+    """
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is None:
+        raise RuntimeError("Behaviour.RESET needs uvicorn's raw send (serve the app with uvicorn, unwrapped)")
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+    transport.abort()
+    # Let uvicorn see the connection lost before returning, so it does not try to send a 500.
+    await _wait_disconnect(receive)

@@ -1,0 +1,174 @@
+"""The CLI as a subprocess: DESIGN section 4's commands, JSON field names, exit codes and bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from grantkeeper.adapters.crypto import generate_key_line
+from grantkeeper.sandbox import Behaviour
+from tests.e2e.cli import Cli
+
+KEY_LINE = re.compile(r"^[A-Za-z0-9_.-]+:[A-Za-z0-9_-]{43}=?$")
+
+
+@pytest.fixture
+def cli(database_url, tmp_path) -> Cli:
+    return Cli(database_url=database_url, keys=generate_key_line("test"), cwd=tmp_path)
+
+
+@pytest.fixture
+def provider(cli, sandbox_server) -> str:
+    cli.json(
+        "providers", "add", "sandbox",
+        "--token-url", sandbox_server.token_url,
+        "--client-id", "app",
+        "--client-secret", "app-secret",
+    )  # fmt: skip
+    return "sandbox"
+
+
+def write_jsonl(path, rows) -> str:
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    return str(path)
+
+
+def test_keys_generate_prints_one_kid_key_line(cli):
+    result = cli.run("keys", "generate")
+    assert result.returncode == 0
+    assert KEY_LINE.match(result.stdout.strip())
+
+
+def test_providers_list_never_shows_the_client_secret(cli, provider):
+    result = cli.run("providers", "list", "--json")
+    assert result.returncode == 0
+    (listed,) = json.loads(result.stdout)
+    assert listed["name"] == "sandbox"
+    assert "app-secret" not in result.stdout
+
+
+def test_plain_http_token_url_off_loopback_is_refused(cli):
+    result = cli.run(
+        "providers", "add", "evil", "--token-url", "http://auth.example.com/token",
+        "--client-id", "x", "--client-secret", "y",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "https" in result.stderr
+    assert cli.json("providers", "list") == []
+
+
+def test_import_reports_every_bad_line_and_imports_nothing(cli, provider, tmp_path):
+    good = {"provider": "sandbox", "user_id": "u1", "refresh_token": "rt-1"}
+    path = write_jsonl(
+        tmp_path / "bad.jsonl",
+        [
+            good,
+            '{"provider": "sandbox", "user_id": ',
+            {"provider": "nope", "user_id": "u3", "refresh_token": "rt-3"},
+            {"provider": "sandbox", "refresh_token": "rt-4"},
+            {"provider": "sandbox", "user_id": "u5", "refresh_token": "rt-5", "expires_at": "next tuesday"},
+            {"provider": "sandbox", "user_id": "u6", "refresh_token": "rt-6", "workflows": "not-a-list"},
+        ],
+    )
+    result = cli.run("connections", "import", path)
+    assert result.returncode == 2
+    for line, words in [(2, "not valid JSON"), (3, "unknown provider"), (4, "user_id"), (5, "expires_at")]:
+        assert re.search(rf"line {line}: .*{words}", result.stderr), result.stderr
+    assert "line 6:" in result.stderr
+    assert "line 1:" not in result.stderr
+    assert "rt-" not in result.stderr
+    assert cli.json("connections", "list") == []
+
+
+def test_import_then_list_shows_design_fields_and_no_tokens(cli, provider, tmp_path):
+    path = write_jsonl(
+        tmp_path / "ok.jsonl",
+        [
+            {"provider": "sandbox", "user_id": "u1", "refresh_token": "rt-secret-1", "access_token": "at-1",
+             "expires_at": "2030-01-01T00:00:00Z", "email": "u1@example.test", "workflows": ["sync"]},
+            {"provider": "sandbox", "user_id": "u2", "refresh_token": "rt-secret-2", "expires_at": 1893456000},
+        ],
+    )  # fmt: skip
+    assert cli.json("connections", "import", path) == {"imported": 2, "errors": []}
+    result = cli.run("connections", "list", "--json")
+    listed = json.loads(result.stdout)
+    assert {c["user_id"] for c in listed} == {"u1", "u2"}
+    expected = {"id", "provider", "user_id", "status", "consecutive_failures",
+                "consecutive_transient_failures", "expires_at", "disconnect_reason"}  # fmt: skip
+    assert expected <= set(listed[0])
+    assert "rt-secret" not in result.stdout and "at-1" not in result.stdout
+    assert all(c["status"] == "connected" for c in listed)
+    assert cli.json("connections", "list", "--status", "needs_reauthorization") == []
+
+
+def test_refresh_unknown_connection_id_is_a_clear_usage_error(cli, provider):
+    result = cli.run("refresh", "con_nope")
+    assert result.returncode == 2
+    assert "con_nope" in result.stderr
+
+
+def test_refresh_needs_a_mode(cli):
+    result = cli.run("refresh")
+    assert result.returncode == 2
+    assert "--due" in result.stderr
+
+
+def test_commands_touching_tokens_refuse_without_a_key_and_say_how(cli, provider, tmp_path):
+    cli.keys = None
+    path = write_jsonl(tmp_path / "one.jsonl", [{"provider": "sandbox", "user_id": "u", "refresh_token": "r"}])
+    result = cli.run("connections", "import", path)
+    assert result.returncode == 2
+    assert "grantkeeper keys generate" in result.stderr
+    status = cli.run("status", "--json")
+    assert status.returncode == 0, status.stderr
+
+
+def test_refresh_due_against_the_sandbox_reports_json_summary(cli, provider, sandbox, tmp_path):
+    grants = sandbox.issue_grants(client_id="app", count=3, access_token_lifetime=3600)
+    sandbox.set_behaviour(grants[2].grant_id, Behaviour.INVALID_GRANT)
+    rows = [
+        {"provider": "sandbox", "user_id": f"u{i}", "refresh_token": g.refresh_token}
+        for i, g in enumerate(grants)
+    ]
+    cli.json("connections", "import", write_jsonl(tmp_path / "g.jsonl", rows))
+    summary = cli.json("refresh", "--due")
+    assert summary["due"] == 3
+    assert summary["refreshed"] == 2
+    assert summary["by_outcome"]["auth"] == 1
+    status = cli.json("status")
+    assert status["counts"]["connected"] == 3
+    assert status["failing"][0]["consecutive_failures"] == 1
+
+
+def test_reconnect_from_cli_resets_counters(cli, provider, sandbox, tmp_path):
+    grant = sandbox.issue_grant(client_id="app", access_token_lifetime=3600)
+    sandbox.set_behaviour(grant.grant_id, Behaviour.CONSENT_REQUIRED)
+    row = {"provider": "sandbox", "user_id": "u", "refresh_token": grant.refresh_token}
+    cli.json("connections", "import", write_jsonl(tmp_path / "c.jsonl", [row]))
+    cli.json("refresh", "--due")
+    (connection,) = cli.json("connections", "list")
+    assert connection["status"] == "needs_reauthorization"
+    fresh = sandbox.issue_grant(client_id="app", access_token_lifetime=3600)
+    tokens = json.dumps({"refresh_token": fresh.refresh_token, "access_token": fresh.access_token})
+    after = cli.json("connections", "reconnect", connection["id"], stdin=tokens)
+    assert after["status"] == "connected"
+    assert after["consecutive_failures"] == 0
+
+
+def test_unreachable_database_is_an_operational_error(cli):
+    cli.database_url = "postgresql://postgres@127.0.0.1:1/nowhere"
+    result = cli.run("status")
+    assert result.returncode == 1
+    assert "database" in result.stderr.lower()
+
+
+def test_bad_setting_is_a_usage_error_naming_the_variable(cli):
+    result = cli.run("status", GRANTKEEPER_DISCONNECT_THRESHOLD="zero")
+    assert result.returncode == 2
+    assert "GRANTKEEPER_DISCONNECT_THRESHOLD" in result.stderr
+
+
+def test_migrate_reports_the_revision(cli):
+    assert cli.json("migrate")["revision"]

@@ -1,0 +1,50 @@
+"""A full demo run at debug level: it works on a fresh directory, and no token or secret leaks anywhere.
+
+The sandbox's tokens carry a recognisable prefix (``sbx-at-``/``sbx-rt-``), so any plaintext token in the
+logs or the database file is found by a plain search.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.e2e.cli import Cli
+
+TOKEN = re.compile(rb"sbx-(?:at|rt)-[A-Za-z0-9_-]{16,}")
+
+
+@pytest.mark.slow
+def test_demo_runs_on_sqlite_and_leaks_no_token_to_logs_or_database(tmp_path):
+    database = tmp_path / "grantkeeper.db"
+    cli = Cli(database_url=f"sqlite:///{database}", keys=None, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "grantkeeper", "demo", "--duration", "12", "--connections", "150",
+         "--lifetime", "10", "--json"],
+        capture_output=True,
+        cwd=tmp_path,
+        env=cli.env(GRANTKEEPER_LOG_LEVEL="DEBUG"),
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert b"generated a demo key" in result.stderr
+    assert (tmp_path / "grantkeeper-demo.key").exists()
+    summary = json.loads(result.stdout)
+    assert summary["refreshed"] > 150
+    assert summary["newly_disconnected"] > 0
+    assert summary["notifications"]["integration_rate_limit"] > 0
+    assert summary["sandbox"]["reuse_detected"] == 0
+    assert b"DEBUG" in result.stderr  # debug logging really was on
+
+    assert not TOKEN.search(result.stdout + result.stderr)
+    for path in tmp_path.glob("grantkeeper.db*"):
+        assert not TOKEN.search(path.read_bytes()), path.name
+
+    status = cli.json("status")
+    assert status["total"] == 150
+    assert status["counts"]["needs_reauthorization"] == summary["newly_disconnected"]

@@ -1,0 +1,107 @@
+"""``refresh --due`` honours the lead window and backoff; ``--all`` and IDs refresh now; neither touches a
+connection that needs reauthorization. Also: what a success, a rotation and a malformed 200 store."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from grantkeeper.ports import UnknownConnectionError
+from grantkeeper.core.model import ConnectionStatus
+from grantkeeper.sandbox import Behaviour
+
+
+async def test_due_cycle_takes_only_tokens_inside_the_lead_window(rig):
+    inside, _ = rig.connect("inside", expires_in=timedelta(minutes=9))
+    outside, _ = rig.connect("outside", expires_in=timedelta(minutes=11))
+    report = await rig.cycle()
+    assert [row.connection_id for row in report.rows] == [inside]
+    assert rig.state(outside).last_refreshed_at is None
+
+    rig.clock.advance(timedelta(minutes=1, seconds=1))
+    report = await rig.cycle()
+    assert [row.connection_id for row in report.rows] == [outside]
+
+
+async def test_due_cycle_waits_out_the_backoff(rig):
+    connection_id, _ = rig.connect(script=[Behaviour.RATE_LIMIT])
+    await rig.cycle()
+    retry_at = rig.state(connection_id).next_attempt_at
+    rig.clock.set(retry_at - timedelta(seconds=1))
+    assert (await rig.cycle()).due == 0
+    rig.clock.set(retry_at)
+    assert (await rig.cycle()).refreshed == 1
+
+
+async def test_refresh_all_ignores_lead_window_and_backoff_but_skips_disconnected(rig):
+    fresh, _ = rig.connect("fresh", expires_in=timedelta(hours=1))
+    backing_off, _ = rig.connect("backing-off", script=[Behaviour.RATE_LIMIT])
+    revoked, _ = rig.connect("revoked", behaviour=Behaviour.CONSENT_REQUIRED)
+    await rig.cycle()
+    assert rig.state(revoked).status is ConnectionStatus.NEEDS_REAUTHORIZATION
+    requests_before = rig.sandbox.stats().requests
+
+    report = await rig.service.refresh_now(rig.tenant_id, None)
+    assert sorted(row.connection_id for row in report.rows) == sorted([fresh, backing_off])
+    assert report.refreshed == 2
+    assert rig.sandbox.stats().requests == requests_before + 2
+    assert rig.state(revoked).status is ConnectionStatus.NEEDS_REAUTHORIZATION
+
+
+async def test_refresh_ids_refreshes_only_the_named_connections(rig):
+    first, _ = rig.connect("first", expires_in=timedelta(hours=1))
+    second, _ = rig.connect("second", expires_in=timedelta(hours=1))
+    report = await rig.service.refresh_now(rig.tenant_id, [second])
+    assert [row.connection_id for row in report.rows] == [second]
+    assert rig.state(first).last_refreshed_at is None
+
+
+async def test_refresh_ids_never_touches_a_connection_needing_reauthorization(rig):
+    revoked, _ = rig.connect(behaviour=Behaviour.CONSENT_REQUIRED)
+    await rig.cycle()
+    requests = rig.sandbox.stats().requests
+    report = await rig.service.refresh_now(rig.tenant_id, [revoked])
+    assert report.due == 0
+    assert rig.sandbox.stats().requests == requests
+
+
+async def test_refresh_unknown_id_is_an_error_and_refreshes_nothing(rig):
+    known, _ = rig.connect(expires_in=timedelta(hours=1))
+    with pytest.raises(UnknownConnectionError):
+        await rig.service.refresh_now(rig.tenant_id, [known, "con_doesnotexist"])
+    assert rig.sandbox.stats().requests == 0
+
+
+async def test_rotated_refresh_token_is_stored_and_used_next_time(rig):
+    connection_id, grant = rig.connect()
+    await rig.cycle()
+    claim = _peek_tokens(rig, connection_id)
+    assert claim == rig.sandbox.current_refresh_token(grant.grant_id)
+    assert claim != grant.refresh_token
+    rig.clock.advance(timedelta(hours=1))
+    assert (await rig.cycle()).refreshed == 1
+    assert rig.sandbox.stats().reuse_detected == 0
+
+
+async def test_no_rotation_keeps_the_stored_refresh_token(rig):
+    connection_id, grant = rig.connect(script=[Behaviour.OK_NO_ROTATION])
+    await rig.cycle()
+    assert _peek_tokens(rig, connection_id) == grant.refresh_token
+
+
+@pytest.mark.parametrize("behaviour", [Behaviour.NOT_JSON, Behaviour.NO_ACCESS_TOKEN])
+async def test_malformed_200_never_overwrites_stored_tokens(rig, behaviour):
+    connection_id, grant = rig.connect(script=[behaviour])
+    report = await rig.cycle()
+    assert report.by_outcome["transient"] == 1
+    assert _peek_tokens(rig, connection_id) == grant.refresh_token
+    assert _peek_access(rig, connection_id) == grant.access_token
+
+
+def _peek_tokens(rig, connection_id: str) -> str | None:
+    return rig.store.read_tokens(rig.tenant_id, connection_id).refresh_token
+
+
+def _peek_access(rig, connection_id: str) -> str | None:
+    return rig.store.read_tokens(rig.tenant_id, connection_id).access_token
