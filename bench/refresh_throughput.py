@@ -145,7 +145,8 @@ def cli(url: str, key: str, concurrency: int) -> tuple[float, int]:
     env = os.environ | {"GRANTKEEPER_DATABASE_URL": url, "GRANTKEEPER_ENCRYPTION_KEYS": key}
     started = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-m", "grantkeeper", "refresh", "--due", "--json", "--concurrency", str(concurrency)],
+        [sys.executable, "-m", "grantkeeper", "refresh", "--due", "--json",
+         "--concurrency", str(concurrency)],
         env=env, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     return time.perf_counter() - started, json.loads(out)["refreshed"]
@@ -176,12 +177,17 @@ def measure(kind: str, n: int, concurrency: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, action="append", help="connections due (repeatable)")
     parser.add_argument("--database", choices=("sqlite", "postgresql"), action="append")
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
-    print("| database | N | baseline refreshes/s | cycle refreshes/s | `refresh --due` refreshes/s | cycle/baseline |")
+    print(
+        "| database | N | baseline refreshes/s | cycle refreshes/s "
+        "| `refresh --due` refreshes/s | cycle/baseline |"
+    )
     print("|---|---|---|---|---|---|")
     for kind in args.database or ["sqlite", "postgresql"]:
         for n in args.n or [1000, 10000]:

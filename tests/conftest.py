@@ -1,4 +1,4 @@
-"""Shared fixtures live in tests/fixtures/, one module per kind of real part (database, sandbox provider, ...)."""
+"""Shared fixtures live in tests/fixtures/, one module per kind of real part (database, sandbox, ...)."""
 
 pytest_plugins = [
     "tests.fixtures.db",

@@ -47,7 +47,9 @@ class Runtime:
             read_timeout=settings.read_timeout_seconds,
             max_connections=max(concurrency or settings.concurrency, 10),
         )
-        attempt_budget = timedelta(seconds=settings.connect_timeout_seconds + settings.read_timeout_seconds + 5)
+        attempt_budget = timedelta(
+            seconds=settings.connect_timeout_seconds + settings.read_timeout_seconds + 5
+        )
         service = RefreshService(
             self.store,
             endpoint,

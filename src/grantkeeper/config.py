@@ -55,7 +55,9 @@ class Settings(BaseSettings):
             rate_limit_notice_threshold=self.rate_limit_notice_threshold,
             refresh_lead=timedelta(seconds=self.refresh_lead_seconds),
             cycle_interval=timedelta(seconds=self.cycle_interval_seconds),
-            schedule_tolerance=min(timedelta(seconds=30), timedelta(seconds=self.cycle_interval_seconds) / 10),
+            schedule_tolerance=min(
+                timedelta(seconds=30), timedelta(seconds=self.cycle_interval_seconds) / 10
+            ),
             max_idle_interval=timedelta(days=self.max_idle_days),
             stale_after=timedelta(hours=self.stale_after_hours),
             max_backoff=timedelta(seconds=self.max_backoff_seconds),

@@ -19,7 +19,7 @@ from grantkeeper.service.cycle import CycleReport, RefreshService
 from grantkeeper.testing import FrozenClock
 
 CLIENT_ID = "app"
-CLIENT_SECRET = "app-secret"  # noqa: S105 - the sandbox client's test secret
+CLIENT_SECRET = "app-secret"
 
 
 @dataclass
@@ -68,7 +68,7 @@ class Rig:
         script: list[Behaviour] | None = None,
         lifetime: int = 3600,
     ) -> tuple[str, GrantTokens]:
-        """A sandbox grant imported as a connection; by default its access token has just expired (due now)."""
+        """A sandbox grant imported as a connection; by default its access token just expired (due now)."""
         grant = self.sandbox.issue_grant(client_id=CLIENT_ID, access_token_lifetime=lifetime)
         if behaviour is not None:
             self.sandbox.set_behaviour(grant.grant_id, behaviour)

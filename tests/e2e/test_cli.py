@@ -88,7 +88,8 @@ def test_import_then_list_shows_design_fields_and_no_tokens(cli, provider, tmp_p
         [
             {"provider": "sandbox", "user_id": "u1", "refresh_token": "rt-secret-1", "access_token": "at-1",
              "expires_at": "2030-01-01T00:00:00Z", "email": "u1@example.test", "workflows": ["sync"]},
-            {"provider": "sandbox", "user_id": "u2", "refresh_token": "rt-secret-2", "expires_at": 1893456000},
+            {"provider": "sandbox", "user_id": "u2", "refresh_token": "rt-secret-2",
+             "expires_at": 1893456000},
         ],
     )  # fmt: skip
     assert cli.json("connections", "import", path) == {"imported": 2, "errors": []}
@@ -98,7 +99,8 @@ def test_import_then_list_shows_design_fields_and_no_tokens(cli, provider, tmp_p
     expected = {"id", "provider", "user_id", "status", "consecutive_failures",
                 "consecutive_transient_failures", "expires_at", "disconnect_reason"}  # fmt: skip
     assert expected <= set(listed[0])
-    assert "rt-secret" not in result.stdout and "at-1" not in result.stdout
+    assert "rt-secret" not in result.stdout
+    assert "at-1" not in result.stdout
     assert all(c["status"] == "connected" for c in listed)
     assert cli.json("connections", "list", "--status", "needs_reauthorization") == []
 
@@ -117,7 +119,9 @@ def test_refresh_needs_a_mode(cli):
 
 def test_commands_touching_tokens_refuse_without_a_key_and_say_how(cli, provider, tmp_path):
     cli.keys = None
-    path = write_jsonl(tmp_path / "one.jsonl", [{"provider": "sandbox", "user_id": "u", "refresh_token": "r"}])
+    path = write_jsonl(
+        tmp_path / "one.jsonl", [{"provider": "sandbox", "user_id": "u", "refresh_token": "r"}]
+    )
     result = cli.run("connections", "import", path)
     assert result.returncode == 2
     assert "grantkeeper keys generate" in result.stderr

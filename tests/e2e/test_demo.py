@@ -23,7 +23,7 @@ def test_demo_runs_on_sqlite_and_leaks_no_token_to_logs_or_database(tmp_path):
     database = tmp_path / "grantkeeper.db"
     cli = Cli(database_url=f"sqlite:///{database}", keys=None, cwd=tmp_path)
     result = subprocess.run(
-        [sys.executable, "-m", "grantkeeper", "demo", "--duration", "12", "--connections", "150",
+        [sys.executable, "-m", "grantkeeper", "demo", "--duration", "15", "--connections", "150",
          "--lifetime", "10", "--json"],
         capture_output=True,
         cwd=tmp_path,

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from grantkeeper.ports import UnknownConnectionError
 from grantkeeper.core.model import ConnectionStatus
+from grantkeeper.ports import UnknownConnectionError
 from grantkeeper.sandbox import Behaviour
 
 

@@ -55,7 +55,7 @@ async def test_disconnection_notification_carries_provider_and_goes_to_email_out
 
 
 async def test_five_429s_give_one_rate_limit_notice_and_a_later_success_resets_both_counters(rig):
-    connection_id, grant = rig.connect(script=[Behaviour.INVALID_GRANT] + [Behaviour.RATE_LIMIT] * 5)
+    connection_id, _ = rig.connect(script=[Behaviour.INVALID_GRANT] + [Behaviour.RATE_LIMIT] * 5)
 
     await rig.cycle()  # one auth failure first, so the reset of both counters is visible
     for minute in range(1, 6):

@@ -17,7 +17,9 @@ CONNECTIONS = 2000
 
 
 @pytest.mark.slow
-def test_two_concurrent_cycles_never_refresh_a_connection_twice(database_url, sandbox, sandbox_server, tmp_path):
+def test_two_concurrent_cycles_never_refresh_a_connection_twice(
+    database_url, sandbox, sandbox_server, tmp_path
+):
     cli = Cli(database_url=database_url, keys=generate_key_line("race"), cwd=tmp_path)
     cli.json(
         "providers", "add", "sandbox", "--token-url", sandbox_server.token_url,

@@ -184,7 +184,7 @@ def test_policy_rejects_nonsense_settings():
         Policy(cycle_interval=timedelta(0))
 
 
-# Property tests against a plain reference model ---------------------------------------------------------------
+# Property tests against a plain reference model ---------------------------------------------------------
 
 
 @dataclass
@@ -276,7 +276,8 @@ def test_step_matches_reference_model_and_invariants(steps, expires_at, seed):
             assert state.consecutive_transient_failures >= before.consecutive_transient_failures
         # a connected connection is always scheduled in the future after a failure
         if klass is not OutcomeClass.SUCCESS and state.status is ConnectionStatus.CONNECTED:
-            assert state.next_attempt_at is not None and state.next_attempt_at > now
+            assert state.next_attempt_at is not None
+            assert state.next_attempt_at > now
             assert state.next_attempt_at <= now + POLICY.max_backoff + POLICY.config_retry_interval
         # each notification at most once per streak
         if klass is OutcomeClass.SUCCESS:

@@ -26,5 +26,6 @@ class MissingEncryptionKeyError(GrantkeeperError):
     def __init__(self) -> None:
         super().__init__(
             "no encryption key: set GRANTKEEPER_ENCRYPTION_KEYS to a line printed by "
-            "`grantkeeper keys generate` (e.g. export GRANTKEEPER_ENCRYPTION_KEYS=$(grantkeeper keys generate))"
+            "`grantkeeper keys generate` "
+            "(e.g. export GRANTKEEPER_ENCRYPTION_KEYS=$(grantkeeper keys generate))"
         )

@@ -1,7 +1,8 @@
 """The domain's values: connection state, refresh outcomes, tokens and the effects a transition asks for.
 
-Everything here is a frozen dataclass or a StrEnum so the policy can be a pure function of values, hypothesis can
-generate and shrink them, and no token ever shows up in a ``repr`` (token fields are ``repr=False``).
+Everything here is a frozen dataclass or a StrEnum so the policy can be a pure function of values,
+hypothesis can generate and shrink them, and no token ever shows up in a ``repr`` (token fields are
+``repr=False``).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class TokenSet:
     access_token: str = field(repr=False)
     refresh_token: str | None = field(default=None, repr=False)
     expires_at: datetime | None = None
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - a token type name, not a secret
     scope: str | None = None
 
 

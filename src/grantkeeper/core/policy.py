@@ -1,8 +1,8 @@
 """The policy's knobs, with DESIGN section 2's defaults, and the scheduling arithmetic that uses them.
 
-The defaults make the origin write-up's timelines hold exactly with 5-minute cycles: an auth failure is retried
-at the next cycle (so failures land at 0:00, 0:05, 0:10), and the first transient retries back off by less
-than one cycle, so five 429s in a row take five cycles.
+The defaults make the origin write-up's timelines hold exactly with 5-minute cycles: an auth failure is
+retried at the next cycle (so failures land at 0:00, 0:05, 0:10), and the first transient retries back off
+by less than one cycle, so five 429s in a row take five cycles.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class Policy:
 
     @property
     def auth_retry_interval(self) -> timedelta:
-        """"The next cycle": due a little before it, so a cycle that starts a few seconds early still takes it."""
+        """Retry at "the next cycle": due a little before it, so a cycle starting early still takes it."""
         return self.cycle_interval - self.schedule_tolerance
 
 
@@ -59,10 +59,10 @@ def refresh_due_at(
 ) -> datetime:
     """When a healthy connection should next be refreshed: ``refresh_lead`` before its access token expires.
 
-    At least every ``max_idle_interval`` too, because idle refresh tokens die at many providers (Microsoft after
-    90 days, Xero after 60). For a token we were just issued (``is_fresh``), never earlier than half its
-    lifetime, so a provider whose tokens live shorter than the lead window is refreshed at half-life instead of
-    on every poll.
+    At least every ``max_idle_interval`` too, because idle refresh tokens die at many providers
+    (Microsoft after 90 days, Xero after 60). For a token we were just issued (``is_fresh``), never earlier
+    than half its lifetime, so a provider whose tokens live shorter than the lead window is refreshed at
+    half-life instead of on every poll.
     """
     idle_due_at = now + policy.max_idle_interval
     if expires_at is None:
@@ -78,11 +78,12 @@ def transient_backoff(
 ) -> timedelta:
     """Exponential backoff with "equal jitter" (half fixed, half random), floored by ``Retry-After``.
 
-    Both are capped at ``max_backoff`` so a hostile ``Retry-After: 999999999`` cannot park a connection forever.
+    Both are capped at ``max_backoff``, so a hostile ``Retry-After: 999999999`` cannot park a connection
+    forever.
     """
     exponent = min(max(failures - 1, 0), 32)
     ceiling = min(policy.transient_backoff_base * (2**exponent), policy.max_backoff)
-    delay = ceiling / 2 + ceiling / 2 * rng.random()
+    delay: timedelta = ceiling / 2 + ceiling / 2 * rng.random()
     if retry_after is not None:
         delay = max(delay, retry_after)
     return min(delay, policy.max_backoff)

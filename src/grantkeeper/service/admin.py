@@ -49,7 +49,10 @@ def add_provider(store: ConnectionStore, tenant_id: str, provider: NewProvider) 
     if provider.default_expires_in < 1:
         raise InvalidInputError("default expires_in must be at least 1 second")
     check_token_url(provider.token_url)
-    for field, url in (("revocation URL", provider.revocation_url), ("authorize URL", provider.authorize_url)):
+    for field, url in (
+        ("revocation URL", provider.revocation_url),
+        ("authorize URL", provider.authorize_url),
+    ):
         if url is not None:
             check_token_url(url, field=field)
     return store.add_provider(tenant_id, provider)

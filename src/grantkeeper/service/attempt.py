@@ -44,7 +44,9 @@ class AttemptResult:
     is_committed: bool
 
 
-def notification_contents(claim: ClaimedConnection, transition: Transition) -> tuple[NotificationContent, ...]:
+def notification_contents(
+    claim: ClaimedConnection, transition: Transition
+) -> tuple[NotificationContent, ...]:
     """In-app content for each ``Notify`` effect; email goes to the outbox only when we know an address."""
     contents = []
     for notify in transition.notifications:

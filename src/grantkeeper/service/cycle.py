@@ -220,7 +220,7 @@ class RefreshService:
         return self._finish(report)
 
     async def _drain(self, claim: Claimer, report: CycleReport) -> None:
-        """Keep ``concurrency`` attempts in flight, leasing a little ahead so workers never wait on the store."""
+        """Keep ``concurrency`` attempts in flight, leasing ahead so workers never wait on the store."""
         queue: asyncio.Queue[ClaimedConnection | None] = asyncio.Queue(maxsize=self._concurrency)
         batch_size = max(self._concurrency, 16)
 

@@ -86,7 +86,7 @@ def parse_line(text: str, providers: Set[str]) -> NewConnection:
     unknown = sorted(set(obj) - _KNOWN)
     if unknown:
         raise ValueError(f"unknown field(s): {', '.join(repr(k) for k in unknown)}")
-    provider = _string(obj, "provider", required=True)
+    provider = _string(obj, "provider", required=True) or ""
     if provider not in providers:
         raise ValueError(f"unknown provider {provider!r} (add it with `grantkeeper providers add`)")
     try:
@@ -105,7 +105,7 @@ def parse_line(text: str, providers: Set[str]) -> NewConnection:
 
 
 def parse_import(lines: Iterable[str], providers: Set[str]) -> tuple[list[NewConnection], list[LineError]]:
-    """Every line checked; blank lines skipped. Errors never echo a token (messages name fields, not values)."""
+    """Every line is checked; blank lines are skipped. Errors name fields, never echo a token."""
     rows: list[NewConnection] = []
     errors: list[LineError] = []
     for number, text in enumerate(lines, start=1):

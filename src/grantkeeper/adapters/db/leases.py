@@ -19,7 +19,6 @@ from typing import Any
 from sqlalchemy import CTE, ColumnElement, Connection, Row, and_, or_, select, update
 
 from grantkeeper.adapters.crypto import DecryptionError
-
 from grantkeeper.adapters.db.catalog import providers_by_id
 from grantkeeper.adapters.db.rows import FieldCipher, state_from_row
 from grantkeeper.adapters.db.tables import connections

@@ -9,8 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, func, or_, select
 
-from grantkeeper.adapters.db.rows import attempt_from_row, notification_from_row, record_from_row
-from grantkeeper.adapters.db.rows import FieldCipher
+from grantkeeper.adapters.db.rows import FieldCipher, attempt_from_row, notification_from_row, record_from_row
 from grantkeeper.adapters.db.tables import (
     connections,
     notifications,

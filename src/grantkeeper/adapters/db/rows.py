@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Row
 
 from grantkeeper.adapters.crypto import Keyring
+from grantkeeper.core.errors import MissingEncryptionKeyError
 from grantkeeper.core.model import (
     ConnectionState,
     ConnectionStatus,
@@ -20,7 +21,6 @@ from grantkeeper.core.model import (
     NotificationType,
     OutcomeClass,
 )
-from grantkeeper.core.errors import MissingEncryptionKeyError
 from grantkeeper.ports import AttemptRecord, AuthMethod, ConnectionRecord, NotificationRecord, ProviderConfig
 
 

@@ -79,7 +79,9 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             raise fail(str(exc)) from None
         except SQLAlchemyError as exc:
             log.debug("database error", exc_info=True)
-            raise fail(f"database error: {type(exc).__name__}: {_first_line(exc)}", EXIT_OPERATIONAL) from None
+            raise fail(
+                f"database error: {type(exc).__name__}: {_first_line(exc)}", EXIT_OPERATIONAL
+            ) from None
         except OSError as exc:
             raise fail(f"{type(exc).__name__}: {exc}", EXIT_OPERATIONAL) from None
 

@@ -38,7 +38,9 @@ from grantkeeper.ports import AuthMethod, NewProvider
 from grantkeeper.service import admin
 from grantkeeper.service.importing import parse_time
 
-providers_app = typer.Typer(help="OAuth providers (token endpoints and client credentials).", no_args_is_help=True)
+providers_app = typer.Typer(
+    help="OAuth providers (token endpoints and client credentials).", no_args_is_help=True
+)
 connections_app = typer.Typer(help="Users' connections to providers.", no_args_is_help=True)
 notifications_app = typer.Typer(help="Notifications sent to users.", no_args_is_help=True)
 keys_app = typer.Typer(help="Encryption keys for tokens at rest.", no_args_is_help=True)
@@ -66,7 +68,9 @@ def migrate_command(json_output: JsonOption = False) -> None:
 
 
 @keys_app.command("generate")
-def keys_generate(kid: Annotated[str | None, typer.Option(help="Key id (default: k + date + random).")] = None) -> None:
+def keys_generate(
+    kid: Annotated[str | None, typer.Option(help="Key id (default: k + date + random).")] = None,
+) -> None:
     """Print a new KID:KEY line for GRANTKEEPER_ENCRYPTION_KEYS (put it first to encrypt with it)."""
     try:
         line = generate_key_line(kid)
@@ -85,13 +89,16 @@ def providers_add(
     auth_method: Annotated[AuthMethod, typer.Option(help="Client authentication.")] = (
         AuthMethod.CLIENT_SECRET_BASIC
     ),
-    default_expires_in: Annotated[int, typer.Option(help="Token lifetime when the provider omits it.")] = 3600,
+    default_expires_in: Annotated[
+        int, typer.Option(help="Token lifetime when the provider omits it.")
+    ] = 3600,
     revocation_url: Annotated[str | None, typer.Option(help="RFC 7009 revocation endpoint.")] = None,
     tenant: TenantOption = "default",
     json_output: JsonOption = False,
 ) -> None:
     """Register a provider for a tenant."""
-    secret = sys.stdin.readline().strip() if client_secret == "-" else client_secret
+    read_stdin = client_secret == "-"  # noqa: S105 - "-" means: the secret comes on stdin, not in ps
+    secret = sys.stdin.readline().strip() if read_stdin else client_secret
     provider = NewProvider(
         name=name,
         token_url=token_url,
@@ -118,7 +125,9 @@ def providers_list(tenant: TenantOption = "default", json_output: JsonOption = F
     if json_output:
         print_json(providers)
         return
-    rows = ((p["name"], p["token_url"], p["client_id"], p["auth_method"], p["flag_reason"]) for p in providers)
+    rows = (
+        (p["name"], p["token_url"], p["client_id"], p["auth_method"], p["flag_reason"]) for p in providers
+    )
     console.print(table("Providers", ("name", "token_url", "client_id", "auth_method", "flagged"), rows))
 
 
@@ -132,7 +141,9 @@ def connections_import(
     """Import connections: every bad line is reported by number and nothing is imported."""
     lines = _read_lines(file)
     with runtime() as rt:
-        result = admin.import_connections(rt.store, rt.store.ensure_tenant(tenant), lines, rt.policy, rt.clock)
+        result = admin.import_connections(
+            rt.store, rt.store.ensure_tenant(tenant), lines, rt.policy, rt.clock
+        )
     if json_output:
         print_json({"imported": len(result.connection_ids), "errors": [str(e) for e in result.errors]})
     elif result.is_ok:
@@ -228,7 +239,9 @@ def notifications_list(
 ) -> None:
     """List the latest notifications, newest first."""
     with runtime() as rt:
-        rows = [notification_dict(n) for n in rt.store.list_notifications(rt.store.ensure_tenant(tenant), limit)]
+        rows = [
+            notification_dict(n) for n in rt.store.list_notifications(rt.store.ensure_tenant(tenant), limit)
+        ]
     if json_output:
         print_json(rows)
     else:
@@ -244,8 +257,9 @@ def status_command(tenant: TenantOption = "default", json_output: JsonOption = F
         counts = rt.store.count_by_status(tenant_id)
         failing = [connection_dict(r) for r in rt.store.list_failing(tenant_id, 20)]
         recent = [notification_dict(n) for n in rt.store.list_notifications(tenant_id, 10)]
+    by_status = {status.value: counts.get(status.value, 0) for status in ConnectionStatus}
     summary = {
-        "counts": {status.value: counts.get(status.value, 0) for status in ConnectionStatus},
+        "counts": by_status,
         "total": sum(counts.values()),
         "failing": failing,
         "notifications": recent,
@@ -253,8 +267,6 @@ def status_command(tenant: TenantOption = "default", json_output: JsonOption = F
     if json_output:
         print_json(summary)
         return
-    count_rows = [(name, value) for name, value in summary["counts"].items()]  # type: ignore[union-attr]
-    console.print(table("Connections by status", ("status", "count"), count_rows))
+    console.print(table("Connections by status", ("status", "count"), by_status.items()))
     console.print(connections_table(failing, "Failing connections (latest 20)"))
     console.print(notifications_table(recent, "Recent notifications"))
-

@@ -40,7 +40,13 @@ DEMO_PROVIDER = "sandbox"
 #: (share of connections, one-shot answers before the default, default answer). Healthy is the rest.
 SCENARIOS: tuple[tuple[float, tuple[Behaviour, ...], Behaviour | None], ...] = (
     (0.08, (Behaviour.OK,), Behaviour.INVALID_GRANT),  # revoked after one refresh: warning, disconnection
-    (0.08, (Behaviour.RATE_LIMIT,) * 6, None),  # a rate-limit streak: one notice, then recovered
+    # an outage then a rate limit: five transient failures in a row give one notice, then recovered
+    (
+        0.08,
+        (Behaviour.UNAVAILABLE, Behaviour.BAD_GATEWAY, Behaviour.SERVER_ERROR, Behaviour.REQUEST_TIMEOUT)
+        + (Behaviour.RATE_LIMIT,) * 2,
+        None,
+    ),
     (0.04, (), Behaviour.CONSENT_REQUIRED),  # consent required: disconnected at once
     (0.05, (Behaviour.UNAVAILABLE, Behaviour.OK, Behaviour.SERVER_ERROR), None),  # a flaky provider
     (0.03, (Behaviour.RESET, Behaviour.HANG), None),  # network trouble
@@ -55,7 +61,7 @@ def demo_policy() -> Policy:
         refresh_lead=timedelta(seconds=15),
         cycle_interval=timedelta(seconds=5),
         schedule_tolerance=timedelta(seconds=1),
-        transient_backoff_base=timedelta(seconds=1),
+        transient_backoff_base=timedelta(milliseconds=500),
         max_backoff=timedelta(seconds=20),
         config_retry_interval=timedelta(seconds=30),
     )
@@ -70,7 +76,8 @@ def demo_keyring(existing: Keyring | None) -> Keyring:
         DEMO_KEY_FILE.chmod(0o600)
         err_console.print(
             f"No GRANTKEEPER_ENCRYPTION_KEYS set: generated a demo key into ./{DEMO_KEY_FILE}. "
-            f"Other commands that touch tokens need it: export GRANTKEEPER_ENCRYPTION_KEYS=$(cat {DEMO_KEY_FILE})"
+            "Other commands that touch tokens need it: "
+            f"export GRANTKEEPER_ENCRYPTION_KEYS=$(cat {DEMO_KEY_FILE})"
         )
     else:
         err_console.print(f"Using the demo key in ./{DEMO_KEY_FILE}.")
@@ -88,10 +95,13 @@ def demo_command(
     json_output: JsonOption = False,
 ) -> None:
     """Run the sandbox provider and the scheduler on a few hundred connections; Ctrl-C stops it."""
-    settings = load_settings()
+    # Short timeouts: a hanging provider should cost the demo's one-minute tokens seconds, not a cycle.
+    settings = load_settings().model_copy(
+        update={"connect_timeout_seconds": 1.0, "read_timeout_seconds": 2.0}
+    )
     keyring = demo_keyring(load_keyring(settings))
     rt = build_runtime(settings, keyring=keyring, policy=demo_policy())
-    sandbox = Sandbox(seed=seed, hang_seconds=10.0)
+    sandbox = Sandbox(seed=seed, hang_seconds=5.0)
     client_secret = secrets.token_urlsafe(24)
     sandbox.add_client(client_id="grantkeeper-demo", client_secret=client_secret, rotate_refresh_tokens=True)
     try:
@@ -199,7 +209,10 @@ def _screen(rt: Runtime, tenant_id: str, totals: CycleReport, elapsed: float) ->
     grid = Table.grid(padding=(0, 4))
     grid.add_row(status_table, outcomes, notices)
     recent = rt.store.list_notifications(tenant_id, 6)
-    lines = [f"  {n.created_at:%H:%M:%S} {n.type.value:<26} {n.metadata.get('user_id', '')}: {n.title}" for n in recent]
+    lines = [
+        f"  {n.created_at:%H:%M:%S} {n.type.value:<26} {n.metadata.get('user_id', '')}: {n.title}"
+        for n in recent
+    ]
     header = f"grantkeeper demo: {elapsed:5.0f}s, {totals.due} attempts (Ctrl-C to stop)"
     return Group(header, grid, "Latest notifications:", *lines)
 

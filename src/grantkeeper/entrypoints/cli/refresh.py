@@ -1,4 +1,4 @@
-"""``grantkeeper refresh`` (one cycle or named connections now) and ``grantkeeper worker`` (cycles forever)."""
+"""``grantkeeper refresh`` (one cycle, or named connections now) and ``grantkeeper worker`` (cycles)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ log = logging.getLogger("grantkeeper.worker")
 @handle_errors
 def refresh_command(
     connection_ids: Annotated[list[str] | None, typer.Argument(help="Connections to refresh now.")] = None,
-    due: Annotated[bool, typer.Option("--due", help="Run one cycle now: every connection that is due.")] = False,
+    due: Annotated[
+        bool, typer.Option("--due", help="Run one cycle now: every connection that is due.")
+    ] = False,
     all_: Annotated[bool, typer.Option("--all", help="Refresh every connected connection now.")] = False,
     all_tenants: Annotated[bool, typer.Option(help="With --due: every tenant, as the worker does.")] = False,
     concurrency: Annotated[int | None, typer.Option(min=1, max=1024)] = None,
