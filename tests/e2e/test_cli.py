@@ -176,3 +176,16 @@ def test_bad_setting_is_a_usage_error_naming_the_variable(cli):
 
 def test_migrate_reports_the_revision(cli):
     assert cli.json("migrate")["revision"]
+
+
+def test_worker_runs_cycles_until_told_to_stop(cli, provider, sandbox, tmp_path):
+    grants = sandbox.issue_grants(client_id="app", count=5, access_token_lifetime=3600)
+    rows = [
+        {"provider": "sandbox", "user_id": f"u{i}", "refresh_token": g.refresh_token}
+        for i, g in enumerate(grants)
+    ]
+    cli.json("connections", "import", write_jsonl(tmp_path / "w.jsonl", rows))
+    result = cli.run("worker", "--max-cycles", "2", "--poll-interval", "0.1", "--json")
+    assert result.returncode == 0, result.stderr
+    assert sandbox.stats().refreshes_ok == 5
+    assert all(c["last_refreshed_at"] for c in cli.json("connections", "list"))

@@ -8,8 +8,9 @@ from datetime import timedelta
 import pytest
 
 from grantkeeper.core.model import ConnectionStatus
-from grantkeeper.ports import UnknownConnectionError
+from grantkeeper.ports import NewProvider, UnknownConnectionError
 from grantkeeper.sandbox import Behaviour
+from grantkeeper.service import admin
 
 
 async def test_due_cycle_takes_only_tokens_inside_the_lead_window(rig):
@@ -105,3 +106,30 @@ def _peek_tokens(rig, connection_id: str) -> str | None:
 
 def _peek_access(rig, connection_id: str) -> str | None:
     return rig.store.read_tokens(rig.tenant_id, connection_id).access_token
+
+
+async def test_config_failure_flags_the_provider_and_never_touches_the_users_counters(rig):
+    connection_id, _ = rig.connect(script=[Behaviour.INVALID_GRANT, Behaviour.INVALID_CLIENT])
+    await rig.cycle()
+    rig.clock.advance(timedelta(minutes=5))
+    report = await rig.cycle()
+    assert report.by_outcome["config"] == 1
+    state = rig.state(connection_id)
+    assert (state.consecutive_failures, state.consecutive_transient_failures) == (1, 0)
+    assert state.status is ConnectionStatus.CONNECTED
+    assert state.last_error.code == "invalid_client"
+    (provider,) = rig.store.list_providers(rig.tenant_id)
+    assert provider.flagged_at is not None
+    assert "invalid_client" in (provider.flag_reason or "")
+    assert rig.notification_types() == []
+
+
+async def test_wrong_client_secret_is_config_not_the_users_fault(rig):
+    wrong = NewProvider("wrong-secret", rig.token_url, "app", "not-the-secret")
+    admin.add_provider(rig.store, rig.tenant_id, wrong)
+    rig.provider = "wrong-secret"
+    victim, _ = rig.connect("victim")
+    report = await rig.cycle()
+    assert report.by_outcome["config"] == 1
+    assert rig.state(victim).consecutive_failures == 0
+    assert rig.state(victim).status is ConnectionStatus.CONNECTED

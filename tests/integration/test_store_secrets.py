@@ -71,7 +71,30 @@ def test_a_token_copied_to_another_row_fails_to_decrypt(
         )
 
     with pytest.raises(DecryptionError):
-        store.claim_ids(tenant_id, [target], T0, "worker", LEASE_TTL)
+        store.read_tokens(tenant_id, target)
+    assert [c.connection_id for c in store.claim_ids(tenant_id, None, T0, "worker", LEASE_TTL)] == [source]
+
+
+def test_an_unreadable_row_is_parked_and_does_not_stop_the_batch(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    good, bad = store.import_connections(tenant_id, [new_connection("u1"), new_connection("u2")], T0)
+    with store.engine.begin() as connection:
+        connection.execute(
+            update(connections).where(connections.c.id == bad).values(refresh_token_enc="gk1:x:y")
+        )
+
+    claims = store.claim_due(T0, 10, "worker", LEASE_TTL)
+
+    assert [c.connection_id for c in claims] == [good]
+    parked = store.get_connection(tenant_id, bad)
+    assert parked is not None
+    assert parked.state.last_error is not None
+    assert parked.state.last_error.code == "decryption_failed"
+    assert parked.state.next_attempt_at is not None
+    assert parked.state.next_attempt_at > T0
+    assert parked.state.consecutive_failures == 0
+    assert store.claim_due(T0, 10, "worker", LEASE_TTL) == []  # not leased forever, but not due again yet
 
 
 def test_a_token_copied_to_another_column_fails_to_decrypt(
@@ -81,8 +104,10 @@ def test_a_token_copied_to_another_column_fails_to_decrypt(
     with store.engine.begin() as connection:
         connection.execute(update(connections).values(access_token_enc=connections.c.refresh_token_enc))
 
-    with pytest.raises(DecryptionError):
-        store.claim_due(T0, 10, "worker", LEASE_TTL)
+    assert store.claim_due(T0, 10, "worker", LEASE_TTL) == []
+    (record,) = store.list_connections(tenant_id)
+    assert record.state.last_error is not None
+    assert record.state.last_error.code == "decryption_failed"
 
 
 def test_values_written_before_a_key_rotation_still_decrypt(
