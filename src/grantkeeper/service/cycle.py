@@ -154,7 +154,8 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-Claimer = Callable[[int], Awaitable[list[ClaimedConnection]]]
+#: Leases up to n more connections; also says whether that was the last batch.
+Claimer = Callable[[int], Awaitable[tuple[list[ClaimedConnection], bool]]]
 
 
 class RefreshService:
@@ -196,28 +197,40 @@ class RefreshService:
         report = CycleReport(started_at=self._clock.now())
         due_at = report.started_at
 
-        async def claim(limit: int) -> list[ClaimedConnection]:
-            return await asyncio.to_thread(
+        async def claim(limit: int) -> tuple[list[ClaimedConnection], bool]:
+            claims = await asyncio.to_thread(
                 self._store.claim_due, due_at, limit, self.owner, self._lease_ttl, tenant_id
             )
+            return claims, len(claims) < limit
 
         await self._drain(claim, report)
         return self._finish(report)
 
     async def refresh_now(self, tenant_id: str, connection_ids: Sequence[str] | None) -> CycleReport:
-        """Refresh the named (or all) connected connections now, ignoring lead window and backoff."""
+        """Refresh the named (or all) connected connections now, ignoring lead window and backoff.
+
+        Named ids are checked up front (an unknown id refreshes nothing); every connection is then leased in
+        batches just before its turn, so a lease never runs out while it waits in line.
+        """
         report = CycleReport(started_at=self._clock.now())
-        claims = await asyncio.to_thread(
-            self._store.claim_ids, tenant_id, connection_ids, report.started_at, self.owner, self._lease_ttl
-        )
-        pending = list(claims)
+        wanted = await asyncio.to_thread(self._connected_ids, tenant_id, connection_ids)
 
-        async def take(limit: int) -> list[ClaimedConnection]:
-            batch, pending[:] = pending[:limit], pending[limit:]
-            return batch
+        async def claim(limit: int) -> tuple[list[ClaimedConnection], bool]:
+            batch, wanted[:] = wanted[:limit], wanted[limit:]
+            claims = await asyncio.to_thread(
+                self._store.claim_ids, tenant_id, batch, self._clock.now(), self.owner, self._lease_ttl
+            )
+            return claims, not wanted  # some may be leased elsewhere: only the id list decides the end
 
-        await self._drain(take, report)
+        await self._drain(claim, report)
         return self._finish(report)
+
+    def _connected_ids(self, tenant_id: str, connection_ids: Sequence[str] | None) -> list[str]:
+        if connection_ids is not None:
+            self._store.check_connections(tenant_id, connection_ids)
+            return list(dict.fromkeys(connection_ids))
+        connected = self._store.list_connections(tenant_id, ConnectionStatus.CONNECTED)
+        return [record.connection_id for record in connected]
 
     async def _drain(self, claim: Claimer, report: CycleReport) -> None:
         """Keep ``concurrency`` attempts in flight, leasing ahead so workers never wait on the store."""
@@ -225,13 +238,12 @@ class RefreshService:
         batch_size = max(self._concurrency, 16)
 
         async def feed() -> None:
-            while True:
-                batch = await claim(batch_size)
+            is_last = False
+            while not is_last:
+                batch, is_last = await claim(batch_size)
                 report.due += len(batch)
                 for item in batch:
                     await queue.put(item)
-                if len(batch) < batch_size:
-                    break
 
         async def work() -> None:
             while (item := await queue.get()) is not None:

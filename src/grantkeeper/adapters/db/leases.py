@@ -101,7 +101,7 @@ def claim_ids(
     ]
     if connection_ids is not None:
         wanted = list(dict.fromkeys(connection_ids))
-        _check_known(connection, tenant_id, wanted)
+        check_known(connection, tenant_id, wanted)
         if not wanted:
             return []
         conditions.append(_c.id.in_(wanted))
@@ -109,7 +109,7 @@ def claim_ids(
     return sorted(claimed, key=lambda claim: claim.connection_id)
 
 
-def _check_known(connection: Connection, tenant_id: str, connection_ids: list[str]) -> None:
+def check_known(connection: Connection, tenant_id: str, connection_ids: list[str]) -> None:
     query = select(_c.id).where(_c.tenant_id == tenant_id, _c.id.in_(connection_ids))
     found = set(connection.scalars(query))
     missing = [connection_id for connection_id in connection_ids if connection_id not in found]

@@ -98,6 +98,11 @@ class SqlStore:
         with write_transaction(self._engine) as connection:
             return leases.claim_ids(connection, self._cipher, lease, tenant_id, connection_ids)
 
+    def check_connections(self, tenant_id: str, connection_ids: Sequence[str]) -> None:
+        """Raise ``UnknownConnectionError`` naming every id the tenant does not have."""
+        with read_transaction(self._engine) as connection:
+            leases.check_known(connection, tenant_id, list(dict.fromkeys(connection_ids)))
+
     def commit_attempt(self, commit: AttemptCommit) -> bool:
         with write_transaction(self._engine) as connection:
             return commits.commit_attempt(connection, self._cipher, commit)
