@@ -13,7 +13,7 @@ import pytest
 from grantkeeper.adapters.crypto import generate_key_line
 from tests.e2e.cli import Cli
 
-CONNECTIONS = 2000
+CONNECTIONS = 3000
 
 
 @pytest.mark.slow
