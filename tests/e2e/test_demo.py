@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -48,3 +50,16 @@ def test_demo_runs_on_sqlite_and_leaks_no_token_to_logs_or_database(tmp_path):
     status = cli.json("status")
     assert status["total"] == 150
     assert status["counts"]["needs_reauthorization"] == summary["newly_disconnected"]
+
+
+@pytest.mark.slow
+def test_demo_stops_cleanly_on_ctrl_c(tmp_path):
+    cli = Cli(database_url=f"sqlite:///{tmp_path / 'grantkeeper.db'}", keys=None, cwd=tmp_path)
+    demo = cli.popen("demo", "--connections", "50", "--lifetime", "10", "--json")
+    time.sleep(6)
+    demo.send_signal(signal.SIGINT)
+    out, err = demo.communicate(timeout=30)
+    assert demo.returncode == 0, err[-2000:]
+    summary = json.loads(out)
+    assert summary["counts"]["connected"] + summary["counts"]["needs_reauthorization"] == 50
+    assert "Traceback" not in err

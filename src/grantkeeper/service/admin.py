@@ -5,38 +5,25 @@ Each validates its input completely before touching the store, so bad input chan
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from urllib.parse import urlsplit
 
 from grantkeeper.core.errors import InvalidInputError
 from grantkeeper.core.machine import initial_state, reconnect
 from grantkeeper.core.model import TokenSet
 from grantkeeper.core.policy import Policy
+from grantkeeper.core.urls import validate_token_url
 from grantkeeper.ports import Clock, ConnectionStore, NewConnection, NewProvider, ProviderConfig
 from grantkeeper.service.importing import LineError, parse_import
 
 
-def is_loopback_host(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_token_url(url: str, *, field: str = "token URL") -> None:
+def check_endpoint_url(url: str, *, field: str = "token URL") -> None:
     """HTTPS only, except plain http to loopback (the sandbox, local development): DESIGN section 4."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise InvalidInputError(f"{field} must be an absolute https:// URL")
-    if parts.username or parts.password:
-        raise InvalidInputError(f"{field} must not carry credentials")
-    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-        raise InvalidInputError(f"{field} must use https:// (plain http is allowed only for loopback hosts)")
+    try:
+        validate_token_url(url, field=field)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
 
 
 def add_provider(store: ConnectionStore, tenant_id: str, provider: NewProvider) -> ProviderConfig:
@@ -48,13 +35,13 @@ def add_provider(store: ConnectionStore, tenant_id: str, provider: NewProvider) 
         raise InvalidInputError("client secret must not be empty")
     if provider.default_expires_in < 1:
         raise InvalidInputError("default expires_in must be at least 1 second")
-    check_token_url(provider.token_url)
+    check_endpoint_url(provider.token_url)
     for field, url in (
         ("revocation URL", provider.revocation_url),
         ("authorize URL", provider.authorize_url),
     ):
         if url is not None:
-            check_token_url(url, field=field)
+            check_endpoint_url(url, field=field)
     return store.add_provider(tenant_id, provider)
 
 

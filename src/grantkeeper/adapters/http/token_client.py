@@ -18,10 +18,10 @@ from urllib.parse import quote_plus, urlencode
 import aiohttp
 
 from grantkeeper.adapters.http.faults import TRANSPORT_ERRORS, describe, network_fault
-from grantkeeper.adapters.http.urls import validate_token_url
 from grantkeeper.core.classify import classify_fault, classify_response, missing_refresh_token, sanitize
 from grantkeeper.core.model import ErrorInfo, Outcome, OutcomeClass
 from grantkeeper.core.oauth_wire import RawResponse, TokenRequest, build_refresh_request, parse_retry_after
+from grantkeeper.core.urls import validate_token_url
 from grantkeeper.ports import AuthMethod, Clock, ProviderConfig
 
 _log = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ import typer
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
+from grantkeeper import __version__
 from grantkeeper.adapters.crypto import KeyringError
 from grantkeeper.bootstrap import Runtime, build_runtime
 from grantkeeper.config import Settings
@@ -37,6 +38,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"grantkeeper {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Keeps OAuth connections alive: refresh before expiry, warn before breaking, pause and reconnect."""
+
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 TenantOption = Annotated[str, typer.Option("--tenant", help="Tenant the command acts on.")]

@@ -16,8 +16,9 @@ from rich.table import Table
 
 from grantkeeper.ports import ConnectionRecord, NotificationRecord, ProviderConfig
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (a log, a file) is read later, not on an 80-column screen: give tables room.
+console = Console() if sys.stdout.isatty() else Console(width=200)
+err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)
 
 
 def iso(value: datetime | None) -> str | None:
@@ -83,7 +84,7 @@ def provider_dict(provider: ProviderConfig) -> dict[str, Any]:
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
     grid = Table(title=title, title_justify="left")
     for column in columns:
-        grid.add_column(column)
+        grid.add_column(column, overflow="fold")  # ids and errors wrap rather than lose their ends
     for row in rows:
         grid.add_row(*("" if cell is None else str(cell) for cell in row))
     return grid
@@ -99,7 +100,7 @@ def connections_table(records: Sequence[Mapping[str, Any]], title: str = "Connec
             r["status"],
             r["consecutive_failures"],
             r["consecutive_transient_failures"],
-            r["expires_at"],
+            (r["expires_at"] or "")[:19],
             (r["last_error"] or {}).get("code"),
         )
         for r in records

@@ -13,32 +13,36 @@ from urllib.parse import SplitResult, urlsplit
 _LOOPBACK_NAMES = frozenset({"localhost"})
 
 
-def validate_token_url(url: str) -> None:
-    """Raise ``ValueError`` saying what is wrong unless ``url`` is https (or http to a loopback host)."""
+def validate_token_url(url: str, *, field: str = "token URL") -> None:
+    """Raise ``ValueError`` saying what is wrong unless ``url`` is https (or http to a loopback host).
+
+    The same rule holds for the other provider endpoints that receive our credentials (revocation);
+    ``field`` names the URL in the message.
+    """
     if not url or any(char.isspace() or not char.isprintable() for char in url):
         # urlsplit silently drops tabs and newlines (bpo-43882), so what it parsed is not what was configured.
-        raise ValueError("token URL must be non-empty and contain no whitespace or control characters")
+        raise ValueError(f"{field} must be non-empty and contain no whitespace or control characters")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - parsing the port is what validates it
     except ValueError as exc:
-        raise ValueError(f"token URL is not a valid URL: {exc}") from None
-    _check_parts(parts)
+        raise ValueError(f"{field} is not a valid URL: {exc}") from None
+    _check_parts(parts, field)
 
 
-def _check_parts(parts: SplitResult) -> None:
+def _check_parts(parts: SplitResult, field: str) -> None:
     scheme = parts.scheme.lower()
     host = parts.hostname or ""
     if parts.username is not None or parts.password is not None:
-        raise ValueError("token URL must not contain credentials (user:password@); set the client secret")
+        raise ValueError(f"{field} must not contain credentials (user:password@); set the client secret")
     shown = _display(parts)
     if scheme not in ("https", "http") or not host:
-        raise ValueError(f"token URL must be an absolute https URL with a host, got {shown!r}")
+        raise ValueError(f"{field} must be an absolute https URL with a host, got {shown!r}")
     if parts.fragment:
-        raise ValueError(f"token URL must not have a #fragment (RFC 6749 section 3.2), got {shown!r}")
+        raise ValueError(f"{field} must not have a #fragment (RFC 6749 section 3.2), got {shown!r}")
     if scheme == "http" and not is_loopback_host(host):
         raise ValueError(
-            f"token URL must use https; plain http is allowed only to a loopback host "
+            f"{field} must use https; plain http is allowed only to a loopback host "
             f"(127.0.0.0/8, ::1, localhost), got {shown!r}"
         )
 
