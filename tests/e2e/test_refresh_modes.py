@@ -133,3 +133,17 @@ async def test_wrong_client_secret_is_config_not_the_users_fault(rig):
     assert report.by_outcome["config"] == 1
     assert rig.state(victim).consecutive_failures == 0
     assert rig.state(victim).status is ConnectionStatus.CONNECTED
+
+
+async def test_provider_failing_for_most_connections_gets_an_operator_alert(rig, caplog):
+    for index in range(12):
+        rig.connect(f"user-{index}", behaviour=Behaviour.UNAVAILABLE if index < 11 else None)
+    report = await rig.cycle()
+    assert report.provider_alerts == ["sandbox"]
+    assert any(getattr(r, "action", None) == "provider_alert" for r in caplog.records)
+
+
+async def test_a_few_failures_raise_no_operator_alert(rig):
+    for index in range(12):
+        rig.connect(f"user-{index}", behaviour=Behaviour.UNAVAILABLE if index < 3 else None)
+    assert (await rig.cycle()).provider_alerts == []

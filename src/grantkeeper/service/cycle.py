@@ -57,6 +57,7 @@ class CycleReport:
     notifications: Counter[str] = field(default_factory=Counter)
     stale: int = 0
     skipped: int = 0
+    errors: int = 0
     lease_conflicts: int = 0
     provider_alerts: list[str] = field(default_factory=list)
     rows: list[AttemptRow] = field(default_factory=list)
@@ -95,6 +96,7 @@ class CycleReport:
             "notifications": {kind.value: self.notifications[kind.value] for kind in NotificationType},
             "stale": self.stale,
             "skipped": self.skipped,
+            "errors": self.errors,
             "lease_conflicts": self.lease_conflicts,
             "provider_alerts": list(self.provider_alerts),
         }
@@ -247,7 +249,17 @@ class RefreshService:
 
         async def work() -> None:
             while (item := await queue.get()) is not None:
-                result = await self._runner.run(item)
+                try:
+                    result = await self._runner.run(item)
+                except Exception as exc:  # a bug or a dead store must not stop the other attempts
+                    log.error(
+                        "attempt for %s failed: %s",
+                        item.connection_id,
+                        type(exc).__name__,
+                        extra={"action": "attempt_error", "connection_id": item.connection_id},
+                    )
+                    report.errors += 1
+                    continue
                 if result is None:
                     report.skipped += 1
                 else:

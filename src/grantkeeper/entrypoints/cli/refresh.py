@@ -21,6 +21,9 @@ from grantkeeper.service.cycle import CycleReport, RefreshService
 
 log = logging.getLogger("grantkeeper.worker")
 
+#: Longest pause between cycles while cycles keep failing (an unreachable database, say).
+_MAX_FAILURE_PAUSE_SECONDS = 60.0
+
 
 @app.command("refresh")
 @handle_errors
@@ -119,15 +122,27 @@ async def _worker_loop(
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
     service, endpoint = rt.refresh_service(concurrency=concurrency)
-    cycles = 0
+    cycles = failures = 0
     try:
         while not stop.is_set() and (max_cycles is None or cycles < max_cycles):
-            report = await service.run_cycle()
             cycles += 1
-            if report.due:
-                _log_cycle(report, json_output)
+            try:
+                report = await service.run_cycle()
+            except Exception as exc:  # the database may be restarting: keep going, back off, say so
+                failures += 1
+                log.error(
+                    "cycle failed (%s: %s); retrying",
+                    type(exc).__name__,
+                    str(getattr(exc, "orig", None) or exc).splitlines()[0][:200],
+                    extra={"action": "cycle_failed"},
+                )
+            else:
+                failures = 0
+                if report.due:
+                    _log_cycle(report, json_output)
+            pause = min(interval * 2**failures, _MAX_FAILURE_PAUSE_SECONDS)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval)
+                await asyncio.wait_for(stop.wait(), timeout=pause)
     finally:
         await endpoint.close()
 
