@@ -8,10 +8,11 @@ refresh token is therefore durable exactly when the attempt is recorded.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, select, update
+from sqlalchemy import Connection, Update, and_, bindparam, exists, select, update
 from sqlalchemy.sql.functions import coalesce
 
 from grantkeeper.adapters.db.rows import FieldCipher, state_values
@@ -42,6 +43,7 @@ _c = connections.c
 _w = workflows.c
 # Pauses the store lifts by itself; any other paused_reason (a user's own pause) stays until the user acts.
 _CONNECTION_PAUSE_REASONS = tuple(reason.value for reason in DisconnectReason)
+_INSERT_ATTEMPT = refresh_attempts.insert()
 
 
 def commit_attempt(connection: Connection, cipher: FieldCipher, commit: AttemptCommit) -> bool:
@@ -51,12 +53,14 @@ def commit_attempt(connection: Connection, cipher: FieldCipher, commit: AttemptC
     values = state_values(commit.transition.state) | _token_values(
         cipher, claim.connection_id, _tokens(commit)
     )
-    fenced = (
-        update(connections)
-        .where(_c.id == claim.connection_id, _c.version == claim.version, _c.lease_owner == claim.lease_owner)
-        .values(values | _lease_cleared(finished_at))
-    )
-    if connection.execute(fenced).rowcount != 1:
+    fence = {
+        "fence_id": claim.connection_id,
+        "fence_version": claim.version,
+        "fence_owner": claim.lease_owner,
+        "updated_at": finished_at,
+    }
+    parameters = values | fence
+    if connection.execute(_fenced_update(tuple(sorted(values))), parameters).rowcount != 1:
         return False
     _insert_attempt(connection, commit)
     _insert_notifications(connection, commit, finished_at)
@@ -64,6 +68,28 @@ def commit_attempt(connection: Connection, cipher: FieldCipher, commit: AttemptC
         connection, commit.transition.effects, claim.connection_id, claim.provider.provider_id, finished_at
     )
     return True
+
+
+@functools.lru_cache(maxsize=16)
+def _fenced_update(columns: tuple[str, ...]) -> Update:
+    """The attempt's UPDATE, built once per set of columns with bound parameters.
+
+    Building a statement from literal values costs more CPU than SQLite takes to run it (SQLAlchemy coerces
+    and cache-keys every value), and this statement runs once per refresh.
+    """
+    return (
+        update(connections)
+        .where(
+            _c.id == bindparam("fence_id"),
+            _c.version == bindparam("fence_version"),
+            _c.lease_owner == bindparam("fence_owner"),
+        )
+        .values(
+            {name: bindparam(name) for name in columns}
+            | {"lease_owner": None, "lease_expires_at": None, "version": _c.version + 1}
+            | {"updated_at": bindparam("updated_at")}
+        )
+    )
 
 
 def _lease_cleared(at: datetime) -> dict[str, Any]:
@@ -92,16 +118,17 @@ def _token_values(cipher: FieldCipher, connection_id: str, tokens: TokenSet | No
 def _insert_attempt(connection: Connection, commit: AttemptCommit) -> None:
     attempt = commit.attempt
     connection.execute(
-        refresh_attempts.insert().values(
-            connection_id=commit.claim.connection_id,
-            tenant_id=commit.claim.tenant_id,
-            provider_id=commit.claim.provider.provider_id,
-            attempted_at=attempt.attempted_at,
-            outcome=attempt.outcome.value,
-            http_status=attempt.http_status,
-            error_code=attempt.error_code,
-            duration_ms=round(attempt.duration.total_seconds() * 1000),
-        )
+        _INSERT_ATTEMPT,
+        {
+            "connection_id": commit.claim.connection_id,
+            "tenant_id": commit.claim.tenant_id,
+            "provider_id": commit.claim.provider.provider_id,
+            "attempted_at": attempt.attempted_at,
+            "outcome": attempt.outcome.value,
+            "http_status": attempt.http_status,
+            "error_code": attempt.error_code,
+            "duration_ms": round(attempt.duration.total_seconds() * 1000),
+        },
     )
 
 
