@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, make_url
+from sqlalchemy.exc import ArgumentError
 
 from grantkeeper.adapters.clock import SystemClock
 from grantkeeper.adapters.crypto import Keyring
@@ -14,9 +15,22 @@ from grantkeeper.adapters.db.schema import ensure_schema
 from grantkeeper.adapters.db.store import SqlStore
 from grantkeeper.adapters.http import HttpTokenEndpoint
 from grantkeeper.config import Settings
+from grantkeeper.core.errors import InvalidSettingError
 from grantkeeper.core.policy import Policy
 from grantkeeper.ports import Clock
 from grantkeeper.service.cycle import RefreshService
+
+
+def check_database_url(url: str) -> None:
+    """Only SQLite and PostgreSQL are supported; say so before any driver import fails obscurely."""
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError:
+        backend = None
+    if backend not in ("sqlite", "postgresql", "postgres"):
+        raise InvalidSettingError(
+            "GRANTKEEPER_DATABASE_URL must be sqlite:///path/to/file.db or postgresql://user@host:port/db"
+        )
 
 
 def load_keyring(settings: Settings) -> Keyring | None:
@@ -73,6 +87,7 @@ def build_runtime(
     policy: Policy | None = None,
 ) -> Runtime:
     """Open (and migrate on first use) the configured database."""
+    check_database_url(settings.database_url)
     engine = make_engine(settings.database_url)
     ensure_schema(engine)
     store = SqlStore(engine, keyring if keyring is not None else load_keyring(settings))

@@ -189,3 +189,19 @@ def test_worker_runs_cycles_until_told_to_stop(cli, provider, sandbox, tmp_path)
     assert result.returncode == 0, result.stderr
     assert sandbox.stats().refreshes_ok == 5
     assert all(c["last_refreshed_at"] for c in cli.json("connections", "list"))
+
+
+@pytest.mark.parametrize("url", ["garbage", "mysql://root@127.0.0.1/test"])
+def test_unsupported_database_url_is_a_usage_error(cli, url):
+    cli.database_url = url
+    result = cli.run("status")
+    assert result.returncode == 2
+    assert "GRANTKEEPER_DATABASE_URL must be" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_empty_import_file_is_an_error_that_says_so(cli, provider, tmp_path):
+    (tmp_path / "empty.jsonl").write_text("\n\n")
+    result = cli.run("connections", "import", str(tmp_path / "empty.jsonl"))
+    assert result.returncode == 2
+    assert "holds no connections" in result.stderr

@@ -12,6 +12,7 @@ import typer
 from grantkeeper.adapters.crypto import generate_key_line
 from grantkeeper.adapters.db.engine import make_engine
 from grantkeeper.adapters.db.schema import head_revision, migrate
+from grantkeeper.bootstrap import check_database_url
 from grantkeeper.core.errors import InvalidInputError
 from grantkeeper.core.model import ConnectionStatus, TokenSet
 from grantkeeper.entrypoints.cli.app import (
@@ -55,6 +56,7 @@ app.add_typer(keys_app, name="keys")
 def migrate_command(json_output: JsonOption = False) -> None:
     """Apply the database migrations (other commands also do this on first use of a new database)."""
     settings = load_settings()
+    check_database_url(settings.database_url)
     engine = make_engine(settings.database_url)
     try:
         migrate(engine)
