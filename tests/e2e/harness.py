@@ -15,7 +15,8 @@ from grantkeeper.core.policy import Policy
 from grantkeeper.ports import AuthMethod, NewConnection, NewProvider
 from grantkeeper.sandbox import Behaviour, GrantTokens, Sandbox
 from grantkeeper.service import admin
-from grantkeeper.service.cycle import CycleReport, RefreshService
+from grantkeeper.service.cycle import RefreshService
+from grantkeeper.service.report import CycleReport
 from grantkeeper.testing import FrozenClock
 
 CLIENT_ID = "app"

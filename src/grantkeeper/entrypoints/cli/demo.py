@@ -32,7 +32,7 @@ from grantkeeper.entrypoints.cli.output import console, err_console, print_json,
 from grantkeeper.ports import AuthMethod, NewConnection, NewProvider
 from grantkeeper.sandbox import Behaviour, Sandbox, serve_sandbox
 from grantkeeper.service import admin
-from grantkeeper.service.cycle import CycleReport
+from grantkeeper.service.report import CycleReport
 
 DEMO_KEY_FILE = Path("grantkeeper-demo.key")
 DEMO_PROVIDER = "sandbox"

@@ -17,7 +17,8 @@ from rich.spinner import Spinner
 from grantkeeper.bootstrap import Runtime
 from grantkeeper.entrypoints.cli.app import CliError, JsonOption, TenantOption, app, handle_errors, runtime
 from grantkeeper.entrypoints.cli.output import console, print_json, table
-from grantkeeper.service.cycle import CycleReport, RefreshService
+from grantkeeper.service.cycle import RefreshService
+from grantkeeper.service.report import CycleReport
 
 log = logging.getLogger("grantkeeper.worker")
 

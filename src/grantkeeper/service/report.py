@@ -1,0 +1,140 @@
+"""What a cycle did, for the CLI, the cron endpoint and the logs: counts by outcome and one row per attempt.
+
+Rows carry ids, outcomes, counters and status, never a token.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from grantkeeper.core.model import ConnectionStatus, NotificationType, OutcomeClass
+from grantkeeper.service.attempt import AttemptResult
+
+#: A provider whose attempts in one cycle fail at least this often (over at least ``_ALERT_MIN_ATTEMPTS``)
+#: gets an operator alert: most users cannot all have revoked access at once.
+_ALERT_FAILURE_RATIO = 0.8
+_ALERT_MIN_ATTEMPTS = 10
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    """One line of a verbose cycle report: ids, outcome, counters and status; never a token."""
+
+    connection_id: str
+    provider: str
+    user_id: str
+    outcome: OutcomeClass
+    error_code: str | None
+    http_status: int | None
+    consecutive_failures: int
+    consecutive_transient_failures: int
+    status: ConnectionStatus
+    is_stale: bool
+    is_committed: bool
+
+
+@dataclass
+class CycleReport:
+    started_at: datetime
+    finished_at: datetime | None = None
+    due: int = 0
+    by_outcome: Counter[str] = field(default_factory=Counter)
+    newly_disconnected: int = 0
+    notifications: Counter[str] = field(default_factory=Counter)
+    stale: int = 0
+    skipped: int = 0
+    errors: int = 0
+    lease_conflicts: int = 0
+    provider_alerts: list[str] = field(default_factory=list)
+    rows: list[AttemptRow] = field(default_factory=list)
+
+    @property
+    def refreshed(self) -> int:
+        return self.by_outcome[OutcomeClass.SUCCESS.value]
+
+    @property
+    def duration(self) -> timedelta:
+        return (self.finished_at or self.started_at) - self.started_at
+
+    def add(self, result: AttemptResult) -> None:
+        self.by_outcome[result.outcome.klass.value] += 1
+        state = result.transition.state
+        was_connected = result.claim.state.status is ConnectionStatus.CONNECTED
+        if was_connected and state.status is ConnectionStatus.NEEDS_REAUTHORIZATION:
+            self.newly_disconnected += 1
+        for content in result.notifications:
+            self.notifications[content.type.value] += 1
+        self.stale += result.transition.is_stale
+        self.lease_conflicts += not result.is_committed
+        self.rows.append(_row(result))
+
+    def as_dict(self, *, verbose: bool = False) -> dict[str, object]:
+        """The JSON summary (CLI ``--json`` and the cron endpoint)."""
+        summary: dict[str, object] = {
+            "started_at": self.started_at.isoformat(),
+            "finished_at": (self.finished_at or self.started_at).isoformat(),
+            "duration_seconds": round(self.duration.total_seconds(), 3),
+            "due": self.due,
+            "refreshed": self.refreshed,
+            "by_outcome": {klass.value: self.by_outcome[klass.value] for klass in OutcomeClass},
+            "newly_disconnected": self.newly_disconnected,
+            "notifications_created": sum(self.notifications.values()),
+            "notifications": {kind.value: self.notifications[kind.value] for kind in NotificationType},
+            "stale": self.stale,
+            "skipped": self.skipped,
+            "errors": self.errors,
+            "lease_conflicts": self.lease_conflicts,
+            "provider_alerts": list(self.provider_alerts),
+        }
+        if verbose:
+            summary["connections"] = [_row_dict(row) for row in self.rows]
+        return summary
+
+
+def _row(result: AttemptResult) -> AttemptRow:
+    state = result.transition.state
+    return AttemptRow(
+        connection_id=result.claim.connection_id,
+        provider=result.claim.provider.name,
+        user_id=result.claim.user_id,
+        outcome=result.outcome.klass,
+        error_code=result.outcome.error.code if result.outcome.error else None,
+        http_status=result.outcome.http_status,
+        consecutive_failures=state.consecutive_failures,
+        consecutive_transient_failures=state.consecutive_transient_failures,
+        status=state.status,
+        is_stale=result.transition.is_stale,
+        is_committed=result.is_committed,
+    )
+
+
+def _row_dict(row: AttemptRow) -> dict[str, object]:
+    return {
+        "id": row.connection_id,
+        "provider": row.provider,
+        "user_id": row.user_id,
+        "outcome": row.outcome.value,
+        "error_code": row.error_code,
+        "http_status": row.http_status,
+        "consecutive_failures": row.consecutive_failures,
+        "consecutive_transient_failures": row.consecutive_transient_failures,
+        "status": row.status.value,
+        "stale": row.is_stale,
+    }
+
+
+def failing_providers(rows: Sequence[AttemptRow]) -> list[str]:
+    """Providers whose refreshes failed for most connections in this cycle: an operator problem."""
+    attempts: Counter[str] = Counter()
+    failures: Counter[str] = Counter()
+    for row in rows:
+        attempts[row.provider] += 1
+        failures[row.provider] += row.outcome is not OutcomeClass.SUCCESS
+    return sorted(
+        name
+        for name, count in attempts.items()
+        if count >= _ALERT_MIN_ATTEMPTS and failures[name] / count >= _ALERT_FAILURE_RATIO
+    )
