@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -18,6 +19,7 @@ from grantkeeper.config import Settings
 from grantkeeper.core.errors import InvalidSettingError
 from grantkeeper.core.policy import Policy
 from grantkeeper.ports import Clock
+from grantkeeper.service.attempt import AttemptResult
 from grantkeeper.service.cycle import RefreshService
 
 
@@ -51,7 +53,11 @@ class Runtime:
     policy: Policy
 
     def refresh_service(
-        self, *, concurrency: int | None = None, policy: Policy | None = None
+        self,
+        *,
+        concurrency: int | None = None,
+        policy: Policy | None = None,
+        on_attempt: Callable[[AttemptResult], None] | None = None,
     ) -> tuple[RefreshService, HttpTokenEndpoint]:
         """A refresh service and its HTTP client (the caller closes the client)."""
         settings = self.settings
@@ -72,6 +78,7 @@ class Runtime:
             concurrency=concurrency or settings.concurrency,
             max_attempt_duration=attempt_budget,
             lease_ttl=max(attempt_budget * 4, timedelta(minutes=2)),
+            on_attempt=on_attempt,
         )
         return service, endpoint
 

@@ -31,7 +31,10 @@ class StoreError(GrantkeeperError):
     StoreError
     ├── UnknownProviderError     an import line or request names a provider the tenant does not have
     ├── UnknownConnectionError   connection ids that do not exist in the tenant
+    ├── UnknownWorkflowError     a workflow id that does not exist in the tenant
     ├── DuplicateProviderError   the tenant already has a provider of that name
+    ├── DuplicateWorkflowError   the tenant already has a workflow of that name
+    ├── TenantKeyExistsError     the tenant already has an API key and the caller did not ask to replace it
     └── SchemaOutdatedError      the database schema is not the one this code expects: run migrate
     """
 
@@ -49,9 +52,31 @@ class UnknownConnectionError(StoreError, LookupError):
         self.connection_ids = tuple(connection_ids)
 
 
+class UnknownWorkflowError(StoreError, LookupError):
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"unknown workflow id {workflow_id!r}")
+        self.workflow_id = workflow_id
+
+
 class DuplicateProviderError(StoreError):
     def __init__(self, name: str) -> None:
         super().__init__(f"provider {name!r} already exists")
+        self.name = name
+
+
+class DuplicateWorkflowError(StoreError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"workflow {name!r} already exists")
+        self.name = name
+
+
+class TenantKeyExistsError(StoreError):
+    """Refusing to overwrite a key silently: every client using the old key would be locked out at once."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"tenant {name!r} already has an API key; rotate it with `grantkeeper tenants rotate-key {name}`"
+        )
         self.name = name
 
 
@@ -64,6 +89,16 @@ class AuthMethod(StrEnum):
 
     CLIENT_SECRET_BASIC = "client_secret_basic"  # noqa: S105 (a method name, not a secret)
     CLIENT_SECRET_POST = "client_secret_post"  # noqa: S105
+
+
+@dataclass(frozen=True)
+class TenantRecord:
+    """A tenant as the API and CLI show it: whether it has an API key, never the key or its hash."""
+
+    tenant_id: str
+    name: str
+    has_api_key: bool
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -272,7 +307,16 @@ class ConnectionStore(Protocol):
         self, tenant_id: str, connection_id: str, tokens: TokenSet, transition: Transition, now: datetime
     ) -> bool: ...
 
-    def list_notifications(self, tenant_id: str, limit: int = 100) -> list[NotificationRecord]: ...
+    def list_notifications(
+        self,
+        tenant_id: str,
+        limit: int = 100,
+        *,
+        type: NotificationType | None = None,
+        unread_only: bool = False,
+    ) -> list[NotificationRecord]: ...
+
+    def mark_notification_read(self, tenant_id: str, notification_id: str) -> bool: ...
 
     def count_by_status(self, tenant_id: str) -> dict[str, int]: ...
 
@@ -282,11 +326,79 @@ class ConnectionStore(Protocol):
 
     def attempts_for(self, connection_id: str, limit: int = 100) -> list[AttemptRecord]: ...
 
+    # Tenants and API keys: keys are stored only as the hash the caller computed.
+
+    def set_tenant_key(self, name: str, api_key_hash: str, *, replace: bool = False) -> TenantRecord: ...
+
+    def tenant_for_key(self, api_key_hash: str) -> TenantRecord | None: ...
+
+    def list_tenants(self) -> list[TenantRecord]: ...
+
+    # The HTTP API's resources (DESIGN section 4).
+
+    def get_provider(self, tenant_id: str, name: str) -> ProviderConfig | None: ...
+
+    def list_connections_page(
+        self,
+        tenant_id: str,
+        *,
+        status: ConnectionStatus | None = None,
+        provider: str | None = None,
+        user_id: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> tuple[list[ConnectionRecord], str | None]: ...
+
+    def delete_connection(self, tenant_id: str, connection_id: str) -> bool: ...
+
+    def read_tokens(self, tenant_id: str, connection_id: str) -> StoredTokens | None: ...
+
+    def lease_holder(self, tenant_id: str, connection_id: str, now: datetime) -> str | None: ...
+
+    def create_workflow(
+        self, tenant_id: str, name: str, connection_ids: Sequence[str], now: datetime
+    ) -> WorkflowRecord: ...
+
+    def get_workflow(self, tenant_id: str, workflow_id: str) -> WorkflowRecord | None: ...
+
+    # Health, for /readyz.
+
+    def ping(self) -> None: ...
+
+    def schema_is_current(self) -> bool: ...
+
 
 class TokenEndpoint(Protocol):
     """Performs one refresh_token grant (RFC 6749 section 6) and classifies whatever comes back."""
 
     async def refresh(self, provider: ProviderConfig, refresh_token: str) -> Outcome: ...
+
+
+@dataclass(frozen=True)
+class RevocationResult:
+    """What one RFC 7009 revocation request came to; never holds a token or a secret.
+
+    ``is_revoked`` is True for a 200 (RFC 7009 section 2.2: also sent for a token the server does not know,
+    so it means "this token no longer works", not "it was valid"). ``error_code`` is an RFC 7009 section
+    2.2.1 / RFC 6749 section 5.2 code (``unsupported_token_type``, ``invalid_client``), a network fault value
+    (``connect_timeout``), or a local reason nothing was sent (``no_revocation_endpoint``).
+    """
+
+    is_revoked: bool
+    http_status: int | None
+    error_code: str | None
+
+
+class TokenRevoker(Protocol):
+    """Revokes one token at the provider (RFC 7009 section 2), e.g. when an app deletes a connection.
+
+    Never raises for anything the provider or the network does: a 503 (RFC 7009 section 2.2.1) or a network
+    fault comes back as a result with ``is_revoked`` False, and the caller decides whether to try again.
+    """
+
+    async def revoke(
+        self, provider: ProviderConfig, token: str, token_type_hint: str
+    ) -> RevocationResult: ...
 
 
 class Clock(Protocol):

@@ -1,4 +1,6 @@
-"""Build refresh requests and read token responses without doing any I/O (RFC 6749 sections 2.3.1, 5 and 6).
+"""Build refresh and revocation requests and read token responses without doing any I/O.
+
+Refresh: RFC 6749 sections 2.3.1, 5 and 6. Revocation: RFC 7009 section 2.1.
 
 Keeping the wire format here lets the HTTP adapter stay a thin shell and lets tests cover every encoding
 corner (Basic credentials, numeric-string ``expires_in``, HTTP-date ``Retry-After``) without a network.
@@ -24,7 +26,8 @@ MAX_EXPIRES_IN = 10 * 366 * 24 * 3600
 
 @dataclass(frozen=True)
 class TokenRequest:
-    """A refresh_token grant ready to send: form fields and headers (both may hold secrets)."""
+    """A request ready to send (refresh_token grant or revocation): form fields and headers (both may hold
+    secrets)."""
 
     form: dict[str, str] = field(repr=False)
     headers: dict[str, str] = field(repr=False)
@@ -58,6 +61,32 @@ def build_refresh_request(
     form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
     if scope:
         form["scope"] = scope
+    headers = {"Accept": "application/json", "Content-Type": FORM_CONTENT_TYPE}
+    if use_basic_auth:
+        headers["Authorization"] = basic_credentials(client_id, client_secret)
+    else:
+        form["client_id"] = client_id
+        form["client_secret"] = client_secret
+    return TokenRequest(form=form, headers=headers)
+
+
+def build_revocation_request(
+    *,
+    client_id: str,
+    client_secret: str,
+    token: str,
+    token_type_hint: str | None,
+    use_basic_auth: bool,
+) -> TokenRequest:
+    """RFC 7009 section 2.1: ``token`` and an optional ``token_type_hint``, form-encoded in a POST.
+
+    The client authenticates as it does at the token endpoint (RFC 7009 section 2.1 refers to RFC 6749
+    section 2.3): Basic credentials in the header, or ``client_id`` and ``client_secret`` in the body, never
+    both. The hint (``refresh_token`` or ``access_token``, RFC 7009 section 2.1) is left out when empty.
+    """
+    form = {"token": token}
+    if token_type_hint:
+        form["token_type_hint"] = token_type_hint
     headers = {"Accept": "application/json", "Content-Type": FORM_CONTENT_TYPE}
     if use_basic_auth:
         headers["Authorization"] = basic_credentials(client_id, client_secret)

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -42,6 +43,7 @@ class AttemptResult:
     transition: Transition
     notifications: tuple[NotificationContent, ...]
     is_committed: bool
+    duration: timedelta = timedelta(0)
 
 
 def notification_contents(
@@ -77,7 +79,9 @@ class AttemptRunner:
         rng: random.Random,
         *,
         max_attempt_duration: timedelta,
+        on_attempt: Callable[[AttemptResult], None] | None = None,
     ) -> None:
+        self._on_attempt = on_attempt
         self._store = store
         self._endpoint = endpoint
         self._clock = clock
@@ -108,7 +112,10 @@ class AttemptRunner:
         )
         commit = AttemptCommit(claim, outcome, transition, record, notifications)
         is_committed = await self._commit(commit)
-        return AttemptResult(claim, outcome, transition, notifications, is_committed)
+        result = AttemptResult(claim, outcome, transition, notifications, is_committed, duration)
+        if self._on_attempt is not None:
+            self._on_attempt(result)
+        return result
 
     async def _call_provider(self, claim: ClaimedConnection) -> Outcome:
         if not claim.refresh_token:

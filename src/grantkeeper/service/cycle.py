@@ -18,7 +18,7 @@ from datetime import timedelta
 from grantkeeper.core.model import ConnectionStatus
 from grantkeeper.core.policy import Policy
 from grantkeeper.ports import ClaimedConnection, Clock, ConnectionStore, TokenEndpoint
-from grantkeeper.service.attempt import AttemptRunner
+from grantkeeper.service.attempt import AttemptResult, AttemptRunner
 from grantkeeper.service.report import CycleReport, failing_providers
 
 log = logging.getLogger("grantkeeper.cycle")
@@ -48,6 +48,7 @@ class RefreshService:
         max_attempt_duration: timedelta = timedelta(seconds=30),
         owner: str | None = None,
         rng: random.Random | None = None,
+        on_attempt: Callable[[AttemptResult], None] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -56,15 +57,16 @@ class RefreshService:
         self._store = store
         self._clock = clock
         self._concurrency = concurrency
-        self._lease_ttl = lease_ttl
         self.owner = owner or default_owner()
-        self._runner = AttemptRunner(
+        self.lease_ttl = lease_ttl
+        self.runner = AttemptRunner(
             store,
             endpoint,
             clock,
             policy,
             rng or random.Random(),  # noqa: S311 - jitter, not security
             max_attempt_duration=max_attempt_duration,
+            on_attempt=on_attempt,
         )
 
     async def run_cycle(self, tenant_id: str | None = None) -> CycleReport:
@@ -74,7 +76,7 @@ class RefreshService:
 
         async def claim(limit: int) -> tuple[list[ClaimedConnection], bool]:
             claims = await asyncio.to_thread(
-                self._store.claim_due, due_at, limit, self.owner, self._lease_ttl, tenant_id
+                self._store.claim_due, due_at, limit, self.owner, self.lease_ttl, tenant_id
             )
             return claims, len(claims) < limit
 
@@ -93,7 +95,7 @@ class RefreshService:
         async def claim(limit: int) -> tuple[list[ClaimedConnection], bool]:
             batch, wanted[:] = wanted[:limit], wanted[limit:]
             claims = await asyncio.to_thread(
-                self._store.claim_ids, tenant_id, batch, self._clock.now(), self.owner, self._lease_ttl
+                self._store.claim_ids, tenant_id, batch, self._clock.now(), self.owner, self.lease_ttl
             )
             return claims, not wanted  # some may be leased elsewhere: only the id list decides the end
 
@@ -123,7 +125,7 @@ class RefreshService:
         async def work() -> None:
             while (item := await queue.get()) is not None:
                 try:
-                    result = await self._runner.run(item)
+                    result = await self.runner.run(item)
                 except Exception as exc:  # a bug or a dead store must not stop the other attempts
                     log.error(
                         "attempt for %s failed: %s",

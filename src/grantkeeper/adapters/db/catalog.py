@@ -1,4 +1,8 @@
-"""Tenants and providers: the slow-changing rows every connection hangs off."""
+"""Tenants (with their API keys) and providers: the slow-changing rows every connection hangs off.
+
+API keys are stored only as the hash the caller computed; looking a tenant up by that hash runs on every API
+request, so its statement is built once with a bound parameter and served by the unique index on the hash.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,22 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, select
+from sqlalchemy import Connection, Table, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from grantkeeper.adapters.db.rows import FieldCipher, provider_from_row
+from grantkeeper.adapters.db.rows import FieldCipher, provider_from_row, tenant_from_row
 from grantkeeper.adapters.db.tables import connections, new_id, notifications, providers, tenants
-from grantkeeper.ports import DuplicateProviderError, NewProvider, ProviderConfig
+from grantkeeper.ports import (
+    DuplicateProviderError,
+    NewProvider,
+    ProviderConfig,
+    StoreError,
+    TenantKeyExistsError,
+    TenantRecord,
+)
+
+_TENANT_BY_KEY = select(tenants).where(tenants.c.api_key_hash == bindparam("api_key_hash"))
 
 
 def insert_ignoring_duplicates(
@@ -30,6 +43,36 @@ def ensure_tenant(connection: Connection, name: str, now: datetime) -> str:
     row = {"id": new_id("ten"), "name": name, "created_at": now}
     insert_ignoring_duplicates(connection, tenants, [row], ["name"])
     return str(connection.execute(select(tenants.c.id).where(tenants.c.name == name)).scalar_one())
+
+
+def set_tenant_key(
+    connection: Connection, name: str, api_key_hash: str, *, replace: bool, now: datetime
+) -> TenantRecord:
+    """Create the tenant if needed and store the key's hash; without ``replace`` an existing key is kept and
+    ``TenantKeyExistsError`` raised. The conditional UPDATE makes two concurrent first keys safe: the second
+    re-reads the row after the first commits, finds a key and is refused."""
+    ensure_tenant(connection, name, now)
+    statement = (
+        update(tenants).where(tenants.c.name == name).values(api_key_hash=api_key_hash).returning(*tenants.c)
+    )
+    if not replace:
+        statement = statement.where(tenants.c.api_key_hash.is_(None))
+    try:
+        row = connection.execute(statement).first()
+    except IntegrityError:
+        raise StoreError("that API key is already in use by another tenant; generate a new key") from None
+    if row is None:
+        raise TenantKeyExistsError(name)
+    return tenant_from_row(row)
+
+
+def tenant_for_key(connection: Connection, api_key_hash: str) -> TenantRecord | None:
+    row = connection.execute(_TENANT_BY_KEY, {"api_key_hash": api_key_hash}).first()
+    return None if row is None else tenant_from_row(row)
+
+
+def list_tenants(connection: Connection) -> list[TenantRecord]:
+    return [tenant_from_row(row) for row in connection.execute(select(tenants).order_by(tenants.c.name))]
 
 
 def add_provider(
@@ -68,6 +111,14 @@ def _provider_exists(connection: Connection, tenant_id: str, name: str) -> bool:
 def list_providers(connection: Connection, cipher: FieldCipher, tenant_id: str) -> list[ProviderConfig]:
     query = select(providers).where(providers.c.tenant_id == tenant_id).order_by(providers.c.name)
     return [provider_from_row(row, cipher) for row in connection.execute(query)]
+
+
+def get_provider(
+    connection: Connection, cipher: FieldCipher, tenant_id: str, name: str
+) -> ProviderConfig | None:
+    query = select(providers).where(providers.c.tenant_id == tenant_id, providers.c.name == name)
+    row = connection.execute(query).first()
+    return None if row is None else provider_from_row(row, cipher)
 
 
 def providers_by_id(

@@ -187,7 +187,7 @@ def apply_effects(
             flag_provider(connection, provider_id, f"{effect.error.code}: {effect.error.description}", at)
 
 
-def _lock_linked_workflows(connection: Connection, connection_id: str) -> list[str]:
+def lock_linked_workflows(connection: Connection, connection_id: str) -> list[str]:
     """Lock the connection's workflows in id order before deciding their status.
 
     Without the lock two connections of one workflow reconnecting at once could each still see the other as
@@ -204,7 +204,7 @@ def pause_workflows(
     connection: Connection, connection_id: str, reason: DisconnectReason, at: datetime
 ) -> None:
     """Pause the active workflows that depend on the connection; an existing pause keeps its reason."""
-    workflow_ids = _lock_linked_workflows(connection, connection_id)
+    workflow_ids = lock_linked_workflows(connection, connection_id)
     if workflow_ids:
         connection.execute(
             update(workflows)
@@ -216,7 +216,12 @@ def pause_workflows(
 def resume_workflows(connection: Connection, connection_id: str, at: datetime) -> None:
     """Resume workflows a disconnection paused, unless another of their connections still needs
     reauthorization. A pause with any other reason (the user's own) is left alone."""
-    workflow_ids = _lock_linked_workflows(connection, connection_id)
+    resume_unblocked(connection, lock_linked_workflows(connection, connection_id), at)
+
+
+def resume_unblocked(connection: Connection, workflow_ids: list[str], at: datetime) -> None:
+    """Resume those of the (locked) workflows that a disconnection paused and that no longer have a linked
+    connection needing reauthorization."""
     if not workflow_ids:
         return
     other_disconnected = exists().where(

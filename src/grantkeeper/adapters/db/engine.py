@@ -15,14 +15,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import StaticPool
 
-__all__ = ["make_engine", "normalise_url", "read_transaction", "write_transaction"]
+__all__ = ["make_engine", "normalise_url", "ping", "read_transaction", "write_transaction"]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _WRITE_OPTION = "grantkeeper_write"
+_PING = text("SELECT 1")
 
 
 def normalise_url(url: str | URL) -> URL:
@@ -114,3 +115,9 @@ def read_transaction(engine: Engine) -> Iterator[Connection]:
     """A read-only transaction: one consistent snapshot; on SQLite it never waits for the writer."""
     with engine.begin() as connection:
         yield connection
+
+
+def ping(engine: Engine) -> None:
+    """One trivial round trip: raises (SQLAlchemy's ``OperationalError``) when the database is unreachable."""
+    with read_transaction(engine) as connection:
+        connection.execute(_PING)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CTE, ColumnElement, Connection, Row, and_, or_, select, update
+from sqlalchemy import CTE, ColumnElement, Connection, Row, and_, bindparam, or_, select, update
 
 from grantkeeper.adapters.crypto import DecryptionError
 from grantkeeper.adapters.db.catalog import providers_by_id
@@ -30,6 +30,14 @@ log = logging.getLogger("grantkeeper.store")
 
 #: How long a connection whose tokens cannot be decrypted waits before the next try.
 UNREADABLE_RETRY_INTERVAL = timedelta(hours=1)
+
+
+# A lease is live from its claim until ``lease_expires_at`` inclusive: the complement of ``is_unleased``.
+_LEASE_HOLDER = select(_c.lease_owner).where(
+    _c.tenant_id == bindparam("tenant_id"),
+    _c.id == bindparam("connection_id"),
+    _c.lease_expires_at >= bindparam("now"),
+)
 
 
 @dataclass(frozen=True)
@@ -201,6 +209,14 @@ def _claimed(row: Row[Any], provider: ProviderConfig, cipher: FieldCipher) -> Cl
         lease_owner=row.lease_owner,
         lease_expires_at=row.lease_expires_at,
     )
+
+
+def lease_holder(connection: Connection, tenant_id: str, connection_id: str, now: datetime) -> str | None:
+    """Who holds a live lease on the connection, if anyone: token vending waits for that refresh to finish
+    instead of starting a second one. A primary-key lookup with a prebuilt statement; it runs per request."""
+    params = {"tenant_id": tenant_id, "connection_id": connection_id, "now": now}
+    owner: str | None = connection.scalar(_LEASE_HOLDER, params)
+    return owner
 
 
 def release(connection: Connection, claim: ClaimedConnection) -> bool:

@@ -1,34 +1,19 @@
-"""Read-only queries for listings, ``grantkeeper status`` and the API.
+"""Read-only queries for connection listings, ``grantkeeper status`` and the API.
 
-Only ``read_tokens`` selects a token column; no listing does."""
+Only ``read_tokens`` selects a token column; no listing does. Notifications are listed in ``inbox``,
+workflows in ``workflows``."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import functools
 from typing import Any
 
-from sqlalchemy import Connection, Select, func, or_, select
+from sqlalchemy import Connection, Select, bindparam, func, or_, select
 
-from grantkeeper.adapters.db.rows import FieldCipher, attempt_from_row, notification_from_row, record_from_row
-from grantkeeper.adapters.db.tables import (
-    connections,
-    notifications,
-    outbox,
-    providers,
-    refresh_attempts,
-    workflow_connections,
-    workflows,
-)
+from grantkeeper.adapters.db.rows import FieldCipher, attempt_from_row, record_from_row
+from grantkeeper.adapters.db.tables import connections, outbox, providers, refresh_attempts
 from grantkeeper.core.model import ConnectionStatus
-from grantkeeper.ports import (
-    AttemptRecord,
-    ConnectionRecord,
-    NotificationRecord,
-    OutboxRecord,
-    StoredTokens,
-    WorkflowRecord,
-    WorkflowStatus,
-)
+from grantkeeper.ports import AttemptRecord, ConnectionRecord, OutboxRecord, StoredTokens
 
 _c = connections.c
 _LISTED_COLUMNS = [column for column in connections.c if not column.name.endswith("_enc")]
@@ -54,6 +39,61 @@ def list_connections(
     return [record_from_row(row) for row in connection.execute(query.order_by(_c.created_at, _c.id))]
 
 
+def list_connections_page(
+    connection: Connection,
+    tenant_id: str,
+    *,
+    status: ConnectionStatus | None,
+    provider: str | None,
+    user_id: str | None,
+    after: str | None,
+    limit: int,
+) -> tuple[list[ConnectionRecord], str | None]:
+    """One keyset page in connection id order, and the ``after`` of the next page (None on the last).
+
+    Keyset rather than OFFSET: a page costs the same at row 90,000 as at row 0, and a row deleted between two
+    requests shifts nothing. One row more than asked tells whether another page exists.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    query = _page_query(status is not None, provider is not None, user_id is not None, after is not None)
+    parameters = {
+        "tenant_id": tenant_id,
+        "status": None if status is None else status.value,
+        "provider": provider,
+        "user_id": user_id,
+        "after": after,
+        "limit": limit + 1,
+    }
+    rows = connection.execute(query, parameters).all()
+    page = [record_from_row(row) for row in rows[:limit]]
+    return page, page[-1].connection_id if len(rows) > limit else None
+
+
+@functools.lru_cache(maxsize=16)
+def _page_query(has_status: bool, has_provider: bool, has_user: bool, has_after: bool) -> Select[Any]:
+    """The page's SELECT, built once per combination of filters with bound parameters (the API lists often).
+
+    Every filter is an equality, so one of the ``ix_connections_tenant_*_page`` indexes yields the matching
+    rows already in id order. The provider is named, so it is resolved by a scalar subquery that runs once;
+    an unknown name gives NULL, which matches nothing.
+    """
+    query = _records().where(_c.tenant_id == bindparam("tenant_id"))
+    if has_status:
+        query = query.where(_c.status == bindparam("status"))
+    if has_provider:
+        named = providers.alias("named_provider")  # an alias, or the subquery would correlate to the join
+        provider_id = select(named.c.id).where(
+            named.c.tenant_id == bindparam("tenant_id"), named.c.name == bindparam("provider")
+        )
+        query = query.where(_c.provider_id == provider_id.scalar_subquery())
+    if has_user:
+        query = query.where(_c.user_id == bindparam("user_id"))
+    if has_after:
+        query = query.where(_c.id > bindparam("after"))
+    return query.order_by(_c.id).limit(bindparam("limit"))
+
+
 def list_failing(connection: Connection, tenant_id: str, limit: int) -> list[ConnectionRecord]:
     """Connections with a failure streak or not connected, most recent failure first."""
     query = _records().where(
@@ -75,44 +115,6 @@ def count_by_status(connection: Connection, tenant_id: str) -> dict[str, int]:
     for status, count in connection.execute(query):
         counts[status] = count
     return counts
-
-
-def list_notifications(connection: Connection, tenant_id: str, limit: int) -> list[NotificationRecord]:
-    query = (
-        select(notifications)
-        .where(notifications.c.tenant_id == tenant_id)
-        .order_by(notifications.c.created_at.desc(), notifications.c.id.desc())
-        .limit(limit)
-    )
-    return [notification_from_row(row) for row in connection.execute(query)]
-
-
-def list_workflows(connection: Connection, tenant_id: str) -> list[WorkflowRecord]:
-    rows = connection.execute(
-        select(workflows).where(workflows.c.tenant_id == tenant_id).order_by(workflows.c.name)
-    ).all()
-    links = connection.execute(
-        select(workflow_connections.c.workflow_id, workflow_connections.c.connection_id)
-        .join(workflows, workflows.c.id == workflow_connections.c.workflow_id)
-        .where(workflows.c.tenant_id == tenant_id)
-        .order_by(workflow_connections.c.connection_id)
-    ).all()
-    linked: defaultdict[str, list[str]] = defaultdict(list)
-    for workflow_id, connection_id in links:
-        linked[workflow_id].append(connection_id)
-    return [
-        WorkflowRecord(
-            workflow_id=row.id,
-            tenant_id=row.tenant_id,
-            name=row.name,
-            status=WorkflowStatus(row.status),
-            paused_reason=row.paused_reason,
-            connection_ids=tuple(linked[row.id]),
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-        )
-        for row in rows
-    ]
 
 
 def attempts_for(connection: Connection, connection_id: str, limit: int) -> list[AttemptRecord]:

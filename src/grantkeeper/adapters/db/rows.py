@@ -21,7 +21,14 @@ from grantkeeper.core.model import (
     NotificationType,
     OutcomeClass,
 )
-from grantkeeper.ports import AttemptRecord, AuthMethod, ConnectionRecord, NotificationRecord, ProviderConfig
+from grantkeeper.ports import (
+    AttemptRecord,
+    AuthMethod,
+    ConnectionRecord,
+    NotificationRecord,
+    ProviderConfig,
+    TenantRecord,
+)
 
 
 class FieldCipher:
@@ -99,6 +106,12 @@ def record_from_row(row: Row[Any]) -> ConnectionRecord:
         state=state_from_row(row),
         created_at=row.created_at,
         updated_at=row.updated_at,
+    )
+
+
+def tenant_from_row(row: Row[Any]) -> TenantRecord:
+    return TenantRecord(
+        tenant_id=row.id, name=row.name, has_api_key=row.api_key_hash is not None, created_at=row.created_at
     )
 
 

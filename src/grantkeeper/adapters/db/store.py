@@ -1,8 +1,8 @@
 """``SqlStore``: the ``ConnectionStore`` port on SQLAlchemy Core, for SQLite and PostgreSQL alike.
 
 This class only opens transactions and delegates; the SQL lives in ``catalog``, ``imports``, ``leases``,
-``commits`` and ``queries``. Methods are synchronous: the async service calls them through
-``asyncio.to_thread``, and the engine's pool hands each thread its own connection.
+``commits``, ``queries``, ``workflows``, ``inbox`` and ``deletions``. Methods are synchronous: the async
+service calls them through ``asyncio.to_thread``, and the engine's pool hands each thread its own connection.
 """
 
 from __future__ import annotations
@@ -13,11 +13,20 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine
 
 from grantkeeper.adapters.crypto import Keyring
-from grantkeeper.adapters.db import catalog, commits, imports, leases, queries
-from grantkeeper.adapters.db.engine import read_transaction, write_transaction
+from grantkeeper.adapters.db import (
+    catalog,
+    commits,
+    deletions,
+    imports,
+    inbox,
+    leases,
+    queries,
+    workflows,
+)
+from grantkeeper.adapters.db.engine import ping, read_transaction, write_transaction
 from grantkeeper.adapters.db.rows import FieldCipher
-from grantkeeper.adapters.db.schema import ensure_schema
-from grantkeeper.core.model import ConnectionStatus, TokenSet, Transition
+from grantkeeper.adapters.db.schema import ensure_schema, is_current
+from grantkeeper.core.model import ConnectionStatus, NotificationType, TokenSet, Transition
 from grantkeeper.ports import (
     AttemptCommit,
     AttemptRecord,
@@ -29,6 +38,7 @@ from grantkeeper.ports import (
     OutboxRecord,
     ProviderConfig,
     StoredTokens,
+    TenantRecord,
     WorkflowRecord,
 )
 
@@ -68,6 +78,24 @@ class SqlStore:
         with write_transaction(self._engine) as connection:
             return imports.import_connections(connection, self._cipher, tenant_id, rows, now)
 
+    def set_tenant_key(self, name: str, api_key_hash: str, *, replace: bool = False) -> TenantRecord:
+        with write_transaction(self._engine) as connection:
+            return catalog.set_tenant_key(
+                connection, name, api_key_hash, replace=replace, now=datetime.now(UTC)
+            )
+
+    def tenant_for_key(self, api_key_hash: str) -> TenantRecord | None:
+        with read_transaction(self._engine) as connection:
+            return catalog.tenant_for_key(connection, api_key_hash)
+
+    def list_tenants(self) -> list[TenantRecord]:
+        with read_transaction(self._engine) as connection:
+            return catalog.list_tenants(connection)
+
+    def get_provider(self, tenant_id: str, name: str) -> ProviderConfig | None:
+        with read_transaction(self._engine) as connection:
+            return catalog.get_provider(connection, self._cipher, tenant_id, name)
+
     def get_connection(self, tenant_id: str, connection_id: str) -> ConnectionRecord | None:
         with read_transaction(self._engine) as connection:
             return queries.get_connection(connection, tenant_id, connection_id)
@@ -77,6 +105,35 @@ class SqlStore:
     ) -> list[ConnectionRecord]:
         with read_transaction(self._engine) as connection:
             return queries.list_connections(connection, tenant_id, status)
+
+    def list_connections_page(
+        self,
+        tenant_id: str,
+        *,
+        status: ConnectionStatus | None = None,
+        provider: str | None = None,
+        user_id: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> tuple[list[ConnectionRecord], str | None]:
+        with read_transaction(self._engine) as connection:
+            return queries.list_connections_page(
+                connection,
+                tenant_id,
+                status=status,
+                provider=provider,
+                user_id=user_id,
+                after=after,
+                limit=limit,
+            )
+
+    def delete_connection(self, tenant_id: str, connection_id: str) -> bool:
+        with write_transaction(self._engine) as connection:
+            return deletions.delete_connection(connection, tenant_id, connection_id, datetime.now(UTC))
+
+    def lease_holder(self, tenant_id: str, connection_id: str, now: datetime) -> str | None:
+        with read_transaction(self._engine) as connection:
+            return leases.lease_holder(connection, tenant_id, connection_id, now)
 
     def claim_due(
         self, now: datetime, limit: int, owner: str, lease_ttl: timedelta, tenant_id: str | None = None
@@ -119,9 +176,20 @@ class SqlStore:
                 connection, self._cipher, tenant_id, connection_id, tokens, transition, now
             )
 
-    def list_notifications(self, tenant_id: str, limit: int = 100) -> list[NotificationRecord]:
+    def list_notifications(
+        self,
+        tenant_id: str,
+        limit: int = 100,
+        *,
+        type: NotificationType | None = None,
+        unread_only: bool = False,
+    ) -> list[NotificationRecord]:
         with read_transaction(self._engine) as connection:
-            return queries.list_notifications(connection, tenant_id, limit)
+            return inbox.list_notifications(connection, tenant_id, limit, kind=type, unread_only=unread_only)
+
+    def mark_notification_read(self, tenant_id: str, notification_id: str) -> bool:
+        with write_transaction(self._engine) as connection:
+            return inbox.mark_notification_read(connection, tenant_id, notification_id)
 
     def count_by_status(self, tenant_id: str) -> dict[str, int]:
         with read_transaction(self._engine) as connection:
@@ -133,7 +201,17 @@ class SqlStore:
 
     def list_workflows(self, tenant_id: str) -> list[WorkflowRecord]:
         with read_transaction(self._engine) as connection:
-            return queries.list_workflows(connection, tenant_id)
+            return workflows.list_workflows(connection, tenant_id)
+
+    def get_workflow(self, tenant_id: str, workflow_id: str) -> WorkflowRecord | None:
+        with read_transaction(self._engine) as connection:
+            return workflows.get_workflow(connection, tenant_id, workflow_id)
+
+    def create_workflow(
+        self, tenant_id: str, name: str, connection_ids: Sequence[str], now: datetime
+    ) -> WorkflowRecord:
+        with write_transaction(self._engine) as connection:
+            return workflows.create_workflow(connection, tenant_id, name, connection_ids, now)
 
     def delete_provider(self, tenant_id: str, name: str) -> bool:
         with write_transaction(self._engine) as connection:
@@ -150,3 +228,9 @@ class SqlStore:
     def attempts_for(self, connection_id: str, limit: int = 100) -> list[AttemptRecord]:
         with read_transaction(self._engine) as connection:
             return queries.attempts_for(connection, connection_id, limit)
+
+    def ping(self) -> None:
+        ping(self._engine)
+
+    def schema_is_current(self) -> bool:
+        return is_current(self._engine)

@@ -115,7 +115,12 @@ connections = Table(
     # The work queue's index: the due query is an equality on status, then a range in next_attempt_at order.
     Index("ix_connections_due", "status", "next_attempt_at"),
     Index("ix_connections_owner", "tenant_id", "provider_id", "user_id"),
-    Index("ix_connections_tenant_status", "tenant_id", "status"),
+    # Keyset pages of the API's listing (ordered by id), one per filter: each serves its filter as equalities
+    # and then yields the rows in id order, so a page reads about ``limit`` index entries, not the tenant.
+    Index("ix_connections_tenant_page", "tenant_id", "id"),
+    Index("ix_connections_tenant_status_page", "tenant_id", "status", "id"),
+    Index("ix_connections_tenant_provider_page", "tenant_id", "provider_id", "id"),
+    Index("ix_connections_tenant_user_page", "tenant_id", "user_id", "id"),
 )
 
 workflows = Table(
@@ -154,6 +159,8 @@ notifications = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("metadata", JSON_DOCUMENT, nullable=False),
     Index("ix_notifications_tenant_created", "tenant_id", "created_at"),
+    Index("ix_notifications_tenant_unread", "tenant_id", "is_read", "created_at", "id"),
+    Index("ix_notifications_tenant_type", "tenant_id", "type", "created_at", "id"),
 )
 
 outbox = Table(

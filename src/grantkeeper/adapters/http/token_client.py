@@ -1,5 +1,7 @@
 """The token endpoint client: one RFC 6749 section 6 refresh_token grant per call, over one pooled session.
 
+It also revokes tokens (RFC 7009, ``revoke``) over the same session, when an app deletes a connection.
+
 Everything the provider or the network does becomes an ``Outcome`` (DESIGN section 2): the wire format and the
 classification live in ``core``, so this module only sends, reads with limits, and maps exceptions to faults.
 It never retries: a refresh_token grant is not idempotent (with rotation a replay can revoke the whole grant,
@@ -18,11 +20,25 @@ from urllib.parse import quote_plus, urlencode
 import aiohttp
 
 from grantkeeper.adapters.http.faults import TRANSPORT_ERRORS, describe, network_fault
+from grantkeeper.adapters.http.revocation import (
+    INVALID_REVOCATION_URL,
+    NO_REVOCATION_ENDPOINT,
+    NO_TOKEN,
+    fault_result,
+    not_sent,
+    read_revocation_response,
+)
 from grantkeeper.core.classify import classify_fault, classify_response, missing_refresh_token, sanitize
 from grantkeeper.core.model import ErrorInfo, Outcome, OutcomeClass
-from grantkeeper.core.oauth_wire import RawResponse, TokenRequest, build_refresh_request, parse_retry_after
+from grantkeeper.core.oauth_wire import (
+    RawResponse,
+    TokenRequest,
+    build_refresh_request,
+    build_revocation_request,
+    parse_retry_after,
+)
 from grantkeeper.core.urls import validate_token_url
-from grantkeeper.ports import AuthMethod, Clock, ProviderConfig
+from grantkeeper.ports import AuthMethod, Clock, ProviderConfig, RevocationResult
 
 _log = logging.getLogger(__name__)
 
@@ -135,8 +151,70 @@ class HttpTokenEndpoint:
             raw, now=started_at, default_expires_in=provider.default_expires_in, redact=secrets
         )
 
+    async def revoke(
+        self,
+        provider: ProviderConfig,
+        token: str,
+        token_type_hint: str = "refresh_token",  # noqa: S107
+    ) -> RevocationResult:
+        """Revoke ``token`` at ``provider.revocation_url`` (RFC 7009 section 2.1); never raises for anything
+        the provider or the network does.
+
+        RFC 7009 section 2.2: 200 means revoked (also for a token the server did not know); 503 means try
+        later (section 2.2.1); a 400 carries a code such as ``unsupported_token_type``. A network fault gives
+        its ``NetworkFault`` value, as a refresh would. Revocation is idempotent, so unlike a refresh the
+        caller may simply try again. Nothing is sent without a revocation URL, with one that breaks the URL
+        rule of DESIGN section 4 (it receives the client secret too), or with an empty token.
+        """
+        url = provider.revocation_url
+        detail = ""
+        if url is None or not url.strip():
+            result = not_sent(NO_REVOCATION_ENDPOINT)
+        elif not token.strip():
+            result = not_sent(NO_TOKEN)
+        else:
+            try:
+                validate_token_url(url, field="revocation URL")
+            except ValueError as exc:
+                result, detail = not_sent(INVALID_REVOCATION_URL), sanitize(str(exc))
+            else:
+                result, detail = await self._revoke(provider, url, token, token_type_hint)
+        _log.debug(
+            "token revocation for provider %s: %s%s",
+            provider.name,
+            "revoked" if result.is_revoked else result.error_code,
+            f" ({detail})" if detail else "",
+            extra={
+                "action": "token_revocation",
+                "provider": provider.name,
+                "is_revoked": result.is_revoked,
+                "http_status": result.http_status,
+                "error_code": result.error_code,
+            },
+        )
+        return result
+
+    async def _revoke(
+        self, provider: ProviderConfig, url: str, token: str, token_type_hint: str
+    ) -> tuple[RevocationResult, str]:
+        """Send and read one revocation; the text is a fault's redacted description, for the log only."""
+        request = build_revocation_request(
+            client_id=provider.client_id,
+            client_secret=provider.client_secret,
+            token=token,
+            token_type_hint=token_type_hint,
+            use_basic_auth=provider.auth_method is AuthMethod.CLIENT_SECRET_BASIC,
+        )
+        secrets = _secrets_of(provider, token, request)
+        try:
+            raw, is_oversized = await self._post(url, request)
+        except TRANSPORT_ERRORS as exc:
+            return fault_result(network_fault(exc)), describe(exc, secrets)
+        return read_revocation_response(raw, is_oversized=is_oversized, redact=secrets), ""
+
     async def _post(self, url: str, request: TokenRequest) -> tuple[RawResponse, bool]:
-        """POST the form (RFC 6749 section 6 / appendix B) without following redirects; read at most the cap.
+        """POST the form (RFC 6749 section 6 / appendix B, RFC 7009 section 2.1) without following redirects;
+        read at most the cap.
 
         Returns the response and whether its body was over the cap (the body is then empty and unread).
         """
@@ -199,9 +277,9 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes | 
     return bytes(body)
 
 
-def _secrets_of(provider: ProviderConfig, refresh_token: str, request: TokenRequest) -> tuple[str, ...]:
+def _secrets_of(provider: ProviderConfig, token: str, request: TokenRequest) -> tuple[str, ...]:
     """What must never reach an outcome: token and secret, also as the form and Basic header carry them."""
-    values = [refresh_token, provider.client_secret]
+    values = [token, provider.client_secret]
     values += [quote_plus(value) for value in values]
     authorization = request.headers.get("Authorization", "")
     values.append(authorization.removeprefix("Basic ").strip())

@@ -19,11 +19,9 @@ from grantkeeper.entrypoints.cli.app import CliError, JsonOption, TenantOption, 
 from grantkeeper.entrypoints.cli.output import console, print_json, table
 from grantkeeper.service.cycle import RefreshService
 from grantkeeper.service.report import CycleReport
+from grantkeeper.service.scheduler import run_cycles
 
 log = logging.getLogger("grantkeeper.worker")
-
-#: Longest pause between cycles while cycles keep failing (an unreachable database, say).
-_MAX_FAILURE_PAUSE_SECONDS = 60.0
 
 
 @app.command("refresh")
@@ -123,27 +121,15 @@ async def _worker_loop(
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
     service, endpoint = rt.refresh_service(concurrency=concurrency)
-    cycles = failures = 0
+
+    def report(cycle_report: CycleReport) -> None:
+        if cycle_report.due:
+            _log_cycle(cycle_report, json_output)
+
     try:
-        while not stop.is_set() and (max_cycles is None or cycles < max_cycles):
-            cycles += 1
-            try:
-                report = await service.run_cycle()
-            except Exception as exc:  # the database may be restarting: keep going, back off, say so
-                failures += 1
-                log.error(
-                    "cycle failed (%s: %s); retrying",
-                    type(exc).__name__,
-                    str(getattr(exc, "orig", None) or exc).splitlines()[0][:200],
-                    extra={"action": "cycle_failed"},
-                )
-            else:
-                failures = 0
-                if report.due:
-                    _log_cycle(report, json_output)
-            pause = min(interval * 2**failures, _MAX_FAILURE_PAUSE_SECONDS)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=pause)
+        await run_cycles(
+            service.run_cycle, interval=interval, stop=stop, on_cycle=report, max_cycles=max_cycles
+        )
     finally:
         await endpoint.close()
 
