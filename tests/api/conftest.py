@@ -19,7 +19,7 @@ from grantkeeper.config import Settings
 from grantkeeper.entrypoints.api.app import create_app
 from grantkeeper.service.tenants import issue_api_key
 
-CRON_SECRET = "cron-secret-for-tests"  # noqa: S105
+CRON_SECRET = "cron-secret-for-tests"
 
 
 @dataclass
