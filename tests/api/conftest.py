@@ -116,3 +116,92 @@ def sandbox_provider(acme, sandbox_server) -> dict:
     response = acme.post("/v1/providers", json=body)
     assert response.status_code == 201, response.text
     return response.json()
+
+
+# --- helpers shared by the API test modules ------------------------------------------------------------
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE_PREFIX = "urn:grantkeeper:problem:"
+
+
+def check_problem(response: httpx.Response, status: int, slug: str) -> dict:
+    """Assert an RFC 9457 problem document with a stable ``type``; return its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].split(";")[0] == PROBLEM_JSON, response.headers
+    body = response.json()
+    assert body["type"] == PROBLEM_TYPE_PREFIX + slug, body
+    assert body["status"] == status, body
+    assert body["title"], body
+    assert isinstance(body["detail"], str), body
+    assert body["instance"] == response.request.url.path, body  # the path only, never the query string
+    return body
+
+
+@pytest.fixture
+def problem():
+    """``problem(response, status, slug)``: assert a problem document and return its body."""
+    return check_problem
+
+
+@dataclass
+class Connected:
+    """A connection created over the API, with the sandbox grant behind it."""
+
+    id: str
+    body: dict
+    grant: object  # grantkeeper.sandbox.model.GrantTokens
+
+
+@pytest.fixture
+def add_provider(sandbox_server):
+    """``add_provider(client, name="sandbox", revocation=True, **fields)``: register the sandbox as a provider
+    of the client's tenant; returns the 201 body."""
+
+    def add(client: httpx.Client, name: str = "sandbox", *, revocation: bool = True, **fields) -> dict:
+        body = {
+            "name": name,
+            "token_url": sandbox_server.token_url,
+            "client_id": "app",
+            "client_secret": "app-secret",
+        }
+        if revocation:
+            body["revocation_url"] = sandbox_server.revocation_url
+        response = client.post("/v1/providers", json=body | fields)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    return add
+
+
+@pytest.fixture
+def connect(sandbox):
+    """``connect(client, user_id, provider="sandbox", with_access_token=False, expires_in=None,
+    behaviour=None, lifetime=3600, **fields)``: a new sandbox grant stored as a connection over the API.
+
+    Without an access token on file the first token request refreshes; with one, ``expires_in`` seconds from
+    now (default: the grant's lifetime) is its ``expires_at``."""
+
+    def create(
+        client: httpx.Client,
+        user_id: str = "u1",
+        *,
+        provider: str = "sandbox",
+        with_access_token: bool = False,
+        expires_in: float | None = None,
+        behaviour=None,
+        lifetime: int = 3600,
+        **fields,
+    ) -> Connected:
+        grant = sandbox.issue_grant(client_id="app", access_token_lifetime=lifetime)
+        if behaviour is not None:
+            sandbox.set_behaviour(grant.grant_id, behaviour)
+        body = {"provider": provider, "user_id": user_id, "refresh_token": grant.refresh_token}
+        if with_access_token:
+            body["access_token"] = grant.access_token
+            body["expires_at"] = int(time.time() + (lifetime if expires_in is None else expires_in))
+        response = client.post("/v1/connections", json=body | fields)
+        assert response.status_code == 201, response.text
+        created = response.json()
+        return Connected(created["id"], created, grant)
+
+    return create

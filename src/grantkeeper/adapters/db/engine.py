@@ -49,6 +49,9 @@ def make_engine(url: str | URL, **engine_options: Any) -> Engine:
         "pool_size": 5,
         "max_overflow": 10,
         "pool_recycle": 1800,
+        # an unreachable server fails a probe or a command in seconds, not after the OS's TCP timeout;
+        # a connect_timeout in the URL wins
+        "connect_args": {"connect_timeout": 10},
     }
     return create_engine(parsed, **(options | engine_options))
 

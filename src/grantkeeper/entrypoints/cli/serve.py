@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
@@ -10,6 +13,20 @@ import uvicorn
 from grantkeeper.entrypoints.cli.app import JsonOption, app, handle_errors, load_settings, runtime
 from grantkeeper.entrypoints.cli.output import console, print_json, table
 from grantkeeper.service.tenants import issue_api_key
+
+
+class _Server(uvicorn.Server):
+    """Shuts down gracefully on SIGINT/SIGTERM and exits 0 (uvicorn re-raises the signal afterwards)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
 
 tenants_app = typer.Typer(help="Tenants and their API keys.", no_args_is_help=True)
 app.add_typer(tenants_app, name="tenants")
@@ -38,7 +55,7 @@ def serve_command(
             lifespan="on",
             timeout_graceful_shutdown=30,
         )
-        uvicorn.Server(config).run()
+        _Server(config).run()
 
 
 def _issue(name: str, *, replace: bool, json_output: bool) -> None:
