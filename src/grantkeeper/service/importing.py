@@ -30,8 +30,27 @@ class LineError:
         return f"line {self.line}: {self.message}" if self.line else self.message
 
 
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 def parse_time(value: object) -> datetime:
-    """ISO 8601 (with offset; a naive time is taken as UTC) or Unix seconds, as DESIGN section 4 says."""
+    """ISO 8601 (with offset; a naive time is taken as UTC) or Unix seconds, as DESIGN section 4 says.
+
+    Only 1970 to 9000 is accepted: times at the calendar's edges overflow date arithmetic and mean nothing
+    for a token's expiry.
+    """
+    parsed = _parse_any_time(value)
+    try:
+        in_utc = parsed.astimezone(UTC)
+    except (OverflowError, ValueError) as exc:
+        raise ValueError("time is out of range") from exc
+    if not _EARLIEST <= in_utc < _LATEST:
+        raise ValueError("time must be between 1970 and 9000")
+    return in_utc
+
+
+def _parse_any_time(value: object) -> datetime:
     if isinstance(value, bool):
         raise ValueError("must be an ISO 8601 time or Unix seconds")
     if isinstance(value, int | float):
@@ -42,7 +61,7 @@ def parse_time(value: object) -> datetime:
     if isinstance(value, str):
         text = value.strip()
         if text.isdigit():
-            return parse_time(int(text))
+            return _parse_any_time(int(text))
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
         except ValueError as exc:

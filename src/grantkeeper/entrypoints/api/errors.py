@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 
 from grantkeeper.core.errors import InvalidInputError, InvalidSettingError
@@ -123,10 +124,19 @@ def _translate(exc: Exception, request: Request) -> Problem:
         )
     if isinstance(exc, InvalidInputError | InvalidSettingError | StoreError):
         return Problem(422, "invalid-input", str(exc))
+    if isinstance(exc, DataError):  # a value the database cannot hold (a NUL byte in a path, say)
+        return Problem(422, "invalid-input", "a value in the request cannot be stored or looked up")
     log.error(
         "unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__, exc_info=exc
     )
-    return Problem(500, "internal-error", "an internal error occurred", title="Internal server error")
+    # Connection: close, because the server closes the connection after an unhandled error anyway
+    return Problem(
+        500,
+        "internal-error",
+        "an internal error occurred",
+        title="Internal server error",
+        headers={"Connection": "close"},
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -142,6 +152,7 @@ def install_error_handlers(app: FastAPI) -> None:
         InvalidSettingError,
         NeedsReauthorizationError,
         TokenUnavailableError,
+        DataError,
         Exception,
     ):
         app.add_exception_handler(kind, handle)

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import re
 from datetime import timedelta
 from typing import Annotated
 
@@ -41,15 +42,21 @@ def _new_connection(body: ConnectionIn) -> NewConnection:
     )
 
 
-async def _import(context: Context, tenant_id: str, bodies: list[ConnectionIn]) -> list[str]:
+async def _import(
+    context: Context, tenant_id: str, bodies: list[ConnectionIn], *, is_bulk: bool = True
+) -> list[str]:
     known = {p.name for p in await asyncio.to_thread(context.store.list_providers, tenant_id)}
     unknown = [
-        {"location": f"connections.{index}.provider", "message": f"unknown provider {body.provider!r}"}
+        {
+            "location": f"body.connections.{index}.provider" if is_bulk else "body.provider",
+            "message": f"unknown provider {body.provider!r}",
+        }
         for index, body in enumerate(bodies)
         if body.provider not in known
     ]
     if unknown:
-        raise Problem(422, "unknown-provider", "nothing was imported: unknown provider(s)", errors=unknown)
+        detail = "nothing was imported: unknown provider(s)" if is_bulk else "unknown provider"
+        raise Problem(422, "unknown-provider", detail, errors=unknown)
     rows = [_new_connection(body) for body in bodies]
     return await asyncio.to_thread(
         admin.import_rows, context.store, tenant_id, rows, context.policy, context.clock
@@ -58,7 +65,7 @@ async def _import(context: Context, tenant_id: str, bodies: list[ConnectionIn]) 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ConnectionOut)
 async def create_connection(body: ConnectionIn, context: Context, tenant: Tenant) -> ConnectionOut:
-    (connection_id,) = await _import(context, tenant.tenant_id, [body])
+    (connection_id,) = await _import(context, tenant.tenant_id, [body], is_bulk=False)
     record = await asyncio.to_thread(context.store.get_connection, tenant.tenant_id, connection_id)
     assert record is not None
     return ConnectionOut.of(record)
@@ -75,11 +82,19 @@ def _encode_cursor(after: str | None) -> str | None:
     return base64.urlsafe_b64encode(after.encode()).decode().rstrip("=") if after else None
 
 
+_CONNECTION_ID = re.compile(r"con_[0-9a-f]{20}")
+
+
 def _decode_cursor(cursor: str) -> str:
+    """Strict base64url of a connection id: anything else is a cursor this API never returned."""
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        padded = cursor + "=" * (-len(cursor) % 4)
+        after = base64.b64decode(padded, altchars=b"-_", validate=True).decode("ascii")
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise Problem(422, "invalid-cursor", "cursor is not one this API returned") from None
+        after = ""
+    if not _CONNECTION_ID.fullmatch(after):
+        raise Problem(422, "invalid-cursor", "cursor is not one this API returned")
+    return after
 
 
 @router.get("", response_model=ConnectionPage)

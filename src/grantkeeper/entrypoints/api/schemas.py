@@ -16,9 +16,12 @@ from grantkeeper.ports import AuthMethod, ConnectionRecord, NotificationRecord, 
 from grantkeeper.service.importing import parse_time
 
 Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
-Secret = Annotated[str, Field(min_length=1, max_length=4096)]
-Url = Annotated[str, Field(min_length=1, max_length=2048)]
-Text = Annotated[str, Field(min_length=1, max_length=200)]
+# Control characters (NUL above all: PostgreSQL refuses it in text) are never valid in these fields.
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+Secret = Annotated[str, Field(min_length=1, max_length=4096, pattern=_PRINTABLE)]
+Url = Annotated[str, Field(min_length=1, max_length=2048, pattern=_PRINTABLE)]
+Text = Annotated[str, Field(min_length=1, max_length=200, pattern=_PRINTABLE)]
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 class Strict(BaseModel):
@@ -34,7 +37,7 @@ class ProviderIn(Strict):
     default_expires_in: int = Field(default=3600, ge=1, le=10 * 365 * 86400)
     authorize_url: Url | None = None
     revocation_url: Url | None = None
-    scopes: Annotated[str, Field(max_length=2048)] | None = None
+    scopes: Annotated[str, Field(max_length=2048, pattern=_PRINTABLE)] | None = None
 
 
 class ProviderOut(BaseModel):
@@ -156,7 +159,7 @@ class TokenOut(BaseModel):
 
 class WorkflowIn(Strict):
     name: Name
-    connection_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(max_length=1000)
+    connection_ids: list[Id] = Field(max_length=1000)
 
 
 class WorkflowOut(BaseModel):
