@@ -450,17 +450,18 @@ def test_invalid_grant_three_times_needs_reauthorization(
         while time.monotonic() < deadline:
             response = acme.get(url)
             answers.append(response.status_code)
-            if response.status_code != 503:
+            if response.json().get("type") != "urn:grantkeeper:problem:refresh-rejected":
                 break
-            body = problem(response, 503, "token-unavailable")
+            body = problem(response, 409, "refresh-rejected")  # rejected, not yet disconnected
             assert body["reason"] == "invalid_grant"
+            assert int(response.headers["retry-after"]) >= 1
             time.sleep(0.3)
         body = problem(response, 409, "needs-reauthorization")
         assert body["connection_id"] == created.id
         assert body["reconnect_url"] == f"https://app.example.test/connect/reconnect/{created.id}"
         assert "sbx-" not in response.text
         assert refresh_requests(sandbox, created.grant) == 3
-        assert answers[0] == 503
+        assert answers[0] == 409
 
         again = acme.get(url)
         problem(again, 409, "needs-reauthorization")
@@ -526,7 +527,7 @@ def test_no_response_carries_a_refresh_token_and_no_listing_an_access_token(
         )
         assert imported.status_code == 201
         tokens = [acme.get(f"/v1/connections/{c.id}/token") for c in (fresh, expired, broken, busy, consent)]
-        assert [t.status_code for t in tokens] == [200, 200, 503, 503, 409]
+        assert [t.status_code for t in tokens] == [200, 200, 409, 503, 409]
         acme.post("/v1/workflows", json={"name": "wf", "connection_ids": [fresh.id, expired.id]})
         for path in ("/v1/connections", "/v1/providers", "/v1/providers/sandbox", "/v1/workflows"):
             assert acme.get(path).status_code == 200

@@ -237,7 +237,7 @@ def test_notifications_filter_by_type_and_unread_and_mark_read(api_factory, add_
         warned = connect(acme, "u-warn", behaviour=Behaviour.INVALID_GRANT)
         limited = connect(acme, "u-limit", behaviour=Behaviour.RATE_LIMIT)
         lost = connect(acme, "u-lost", behaviour=Behaviour.CONSENT_REQUIRED, email="lost@example.test")
-        assert acme.get(f"/v1/connections/{warned.id}/token").status_code == 503
+        assert acme.get(f"/v1/connections/{warned.id}/token").status_code == 409  # refresh rejected
         assert acme.get(f"/v1/connections/{limited.id}/token").status_code == 503
         assert acme.get(f"/v1/connections/{lost.id}/token").status_code == 409
 

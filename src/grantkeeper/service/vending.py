@@ -38,13 +38,21 @@ class NeedsReauthorizationError(GrantkeeperError):
 
 
 class TokenUnavailableError(GrantkeeperError):
-    """No valid token right now, for a reason that may pass (provider trouble, backoff, a busy lease)."""
+    """No valid token right now, for a reason that may pass.
 
-    def __init__(self, connection_id: str, retry_after: timedelta, reason: str) -> None:
+    ``is_transient`` tells provider trouble (rate limits, outages, a busy lease: wait and retry) from a
+    refresh the provider rejected (an auth failure below the disconnect threshold: the grant may be dying,
+    and the user may soon have to reconnect).
+    """
+
+    def __init__(
+        self, connection_id: str, retry_after: timedelta, reason: str, *, is_transient: bool
+    ) -> None:
         super().__init__(f"no valid token for connection {connection_id} right now: {reason}")
         self.connection_id = connection_id
         self.retry_after = max(retry_after, _MIN_RETRY_AFTER)
         self.reason = reason
+        self.is_transient = is_transient
 
 
 @dataclass(frozen=True)
@@ -139,7 +147,9 @@ class TokenVendor:
                 if tokens is not None and is_fresh(tokens, self._clock.now(), min_validity):
                     return _vended(tokens)
             if time.monotonic() >= deadline:
-                raise TokenUnavailableError(connection_id, _MIN_RETRY_AFTER, "another refresh is in progress")
+                raise TokenUnavailableError(
+                    connection_id, _MIN_RETRY_AFTER, "another refresh is in progress", is_transient=True
+                )
             await asyncio.sleep(self._poll_interval.total_seconds())
 
     async def _refresh_claimed(self, claim: ClaimedConnection, min_validity: timedelta) -> VendedToken | None:
@@ -165,7 +175,10 @@ class TokenVendor:
         if not result.is_committed:
             reason = "the refresh could not be recorded"
         retry_at = state.next_attempt_at or self._clock.now()
-        raise TokenUnavailableError(connection_id, retry_at - self._clock.now(), reason)
+        is_transient = result.outcome.klass is not OutcomeClass.AUTH or not result.is_committed
+        raise TokenUnavailableError(
+            connection_id, retry_at - self._clock.now(), reason, is_transient=is_transient
+        )
 
 
 def _vended(tokens: StoredTokens) -> VendedToken:
@@ -180,4 +193,7 @@ def _raise_if_backing_off(record: ConnectionRecord, now: datetime) -> None:
     is_failing = state.consecutive_failures or state.consecutive_transient_failures
     if is_failing and state.next_attempt_at is not None and state.next_attempt_at > now:
         reason = state.last_error.code if state.last_error else "backing off after a failed refresh"
-        raise TokenUnavailableError(record.connection_id, state.next_attempt_at - now, reason)
+        is_transient = state.consecutive_transient_failures > 0 and not state.consecutive_failures
+        raise TokenUnavailableError(
+            record.connection_id, state.next_attempt_at - now, reason, is_transient=is_transient
+        )

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 
@@ -60,6 +61,37 @@ class Problem(Exception):  # noqa: N818 - an RFC 9457 "problem", raised to answe
         self.title = title or _STATUS_TITLES.get(status, "Error")
         self.headers = headers or {}
         self.extra = extra
+
+
+class ProblemOut(BaseModel):
+    """RFC 9457 problem details; some types add members (``errors``, ``reconnect_url``, ``retry_after``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+
+
+_RESPONSE_DESCRIPTIONS = {
+    400: "The body could not be read",
+    401: "Missing or unknown credentials",
+    404: "No such resource in this tenant",
+    409: "Conflict: already exists, or the connection needs reauthorization, or the refresh was rejected",
+    422: "The request is not valid",
+    503: "Temporarily unavailable; see Retry-After",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the problem documents a route may answer with."""
+    schema = ProblemOut.model_json_schema()
+    return {
+        status: {"description": _RESPONSE_DESCRIPTIONS[status], "content": {PROBLEM_JSON: {"schema": schema}}}
+        for status in statuses
+    }
 
 
 def problem_response(problem: Problem, request: Request) -> JSONResponse:
@@ -115,8 +147,8 @@ def _translate(exc: Exception, request: Request) -> Problem:
     if isinstance(exc, TokenUnavailableError):
         seconds = max(1, round(exc.retry_after.total_seconds()))
         return Problem(
-            503,
-            "token-unavailable",
+            503 if exc.is_transient else 409,
+            "token-unavailable" if exc.is_transient else "refresh-rejected",
             str(exc),
             headers={"Retry-After": str(seconds)},
             retry_after=seconds,

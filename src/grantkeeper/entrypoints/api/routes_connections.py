@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, Response, status
 
 from grantkeeper.core.model import ConnectionStatus
 from grantkeeper.entrypoints.api.context import Context, Tenant
-from grantkeeper.entrypoints.api.errors import Problem, not_found
+from grantkeeper.entrypoints.api.errors import Problem, not_found, problem_responses
 from grantkeeper.entrypoints.api.schemas import (
     ConnectionIn,
     ConnectionOut,
@@ -26,7 +26,9 @@ from grantkeeper.entrypoints.api.schemas import (
 from grantkeeper.ports import NewConnection
 from grantkeeper.service import admin
 
-router = APIRouter(prefix="/v1/connections", tags=["connections"])
+router = APIRouter(
+    prefix="/v1/connections", tags=["connections"], responses=problem_responses(400, 401, 404, 409, 422)
+)
 log = logging.getLogger("grantkeeper.api")
 
 
@@ -156,7 +158,7 @@ async def delete_connection(connection_id: str, context: Context, tenant: Tenant
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{connection_id}/token", response_model=TokenOut)
+@router.get("/{connection_id}/token", response_model=TokenOut, responses=problem_responses(503))
 async def get_token(
     connection_id: str,
     context: Context,

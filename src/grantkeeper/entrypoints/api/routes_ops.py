@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Response
 
 from grantkeeper.entrypoints.api.context import Context
-from grantkeeper.entrypoints.api.errors import Problem
+from grantkeeper.entrypoints.api.errors import Problem, problem_responses
 from grantkeeper.entrypoints.api.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["operations"])
@@ -27,8 +27,11 @@ def _bearer(authorization: str | None) -> str | None:
     return value.strip() if scheme.lower() == "bearer" else None
 
 
-@router.get("/api/cron/token-refresh", operation_id="cron_token_refresh_get")
-@router.post("/api/cron/token-refresh", operation_id="cron_token_refresh_post")
+_CRON_ERRORS = problem_responses(401, 422, 503)
+
+
+@router.get("/api/cron/token-refresh", operation_id="cron_token_refresh_get", responses=_CRON_ERRORS)
+@router.post("/api/cron/token-refresh", operation_id="cron_token_refresh_post", responses=_CRON_ERRORS)
 async def cron_token_refresh(
     context: Context,
     authorization: Annotated[str | None, Header()] = None,
@@ -62,7 +65,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=problem_responses(503))
 async def readyz(context: Context) -> dict[str, str]:
     """The database answers and its schema is current (readiness)."""
     try:

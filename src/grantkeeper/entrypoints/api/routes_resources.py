@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response, status
 
 from grantkeeper.core.model import NotificationType
 from grantkeeper.entrypoints.api.context import Context, Tenant
-from grantkeeper.entrypoints.api.errors import not_found
+from grantkeeper.entrypoints.api.errors import not_found, problem_responses
 from grantkeeper.entrypoints.api.schemas import (
     NotificationOut,
     ProviderIn,
@@ -20,9 +20,10 @@ from grantkeeper.entrypoints.api.schemas import (
 from grantkeeper.ports import NewProvider
 from grantkeeper.service import admin
 
-providers = APIRouter(prefix="/v1/providers", tags=["providers"])
-workflows = APIRouter(prefix="/v1/workflows", tags=["workflows"])
-notifications = APIRouter(prefix="/v1/notifications", tags=["notifications"])
+_ERRORS = problem_responses(400, 401, 404, 409, 422)
+providers = APIRouter(prefix="/v1/providers", tags=["providers"], responses=_ERRORS)
+workflows = APIRouter(prefix="/v1/workflows", tags=["workflows"], responses=_ERRORS)
+notifications = APIRouter(prefix="/v1/notifications", tags=["notifications"], responses=_ERRORS)
 
 
 @providers.post("", status_code=status.HTTP_201_CREATED, response_model=ProviderOut)
