@@ -224,6 +224,7 @@ class StoredTokens:
     access_token: str | None = field(repr=False)
     refresh_token: str | None = field(repr=False)
     expires_at: datetime | None
+    status: ConnectionStatus = ConnectionStatus.CONNECTED
 
 
 @dataclass(frozen=True)
@@ -351,7 +352,9 @@ class ConnectionStore(Protocol):
 
     def delete_connection(self, tenant_id: str, connection_id: str) -> bool: ...
 
-    def read_tokens(self, tenant_id: str, connection_id: str) -> StoredTokens | None: ...
+    def read_tokens(
+        self, tenant_id: str, connection_id: str, *, with_refresh_token: bool = True
+    ) -> StoredTokens | None: ...
 
     def lease_holder(self, tenant_id: str, connection_id: str, now: datetime) -> str | None: ...
 

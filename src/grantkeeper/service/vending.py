@@ -93,12 +93,18 @@ class TokenVendor:
         self._inflight: dict[str, asyncio.Future[VendedToken]] = {}
 
     async def token(self, tenant_id: str, connection_id: str, min_validity: timedelta) -> VendedToken:
-        record = await self._connection(tenant_id, connection_id)
-        tokens = await asyncio.to_thread(self._store.read_tokens, tenant_id, connection_id)
-        now = self._clock.now()
-        if tokens is not None and is_fresh(tokens, now, min_validity):
+        """The hot path is one read: a fresh stored token goes straight back."""
+        tokens = await asyncio.to_thread(
+            self._store.read_tokens, tenant_id, connection_id, with_refresh_token=False
+        )
+        if tokens is None:
+            raise UnknownConnectionError([connection_id])
+        if tokens.status is not ConnectionStatus.CONNECTED:
+            raise NeedsReauthorizationError(connection_id)
+        if is_fresh(tokens, self._clock.now(), min_validity):
             return _vended(tokens)
-        _raise_if_backing_off(record, now)
+        record = await self._connection(tenant_id, connection_id)
+        _raise_if_backing_off(record, self._clock.now())
         return await self._single_flight(tenant_id, connection_id, min_validity)
 
     async def _connection(self, tenant_id: str, connection_id: str) -> ConnectionRecord:
@@ -143,7 +149,9 @@ class TokenVendor:
                     return vended
             else:
                 await self._connection(tenant_id, connection_id)  # deleted or disconnected meanwhile?
-                tokens = await asyncio.to_thread(self._store.read_tokens, tenant_id, connection_id)
+                tokens = await asyncio.to_thread(
+                    self._store.read_tokens, tenant_id, connection_id, with_refresh_token=False
+                )
                 if tokens is not None and is_fresh(tokens, self._clock.now(), min_validity):
                     return _vended(tokens)
             if time.monotonic() >= deadline:

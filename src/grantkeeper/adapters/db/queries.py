@@ -128,19 +128,30 @@ def attempts_for(connection: Connection, connection_id: str, limit: int) -> list
     return [attempt_from_row(row) for row in connection.execute(query)]
 
 
+_READ_TOKENS = select(_c.id, _c.status, _c.access_token_enc, _c.refresh_token_enc, _c.expires_at).where(
+    _c.tenant_id == bindparam("tenant_id"), _c.id == bindparam("connection_id")
+)
+
+
 def read_tokens(
-    connection: Connection, cipher: FieldCipher, tenant_id: str, connection_id: str
+    connection: Connection,
+    cipher: FieldCipher,
+    tenant_id: str,
+    connection_id: str,
+    *,
+    with_refresh_token: bool = True,
 ) -> StoredTokens | None:
-    query = select(_c.id, _c.access_token_enc, _c.refresh_token_enc, _c.expires_at).where(
-        _c.tenant_id == tenant_id, _c.id == connection_id
-    )
-    row = connection.execute(query).first()
+    """One indexed read (prebuilt: the token endpoint runs it per request); the refresh token is decrypted
+    only when asked for, since serving an access token never needs it."""
+    row = connection.execute(_READ_TOKENS, {"tenant_id": tenant_id, "connection_id": connection_id}).first()
     if row is None:
         return None
+    refresh = row.refresh_token_enc if with_refresh_token else None
     return StoredTokens(
         access_token=cipher.open_optional("connections", row.id, "access_token", row.access_token_enc),
-        refresh_token=cipher.open_optional("connections", row.id, "refresh_token", row.refresh_token_enc),
+        refresh_token=cipher.open_optional("connections", row.id, "refresh_token", refresh),
         expires_at=row.expires_at,
+        status=ConnectionStatus(row.status),
     )
 
 

@@ -217,9 +217,13 @@ class SqlStore:
         with write_transaction(self._engine) as connection:
             return catalog.delete_provider(connection, tenant_id, name)
 
-    def read_tokens(self, tenant_id: str, connection_id: str) -> StoredTokens | None:
+    def read_tokens(
+        self, tenant_id: str, connection_id: str, *, with_refresh_token: bool = True
+    ) -> StoredTokens | None:
         with read_transaction(self._engine) as connection:
-            return queries.read_tokens(connection, self._cipher, tenant_id, connection_id)
+            return queries.read_tokens(
+                connection, self._cipher, tenant_id, connection_id, with_refresh_token=with_refresh_token
+            )
 
     def list_outbox(self, notification_id: str) -> list[OutboxRecord]:
         with read_transaction(self._engine) as connection:
