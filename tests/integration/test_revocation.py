@@ -22,6 +22,7 @@ from grantkeeper.adapters.http.token_client import HttpTokenEndpoint
 from grantkeeper.core.model import OutcomeClass
 from grantkeeper.ports import AuthMethod, ProviderConfig, RevocationResult, TokenRevoker
 from grantkeeper.sandbox import Sandbox, SandboxServer
+from tests.fixtures.fake_http import serve_routes
 
 CLIENT_ID = "app"
 CLIENT_SECRET = "app-secret"  # the sandbox fixture's test client
@@ -169,18 +170,9 @@ def _routes(fake: FakeRevoker) -> web.RouteTableDef:
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeRevoker]:
     fake = FakeRevoker()
-    app = web.Application()
-    app.add_routes(_routes(fake))
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    fake.base_url = f"http://127.0.0.1:{port}"
-    try:
+    async with serve_routes(_routes(fake)) as base_url:
+        fake.base_url = base_url
         yield fake
-    finally:
-        await runner.cleanup()
 
 
 async def test_basic_auth_revocation_sends_the_header_and_the_token(

@@ -5,39 +5,19 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event
 
 from grantkeeper.adapters.crypto import Keyring
 from grantkeeper.adapters.db import SqlStore, make_engine
 from grantkeeper.ports import ProviderConfig
-from tests.fixtures.db import LEASE_TTL, T0, new_connection
-
-
-@contextmanager
-def _captured_sql(engine: Engine) -> Iterator[list[tuple[str, Any]]]:
-    """The statements and driver-level parameters the store really sends."""
-    sent: list[tuple[str, Any]] = []
-
-    def capture(
-        _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool
-    ) -> None:
-        sent.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", capture)
-    try:
-        yield sent
-    finally:
-        event.remove(engine, "before_cursor_execute", capture)
+from tests.fixtures.db import LEASE_TTL, T0, captured_sql, new_connection
 
 
 def _plan_of_claim_due(store: SqlStore) -> str:
-    with _captured_sql(store.engine) as sent:
+    with captured_sql(store.engine) as sent:
         store.claim_due(T0, 50, "explainer", LEASE_TTL)
     statement, parameters = next((s, p) for s, p in sent if s.lstrip().startswith("WITH due_connections"))
     prefix = "EXPLAIN QUERY PLAN " if store.engine.dialect.name == "sqlite" else "EXPLAIN "

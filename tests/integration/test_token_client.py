@@ -26,6 +26,7 @@ from grantkeeper.adapters.http import MAX_BODY_BYTES, HttpTokenEndpoint, validat
 from grantkeeper.core.model import Outcome, OutcomeClass
 from grantkeeper.ports import AuthMethod, ProviderConfig
 from grantkeeper.sandbox import Behaviour, Sandbox, SandboxServer
+from tests.fixtures.fake_http import serve_routes
 
 CLIENT_SECRET = "app-secret"  # the sandbox fixture's test client
 TRANSIENT = OutcomeClass.TRANSIENT
@@ -261,18 +262,9 @@ def _fake_routes(fake: FakeProvider) -> web.RouteTableDef:
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeProvider]:
     fake = FakeProvider()
-    app = web.Application()
-    app.add_routes(_fake_routes(fake))
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    fake.base_url = f"http://127.0.0.1:{port}"
-    try:
+    async with serve_routes(_fake_routes(fake)) as base_url:
+        fake.base_url = base_url
         yield fake
-    finally:
-        await runner.cleanup()
 
 
 async def test_basic_auth_request_is_a_form_post_with_the_header(
