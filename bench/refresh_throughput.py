@@ -17,14 +17,14 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
+
+from support import CLIENT_ID, CLIENT_SECRET, fresh_database, sandbox_process
 
 from grantkeeper.adapters.clock import SystemClock
 from grantkeeper.adapters.crypto import Keyring, generate_key_line
@@ -36,32 +36,6 @@ from grantkeeper.core.policy import Policy
 from grantkeeper.ports import AuthMethod, NewConnection, NewProvider, ProviderConfig
 from grantkeeper.service import admin
 from grantkeeper.service.cycle import RefreshService
-
-PG_SERVER = os.environ.get("GRANTKEEPER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
-CLIENT_ID, CLIENT_SECRET = "bench", "bench-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def sandbox_process():
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "grantkeeper.sandbox", "--port", str(port),
-         "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET],
-        stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    try:
-        proc.stdout.readline()  # the token URL: the server is listening
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def control(base: str, method: str, path: str, body: dict | None = None) -> dict:
@@ -79,24 +53,6 @@ def issue(base: str, n: int) -> list[dict]:
         body = {"client_id": CLIENT_ID, "count": count, "access_token_lifetime": 3600}
         grants += control(base, "POST", "/_sandbox/grants", body)["grants"]
     return grants
-
-
-@contextmanager
-def database(kind: str, tmp: Path, label: str):
-    """A fresh, empty database for one measurement."""
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp / (label + '.db')}"
-        return
-    name = f"gk_bench_{label}_{os.getpid()}_{int(time.time())}"
-    admin_engine = make_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    with admin_engine.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG_SERVER}/{name}"
-    finally:
-        with admin_engine.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin_engine.dispose()
 
 
 def seed(url: str, keyring: Keyring, token_url: str, grants: list[dict]) -> None:
@@ -159,11 +115,11 @@ def measure(kind: str, n: int, concurrency: int) -> dict:
         token_url = base + "/oauth/token"
         base_s = asyncio.run(baseline(token_url, issue(base, n), concurrency))
         result = {"database": kind, "n": n, "concurrency": concurrency, "baseline_per_s": n / base_s}
-        with database(kind, Path(tmp), "cycle") as url:
+        with fresh_database(kind, Path(tmp), "cycle") as url:
             seed(url, keyring, token_url, issue(base, n))
             cycle_s, refreshed = asyncio.run(cycle(url, keyring, concurrency))
             assert refreshed == n, f"cycle refreshed {refreshed} of {n}"
-        with database(kind, Path(tmp), "cli") as url:
+        with fresh_database(kind, Path(tmp), "cli") as url:
             seed(url, keyring, token_url, issue(base, n))
             cli_s, cli_refreshed = cli(url, key, concurrency)
             assert cli_refreshed == n, f"cli refreshed {cli_refreshed} of {n}"

@@ -28,9 +28,7 @@ import asyncio
 import json
 import os
 import random
-import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,19 +39,13 @@ from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-PG_SERVER = os.environ.get("GRANTKEEPER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
-CLIENT_ID, CLIENT_SECRET = "bench", "bench-secret"
+from support import CLIENT_ID, CLIENT_SECRET, free_port, fresh_database, sandbox_process, stop
+
 IMPORT_BATCH = 5000  # the import endpoint takes up to 10,000 connections per request
 HEADER = (
     "| database | endpoint | N | concurrency | requests/s | p50 ms | p90 ms | p99 ms | errors "
     "| token/healthz |\n|---|---|---|---|---|---|---|---|---|---|"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http(method: str, url: str, body: object = None, headers: dict[str, str] | None = None) -> object:
@@ -64,17 +56,6 @@ def http(method: str, url: str, body: object = None, headers: dict[str, str] | N
         return json.loads(response.read() or b"null")
 
 
-def stop(proc: subprocess.Popen, timeout: float = 15) -> None:
-    """SIGTERM, then SIGKILL if it does not exit in time."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
 @contextmanager
 def started(args: list[str], **kwargs) -> Iterator[subprocess.Popen]:
     proc = subprocess.Popen(args, **kwargs)
@@ -82,36 +63,6 @@ def started(args: list[str], **kwargs) -> Iterator[subprocess.Popen]:
         yield proc
     finally:
         stop(proc)
-
-
-@contextmanager
-def sandbox_process() -> Iterator[str]:
-    port = free_port()
-    command = [sys.executable, "-m", "grantkeeper.sandbox", "--port", str(port),
-               "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET]  # fmt: skip
-    with started(command, stdout=subprocess.PIPE, text=True) as proc:
-        proc.stdout.readline()  # the token URL: it is listening
-        yield f"http://127.0.0.1:{port}"
-
-
-@contextmanager
-def database(kind: str, tmp: Path) -> Iterator[str]:
-    """A fresh, empty database; the server migrates it on first use."""
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp / 'bench.db'}"
-        return
-    from grantkeeper.adapters.db.engine import make_engine
-
-    name = f"gk_bench_token_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = make_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG_SERVER}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 def grantkeeper(env: dict[str, str], cwd: Path, *args: str) -> str:
@@ -180,7 +131,7 @@ def measure(kind: str, args: argparse.Namespace) -> list[dict]:
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         sandbox = stack.enter_context(sandbox_process())
-        url = stack.enter_context(database(kind, tmp))
+        url = stack.enter_context(fresh_database(kind, tmp, "token"))
         env = os.environ | {"GRANTKEEPER_DATABASE_URL": url, "GRANTKEEPER_LOG_LEVEL": args.log_level}
         env["GRANTKEEPER_ENCRYPTION_KEYS"] = grantkeeper(env, tmp, "keys", "generate").strip()
         api_key = json.loads(grantkeeper(env, tmp, "tenants", "create", "bench", "--json"))["api_key"]
