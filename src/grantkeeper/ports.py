@@ -406,3 +406,52 @@ class TokenRevoker(Protocol):
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
+
+
+# Notification delivery (issue 4) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """One outbox row leased for delivery, with everything a channel needs to render and send it.
+
+    ``idempotency_key`` is stable per notification and channel: a resend after a crash carries the same key,
+    so a receiver that dedupes (Standard Webhooks' ``webhook-id``) sees the event once.
+    """
+
+    outbox_id: str
+    notification_id: str
+    channel: str
+    attempts: int
+    tenant_id: str
+    connection_id: str | None
+    user_id: str | None
+    email: str | None
+    provider: str
+    type: NotificationType
+    title: str
+    message: str
+    metadata: dict[str, Any]
+    created_at: datetime
+    lease_owner: str = ""
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.notification_id}:{self.channel}"
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What one delivery attempt did. ``is_permanent`` failures are not retried (a bad address, a 4xx)."""
+
+    is_delivered: bool
+    error: str | None = None
+    is_permanent: bool = False
+
+
+class ChannelSender(Protocol):
+    """Delivers outbox items of one channel (``email``, ``slack``, ``discord``, ``webhook``)."""
+
+    channel: str
+
+    async def send(self, item: OutboxItem) -> DeliveryResult: ...
