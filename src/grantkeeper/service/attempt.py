@@ -114,7 +114,10 @@ class AttemptRunner:
         is_committed = await self._commit(commit)
         result = AttemptResult(claim, outcome, transition, notifications, is_committed, duration)
         if self._on_attempt is not None:
-            self._on_attempt(result)
+            try:
+                self._on_attempt(result)
+            except Exception:  # an observer (metrics) must never fail an attempt that is already committed
+                log.exception("attempt observer failed", extra={"action": "observer_failed"})
         return result
 
     async def _call_provider(self, claim: ClaimedConnection) -> Outcome:
