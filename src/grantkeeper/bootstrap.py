@@ -15,8 +15,10 @@ from grantkeeper.adapters.db.engine import make_engine
 from grantkeeper.adapters.db.schema import ensure_schema
 from grantkeeper.adapters.db.store import SqlStore
 from grantkeeper.adapters.http import HttpTokenEndpoint
+from grantkeeper.adapters.notify import SmtpEmailSender
 from grantkeeper.config import Settings
 from grantkeeper.core.errors import InvalidSettingError
+from grantkeeper.core.links import derive_link_key
 from grantkeeper.core.policy import Policy
 from grantkeeper.ports import Clock
 from grantkeeper.service.attempt import AttemptResult
@@ -40,6 +42,26 @@ def load_keyring(settings: Settings) -> Keyring | None:
     if settings.encryption_keys is None or not settings.encryption_keys.get_secret_value().strip():
         return None
     return Keyring.parse(settings.encryption_keys.get_secret_value())
+
+
+def build_email_sender(settings: Settings, clock: Clock) -> SmtpEmailSender | None:
+    """The email channel, when SMTP is configured; links are signed with a key derived from the first
+    encryption key, so no extra secret is needed (rotating that key also expires outstanding links)."""
+    if not settings.smtp_host or not settings.email_from or settings.encryption_keys is None:
+        return None
+    first_key = settings.encryption_keys.get_secret_value().split(",")[0].strip()
+    password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+    return SmtpEmailSender(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        security=settings.smtp_security,
+        username=settings.smtp_username,
+        password=password,
+        email_from=settings.email_from,
+        public_url=settings.public_url,
+        link_key=derive_link_key(first_key.encode("utf-8")),
+        clock=clock,
+    )
 
 
 @dataclass
