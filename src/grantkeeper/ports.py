@@ -364,6 +364,30 @@ class ConnectionStore(Protocol):
 
     def get_workflow(self, tenant_id: str, workflow_id: str) -> WorkflowRecord | None: ...
 
+    # Notification delivery: the outbox as a work queue, leased like connections (issue 4).
+
+    def claim_outbox(
+        self,
+        now: datetime,
+        limit: int,
+        owner: str,
+        lease_ttl: timedelta,
+        channels: Sequence[str] | None = None,
+    ) -> list[OutboxItem]: ...
+
+    def record_delivery(
+        self,
+        item: OutboxItem,
+        result: DeliveryResult,
+        attempted_at: datetime,
+        duration: timedelta,
+        next_attempt_at: datetime | None,
+    ) -> bool: ...
+
+    def list_deliveries(self, tenant_id: str, limit: int = 100) -> list[DeliveryAttemptRecord]: ...
+
+    def outbox_counts(self, tenant_id: str) -> dict[str, int]: ...
+
     # Health, for /readyz.
 
     def ping(self) -> None: ...
@@ -455,3 +479,15 @@ class ChannelSender(Protocol):
     channel: str
 
     async def send(self, item: OutboxItem) -> DeliveryResult: ...
+
+
+@dataclass(frozen=True)
+class DeliveryAttemptRecord:
+    """One attempt to deliver an outbox row; ``error`` is a short reason, never a message body or a token."""
+
+    outbox_id: str
+    channel: str
+    attempted_at: datetime
+    is_delivered: bool
+    error: str | None
+    duration: timedelta

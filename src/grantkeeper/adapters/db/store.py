@@ -1,8 +1,9 @@
 """``SqlStore``: the ``ConnectionStore`` port on SQLAlchemy Core, for SQLite and PostgreSQL alike.
 
 This class only opens transactions and delegates; the SQL lives in ``catalog``, ``imports``, ``leases``,
-``commits``, ``queries``, ``workflows``, ``inbox`` and ``deletions``. Methods are synchronous: the async
-service calls them through ``asyncio.to_thread``, and the engine's pool hands each thread its own connection.
+``commits``, ``queries``, ``workflows``, ``inbox``, ``outbox`` and ``deletions``. Methods are synchronous: the
+async service calls them through ``asyncio.to_thread``, and the engine's pool hands each thread its own
+connection.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from grantkeeper.adapters.db import (
     imports,
     inbox,
     leases,
+    outbox,
     queries,
     workflows,
 )
@@ -32,9 +34,12 @@ from grantkeeper.ports import (
     AttemptRecord,
     ClaimedConnection,
     ConnectionRecord,
+    DeliveryAttemptRecord,
+    DeliveryResult,
     NewConnection,
     NewProvider,
     NotificationRecord,
+    OutboxItem,
     OutboxRecord,
     ProviderConfig,
     StoredTokens,
@@ -232,6 +237,39 @@ class SqlStore:
     def attempts_for(self, connection_id: str, limit: int = 100) -> list[AttemptRecord]:
         with read_transaction(self._engine) as connection:
             return queries.attempts_for(connection, connection_id, limit)
+
+    def claim_outbox(
+        self,
+        now: datetime,
+        limit: int,
+        owner: str,
+        lease_ttl: timedelta,
+        channels: Sequence[str] | None = None,
+    ) -> list[OutboxItem]:
+        with write_transaction(self._engine) as connection:
+            return outbox.claim_outbox(connection, leases.Lease(now, owner, lease_ttl), limit, channels)
+
+    def record_delivery(
+        self,
+        item: OutboxItem,
+        result: DeliveryResult,
+        attempted_at: datetime,
+        duration: timedelta,
+        next_attempt_at: datetime | None,
+    ) -> bool:
+        duration_ms = round(duration.total_seconds() * 1000)
+        with write_transaction(self._engine) as connection:
+            return outbox.record_delivery(
+                connection, item, result, attempted_at, duration_ms, next_attempt_at
+            )
+
+    def list_deliveries(self, tenant_id: str, limit: int = 100) -> list[DeliveryAttemptRecord]:
+        with read_transaction(self._engine) as connection:
+            return outbox.list_deliveries(connection, tenant_id, limit)
+
+    def outbox_counts(self, tenant_id: str) -> dict[str, int]:
+        with read_transaction(self._engine) as connection:
+            return outbox.outbox_counts(connection, tenant_id)
 
     def ping(self) -> None:
         ping(self._engine)

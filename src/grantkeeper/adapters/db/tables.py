@@ -175,6 +175,8 @@ outbox = Table(
     Column("last_error", Text, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("delivered_at", UTCDateTime, nullable=True),
+    Column("lease_owner", String(200), nullable=True),
+    Column("lease_expires_at", UTCDateTime, nullable=True),
     CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status"),
     Index("ix_outbox_due", "status", "next_attempt_at"),
     Index("ix_outbox_notification_id", "notification_id"),
@@ -193,4 +195,19 @@ refresh_attempts = Table(
     Column("error_code", String(200), nullable=True),
     Column("duration_ms", Integer, nullable=False),
     Index("ix_refresh_attempts_connection_attempted", "connection_id", "attempted_at"),
+)
+
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("id", AUTOINCREMENT_ID, primary_key=True, autoincrement=True),
+    Column("outbox_id", ID, ForeignKey("outbox.id", ondelete="CASCADE"), nullable=False),
+    Column("tenant_id", ID, nullable=False),
+    Column("channel", String(64), nullable=False),
+    Column("attempted_at", UTCDateTime, nullable=False),
+    Column("is_delivered", Boolean, nullable=False),
+    Column("error", String(200), nullable=True),  # a short reason, never a message body or a token
+    Column("duration_ms", Integer, nullable=False),
+    Index("ix_delivery_attempts_tenant_attempted", "tenant_id", "attempted_at"),
+    Index("ix_delivery_attempts_outbox_id", "outbox_id"),
 )

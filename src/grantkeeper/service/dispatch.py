@@ -1,0 +1,184 @@
+"""Relaying the outbox: lease due rows, hand each to its channel's sender, record what happened.
+
+Notifications and their outbox rows are written with the state change that caused them; this is the other
+half of the transactional outbox. Delivery is at least once: a dispatcher that dies after sending but before
+recording leaves the row to be sent again when its lease runs out, with the same ``idempotency_key``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from grantkeeper.ports import ChannelSender, Clock, ConnectionStore, DeliveryResult, OutboxItem
+
+__all__ = ["DispatchReport", "Dispatcher", "next_delivery_at"]
+
+log = logging.getLogger("grantkeeper.dispatch")
+
+
+def next_delivery_at(
+    attempts: int,
+    now: datetime,
+    rng: random.Random,
+    *,
+    base_delay: timedelta = timedelta(seconds=30),
+    max_delay: timedelta = timedelta(hours=1),
+) -> datetime:
+    """When to try again after ``attempts`` failed deliveries: exponential with equal jitter, capped.
+
+    The ceiling doubles per attempt from ``base_delay`` up to ``max_delay``; the delay is half the ceiling
+    plus a random part of the other half, so retries of one outage spread out but never come sooner than
+    half the schedule.
+    """
+    exponent = min(max(attempts - 1, 0), 32)
+    ceiling = min(base_delay * (2**exponent), max_delay)
+    delay: timedelta = ceiling / 2 + ceiling / 2 * rng.random()
+    return now + delay
+
+
+@dataclass(frozen=True)
+class DispatchReport:
+    """What one ``deliver_due`` run did; ``lost`` counts results not recorded because the lease was lost."""
+
+    delivered: int = 0
+    retrying: int = 0
+    failed: int = 0
+    lost: int = 0
+
+    def __add__(self, other: DispatchReport) -> DispatchReport:
+        return DispatchReport(
+            self.delivered + other.delivered,
+            self.retrying + other.retrying,
+            self.failed + other.failed,
+            self.lost + other.lost,
+        )
+
+
+_DELIVERED = DispatchReport(delivered=1)
+_RETRYING = DispatchReport(retrying=1)
+_FAILED = DispatchReport(failed=1)
+_LOST = DispatchReport(lost=1)
+
+
+class Dispatcher:
+    """Delivers due outbox rows through the senders, ``concurrency`` at a time, in batches of ``batch_size``.
+
+    A run claims only rows due when it started, so rows it schedules for a retry wait for a later run, and it
+    stops claiming once half of ``lease_ttl`` has passed so no batch is leased for less time than it needs.
+    """
+
+    def __init__(
+        self,
+        store: ConnectionStore,
+        senders: Mapping[str, ChannelSender],
+        clock: Clock,
+        *,
+        owner: str,
+        max_attempts: int = 8,
+        base_delay: timedelta = timedelta(seconds=30),
+        max_delay: timedelta = timedelta(hours=1),
+        lease_ttl: timedelta = timedelta(minutes=5),
+        concurrency: int = 10,
+        batch_size: int = 50,
+        rng: random.Random | None = None,
+    ) -> None:
+        if max_attempts < 1 or concurrency < 1 or batch_size < 1:
+            raise ValueError("max_attempts, concurrency and batch_size must be at least 1")
+        if base_delay <= timedelta(0) or max_delay < base_delay or lease_ttl <= timedelta(0):
+            raise ValueError("delays and lease_ttl must be positive, max_delay at least base_delay")
+        self._store = store
+        self._senders = dict(senders)
+        self._clock = clock
+        self._owner = owner
+        self._max_attempts = max_attempts
+        self._base_delay = base_delay
+        self._max_delay = max_delay
+        self._lease_ttl = lease_ttl
+        self._batch_size = batch_size
+        self._slots = asyncio.Semaphore(concurrency)
+        self._rng = rng or random.Random()  # noqa: S311 (jitter, not security)
+
+    async def deliver_due(self) -> DispatchReport:
+        """Deliver every row due now, batch after batch, and count the outcomes."""
+        started_at = self._clock.now()
+        report = DispatchReport()
+        while self._clock.now() - started_at < self._lease_ttl / 2:
+            batch = await asyncio.to_thread(
+                self._store.claim_outbox, started_at, self._batch_size, self._owner, self._lease_ttl
+            )
+            if not batch:
+                break
+            for outcome in await asyncio.gather(*(self._deliver(item) for item in batch)):
+                report += outcome
+        return report
+
+    async def _deliver(self, item: OutboxItem) -> DispatchReport:
+        async with self._slots:
+            attempted_at = self._clock.now()
+            started = time.monotonic()
+            result = await self._send(item)
+            duration = timedelta(seconds=time.monotonic() - started)
+        next_attempt_at = self._next_attempt_at(item, result)
+        is_recorded = await asyncio.to_thread(
+            self._store.record_delivery, item, result, attempted_at, duration, next_attempt_at
+        )
+        if not is_recorded:
+            log.warning(
+                "lost the lease on outbox row %s before recording its delivery",
+                item.outbox_id,
+                extra={"action": "delivery_lease_lost", "outbox_id": item.outbox_id},
+            )
+            return _LOST
+        if result.is_delivered:
+            return _DELIVERED
+        self._log_failure(item, result, is_final=next_attempt_at is None)
+        return _RETRYING if next_attempt_at is not None else _FAILED
+
+    async def _send(self, item: OutboxItem) -> DeliveryResult:
+        """The sender's result; an unknown channel fails for good, a sender raising is retried."""
+        sender = self._senders.get(item.channel)
+        if sender is None:
+            return DeliveryResult(False, f"no sender for channel {item.channel!r}", is_permanent=True)
+        try:
+            return await sender.send(item)
+        except (
+            Exception
+        ) as exc:  # a sender bug or an unclassified fault; its message may hold the message body
+            log.warning(
+                "the %s sender raised %s on outbox row %s",
+                item.channel,
+                type(exc).__name__,
+                item.outbox_id,
+                extra={"action": "delivery_raised", "outbox_id": item.outbox_id},
+            )
+            return DeliveryResult(False, type(exc).__name__)
+
+    def _next_attempt_at(self, item: OutboxItem, result: DeliveryResult) -> datetime | None:
+        """None when there is nothing more to try: delivered, a permanent failure, or out of attempts."""
+        attempts = item.attempts + 1
+        if result.is_delivered or result.is_permanent or attempts >= self._max_attempts:
+            return None
+        return next_delivery_at(
+            attempts, self._clock.now(), self._rng, base_delay=self._base_delay, max_delay=self._max_delay
+        )
+
+    def _log_failure(self, item: OutboxItem, result: DeliveryResult, *, is_final: bool) -> None:
+        log.log(
+            logging.ERROR if is_final else logging.INFO,
+            "%s delivery of outbox row %s %s after %d attempt(s): %s",
+            item.channel,
+            item.outbox_id,
+            "failed" if is_final else "will be retried",
+            item.attempts + 1,
+            result.error,
+            extra={
+                "action": "delivery_failed" if is_final else "delivery_retry",
+                "outbox_id": item.outbox_id,
+            },
+        )
