@@ -185,16 +185,18 @@ async def test_a_row_fails_after_max_attempts(store: SqlStore, tenant_id: str, c
     assert store.outbox_counts(tenant_id) == {"pending": 0, "delivered": 0, "failed": 1}
 
 
-async def test_a_channel_without_a_sender_fails_for_good_with_a_clear_error(
+async def test_a_channel_without_a_sender_waits_until_one_is_configured(
     store: SqlStore, tenant_id: str, clock: FrozenClock
 ) -> None:
     emit(store, tenant_id, "u1", T0, "email", "pager")
     email = RecordingSender("email")
 
-    assert await dispatcher(store, clock, email).deliver_due() == DispatchReport(delivered=1, failed=1)
+    assert await dispatcher(store, clock, email).deliver_due() == DispatchReport(delivered=1)
+    assert store.outbox_counts(tenant_id)["pending"] == 1  # the pager row is neither sent nor failed
 
-    failed = [d for d in store.list_deliveries(tenant_id) if not d.is_delivered]
-    assert [(d.channel, d.error) for d in failed] == [("pager", "no sender for channel 'pager'")]
+    pager = RecordingSender("pager")
+    assert await dispatcher(store, clock, email, pager).deliver_due() == DispatchReport(delivered=1)
+    assert [d.channel for d in store.list_deliveries(tenant_id)].count("pager") == 1
 
 
 async def test_a_sender_that_raises_is_retried_and_its_message_is_not_logged(

@@ -110,7 +110,12 @@ class Dispatcher:
         report = DispatchReport()
         while self._clock.now() - started_at < self._lease_ttl / 2:
             batch = await asyncio.to_thread(
-                self._store.claim_outbox, started_at, self._batch_size, self._owner, self._lease_ttl
+                self._store.claim_outbox,
+                started_at,
+                self._batch_size,
+                self._owner,
+                self._lease_ttl,
+                list(self._senders),  # a channel nobody configured waits, it does not fail
             )
             if not batch:
                 break
