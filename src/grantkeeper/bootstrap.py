@@ -20,9 +20,10 @@ from grantkeeper.config import Settings
 from grantkeeper.core.errors import InvalidSettingError
 from grantkeeper.core.links import derive_link_key
 from grantkeeper.core.policy import Policy
-from grantkeeper.ports import Clock
+from grantkeeper.ports import ChannelSender, Clock
 from grantkeeper.service.attempt import AttemptResult
-from grantkeeper.service.cycle import RefreshService
+from grantkeeper.service.cycle import RefreshService, default_owner
+from grantkeeper.service.dispatch import Dispatcher
 
 
 def check_database_url(url: str) -> None:
@@ -103,6 +104,19 @@ class Runtime:
             on_attempt=on_attempt,
         )
         return service, endpoint
+
+    def senders(self) -> dict[str, ChannelSender]:
+        """The delivery channels the settings configure (email so far)."""
+        senders: dict[str, ChannelSender] = {}
+        email = build_email_sender(self.settings, self.clock)
+        if email is not None:
+            senders[email.channel] = email
+        return senders
+
+    def dispatcher(self) -> Dispatcher | None:
+        """The outbox dispatcher, or None when no channel is configured (rows then wait in the outbox)."""
+        senders = self.senders()
+        return Dispatcher(self.store, senders, self.clock, owner=default_owner()) if senders else None
 
     def close(self) -> None:
         self.engine.dispose()

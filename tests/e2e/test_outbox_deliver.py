@@ -1,5 +1,5 @@
-"""``grantkeeper outbox deliver`` sends what the refresh policy queued: a disconnection's email reaches a real
-SMTP server on loopback once, and a second run sends nothing more."""
+"""Notifications reach people: a disconnection's email goes out through ``grantkeeper outbox deliver`` and
+through the worker's delivery loop, to a real SMTP server on loopback, once."""
 
 from __future__ import annotations
 
@@ -10,9 +10,18 @@ from grantkeeper.sandbox import Behaviour
 from tests.e2e.cli import Cli
 
 
-def test_outbox_deliver_sends_the_disconnection_email_once(
-    database_url, sandbox, sandbox_server, smtp_server, tmp_path
-):
+def smtp_env(smtp_server) -> dict[str, str]:
+    return {
+        "GRANTKEEPER_SMTP_HOST": smtp_server.host,
+        "GRANTKEEPER_SMTP_PORT": str(smtp_server.port),
+        "GRANTKEEPER_SMTP_SECURITY": "none",
+        "GRANTKEEPER_EMAIL_FROM": "grantkeeper@example.test",
+        "GRANTKEEPER_PUBLIC_URL": "https://app.example.test",
+    }
+
+
+def disconnecting_connection(database_url, sandbox, sandbox_server, tmp_path) -> Cli:
+    """A CLI on the test database with one connection whose grant needs consent again: it disconnects."""
     cli = Cli(database_url=database_url, keys=generate_key_line("mail"), cwd=tmp_path)
     cli.json(
         "providers", "add", "sandbox", "--token-url", sandbox_server.token_url,
@@ -28,15 +37,16 @@ def test_outbox_deliver_sends_the_disconnection_email_once(
     }
     (tmp_path / "c.jsonl").write_text(json.dumps(row) + "\n")
     cli.json("connections", "import", str(tmp_path / "c.jsonl"))
-    assert cli.json("refresh", "--due")["newly_disconnected"] == 1
+    return cli
 
-    smtp = {
-        "GRANTKEEPER_SMTP_HOST": smtp_server.host,
-        "GRANTKEEPER_SMTP_PORT": str(smtp_server.port),
-        "GRANTKEEPER_SMTP_SECURITY": "none",
-        "GRANTKEEPER_EMAIL_FROM": "grantkeeper@example.test",
-        "GRANTKEEPER_PUBLIC_URL": "https://app.example.test",
-    }
+
+def test_outbox_deliver_sends_the_disconnection_email_once(
+    database_url, sandbox, sandbox_server, smtp_server, tmp_path
+):
+    cli = disconnecting_connection(database_url, sandbox, sandbox_server, tmp_path)
+    assert cli.json("refresh", "--due")["newly_disconnected"] == 1
+    smtp = smtp_env(smtp_server)
+
     unconfigured = cli.run("outbox", "deliver", "--json")
     assert unconfigured.returncode == 0
     assert json.loads(unconfigured.stdout)["delivered"] == 0
@@ -55,3 +65,15 @@ def test_outbox_deliver_sends_the_disconnection_email_once(
     text = message.get_body(preferencelist=("plain",)).get_content()
     assert "https://app.example.test/connect/" in text
     assert "sbx-" not in message.as_string()
+
+
+def test_worker_delivers_the_email_of_the_disconnection_it_caused(
+    database_url, sandbox, sandbox_server, smtp_server, tmp_path
+):
+    cli = disconnecting_connection(database_url, sandbox, sandbox_server, tmp_path)
+    result = cli.run("worker", "--max-cycles", "1", "--poll-interval", "0.1", **smtp_env(smtp_server))
+    assert result.returncode == 0, result.stderr
+    (message,) = smtp_server.mailbox.messages
+    assert message["To"] == "ana@example.test"
+    (connection,) = cli.json("connections", "list")
+    assert connection["status"] == "needs_reauthorization"

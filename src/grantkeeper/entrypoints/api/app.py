@@ -63,17 +63,23 @@ def create_app(runtime: Runtime, *, run_scheduler: bool = True) -> FastAPI:
         context = _context(runtime, metrics)
         app.state.context = context
         stop = asyncio.Event()
-        scheduler = None
+        background: list[asyncio.Task[int]] = []
         if run_scheduler:
             interval = runtime.settings.poll_interval_seconds
-            scheduler = asyncio.create_task(run_cycles(context.run_cycle, interval=interval, stop=stop))
+            background.append(
+                asyncio.create_task(run_cycles(context.run_cycle, interval=interval, stop=stop))
+            )
+            dispatcher = runtime.dispatcher()
+            if dispatcher is not None:
+                deliver = run_cycles(dispatcher.deliver_due, interval=interval, stop=stop)
+                background.append(asyncio.create_task(deliver))
         try:
             yield
         finally:
             stop.set()
-            if scheduler is not None:
+            for task in background:
                 with contextlib.suppress(asyncio.CancelledError):
-                    await scheduler
+                    await task
             await context.endpoint.close()
 
     app = FastAPI(

@@ -106,7 +106,7 @@ def worker_command(
     max_cycles: Annotated[int | None, typer.Option(min=1, help="Stop after this many cycles.")] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Run refresh cycles continuously for every tenant; run several against PostgreSQL to scale out."""
+    """Run refresh cycles and deliver notifications for every tenant; run several against PostgreSQL."""
     with runtime() as rt:
         interval = poll_interval or rt.settings.poll_interval_seconds
         asyncio.run(_worker_loop(rt, concurrency, interval, max_cycles, json_output))
@@ -126,10 +126,22 @@ async def _worker_loop(
         if cycle_report.due:
             _log_cycle(cycle_report, json_output)
 
-    try:
-        await run_cycles(
+    dispatcher = rt.dispatcher()
+
+    async def refresh_then_stop() -> int:
+        cycles = await run_cycles(
             service.run_cycle, interval=interval, stop=stop, on_cycle=report, max_cycles=max_cycles
         )
+        stop.set()  # the delivery loop ends with the refresh loop
+        return cycles
+
+    try:
+        loops = [refresh_then_stop()]
+        if dispatcher is not None:
+            loops.append(run_cycles(dispatcher.deliver_due, interval=interval, stop=stop))
+        await asyncio.gather(*loops)
+        if dispatcher is not None:
+            await dispatcher.deliver_due()  # what the last cycle queued goes out before the worker exits
     finally:
         await endpoint.close()
 
