@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 import time
 from datetime import datetime, timedelta
@@ -16,7 +15,7 @@ from grantkeeper.core.model import ConnectionState, Outcome
 from grantkeeper.core.model import NotificationType as Kind
 from grantkeeper.core.model import OutcomeClass as Klass
 from grantkeeper.ports import DeliveryResult, OutboxItem, ProviderConfig
-from tests.fixtures.db import LEASE_TTL, T0, attempt_commit, new_connection, notice
+from tests.fixtures.db import LEASE_TTL, T0, attempt_commit, new_connection, notice, run_claimers
 
 DELIVERED = DeliveryResult(is_delivered=True)
 REFUSED = DeliveryResult(is_delivered=False, error="smtp_451")
@@ -241,20 +240,7 @@ def test_processes_claiming_at_once_never_share_an_outbox_row(
     database_url: str, key_line: str, store: SqlStore, tenant_id: str, provider: ProviderConfig
 ) -> None:
     emit(store, tenant_id, "u1", T0, "email", count=1000)
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(4)
-    results = context.Queue()
-    processes = [
-        context.Process(target=_claim_until_empty, args=(database_url, key_line, slot, barrier, results))
-        for slot in range(4)
-    ]
-    for process in processes:
-        process.start()
-    claimed = [results.get(timeout=90) for _ in processes]
-    for process in processes:
-        process.join(timeout=30)
-
-    assert [process.exitcode for process in processes] == [0, 0, 0, 0]
+    claimed = run_claimers(_claim_until_empty, database_url, key_line)
     every_claim = [outbox_id for per_process in claimed for outbox_id in per_process]
     assert len(every_claim) == len(set(every_claim)) == 1000
     assert sum(1 for per_process in claimed if per_process) > 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 import time
 from datetime import timedelta
@@ -13,7 +12,7 @@ import pytest
 from grantkeeper.adapters.crypto import Keyring
 from grantkeeper.adapters.db import SqlStore, make_engine
 from grantkeeper.ports import ProviderConfig
-from tests.fixtures.db import LEASE_TTL, T0, captured_sql, new_connection
+from tests.fixtures.db import LEASE_TTL, T0, captured_sql, new_connection, run_claimers
 
 
 def _plan_of_claim_due(store: SqlStore) -> str:
@@ -90,20 +89,7 @@ def test_processes_claiming_at_once_never_share_a_connection(
     database_url: str, key_line: str, store: SqlStore, tenant_id: str, provider: ProviderConfig
 ) -> None:
     ids = store.import_connections(tenant_id, [new_connection(f"u{i}") for i in range(3000)], T0)
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(4)
-    results = context.Queue()
-    processes = [
-        context.Process(target=_claim_until_empty, args=(database_url, key_line, slot, barrier, results))
-        for slot in range(4)
-    ]
-    for process in processes:
-        process.start()
-    claimed = [results.get(timeout=90) for _ in processes]
-    for process in processes:
-        process.join(timeout=30)
-
-    assert [process.exitcode for process in processes] == [0, 0, 0, 0]
+    claimed = run_claimers(_claim_until_empty, database_url, key_line)
     every_claim = [connection_id for per_process in claimed for connection_id in per_process]
     assert len(every_claim) == len(set(every_claim)) == 3000
     assert set(every_claim) == set(ids)
