@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.db",
     "tests.fixtures.sandbox",
     "tests.fixtures.smtp",
+    "tests.fixtures.receivers",
 ]

@@ -23,6 +23,7 @@ from grantkeeper.core.model import (
     TokenSet,
     Transition,
 )
+from grantkeeper.core.routing import DestinationKind, Preferences
 
 
 class StoreError(GrantkeeperError):
@@ -34,6 +35,7 @@ class StoreError(GrantkeeperError):
     ├── UnknownWorkflowError     a workflow id that does not exist in the tenant
     ├── DuplicateProviderError   the tenant already has a provider of that name
     ├── DuplicateWorkflowError   the tenant already has a workflow of that name
+    ├── UnknownDestinationError  a Slack, Discord or webhook destination id the tenant does not have
     ├── TenantKeyExistsError     the tenant already has an API key and the caller did not ask to replace it
     └── SchemaOutdatedError      the database schema is not the one this code expects: run migrate
     """
@@ -56,6 +58,12 @@ class UnknownWorkflowError(StoreError, LookupError):
     def __init__(self, workflow_id: str) -> None:
         super().__init__(f"unknown workflow id {workflow_id!r}")
         self.workflow_id = workflow_id
+
+
+class UnknownDestinationError(StoreError, LookupError):
+    def __init__(self, destination_id: str) -> None:
+        super().__init__(f"unknown destination id {destination_id!r}")
+        self.destination_id = destination_id
 
 
 class DuplicateProviderError(StoreError):
@@ -382,9 +390,47 @@ class ConnectionStore(Protocol):
         attempted_at: datetime,
         duration: timedelta,
         next_attempt_at: datetime | None,
+        *,
+        failure_limit: int | None = None,
     ) -> bool: ...
 
-    def list_deliveries(self, tenant_id: str, limit: int = 100) -> list[DeliveryAttemptRecord]: ...
+    def list_deliveries(
+        self,
+        tenant_id: str,
+        limit: int = 100,
+        *,
+        destination_id: str | None = None,
+        channel: str | None = None,
+    ) -> list[DeliveryAttemptRecord]: ...
+
+    def claim_digests(
+        self, now: datetime, max_recipients: int, owner: str, lease_ttl: timedelta
+    ) -> list[list[OutboxItem]]: ...
+
+    # Destinations and preferences (issue 4).
+
+    def add_destination(
+        self,
+        tenant_id: str,
+        kind: DestinationKind,
+        url: str,
+        now: datetime,
+        *,
+        user_id: str | None = None,
+        secret: str | None = None,
+    ) -> DestinationRecord: ...
+
+    def list_destinations(
+        self, tenant_id: str, kind: DestinationKind | None = None
+    ) -> list[DestinationRecord]: ...
+
+    def remove_destination(self, tenant_id: str, destination_id: str) -> bool: ...
+
+    def enable_destination(self, tenant_id: str, destination_id: str) -> DestinationRecord: ...
+
+    def get_preferences(self, tenant_id: str, user_id: str) -> UserPreferences: ...
+
+    def set_preferences(self, tenant_id: str, prefs: UserPreferences, now: datetime) -> UserPreferences: ...
 
     def outbox_counts(self, tenant_id: str) -> dict[str, int]: ...
 
@@ -439,12 +485,19 @@ class Clock(Protocol):
 class OutboxItem:
     """One outbox row leased for delivery, with everything a channel needs to render and send it.
 
-    ``idempotency_key`` is stable per notification and channel: a resend after a crash carries the same key,
-    so a receiver that dedupes (Standard Webhooks' ``webhook-id``) sees the event once.
+    A row is one notification (or one webhook event) for one destination. ``idempotency_key`` is the row's id,
+    so it is stable across retries: a resend after a crash carries the same key, and a receiver that dedupes
+    (Standard Webhooks' ``webhook-id``, an email's ``Message-ID``) sees the event once.
+
+    ``notification_id`` and ``type`` are None for webhook events that no user notification stands behind
+    (``workflow.paused``, ``workflow.resumed``, ``provider.config_error``). ``event`` and ``payload`` are set
+    for webhook rows: the payload was rendered when the event happened, so every resend has the same body.
+    ``destination_url`` and ``destination_secret`` are decrypted for this delivery only and never logged;
+    ``destination_user_id`` is None for a tenant-wide destination.
     """
 
     outbox_id: str
-    notification_id: str
+    notification_id: str | None
     channel: str
     attempts: int
     tenant_id: str
@@ -452,16 +505,22 @@ class OutboxItem:
     user_id: str | None
     email: str | None
     provider: str
-    type: NotificationType
+    type: NotificationType | None
     title: str
     message: str
     metadata: dict[str, Any]
     created_at: datetime
     lease_owner: str = ""
+    destination_id: str | None = None
+    destination_url: str | None = field(default=None, repr=False)
+    destination_secret: str | None = field(default=None, repr=False)
+    destination_user_id: str | None = None
+    event: str | None = None
+    payload: dict[str, Any] | None = None
 
     @property
     def idempotency_key(self) -> str:
-        return f"{self.notification_id}:{self.channel}"
+        return self.outbox_id
 
 
 @dataclass(frozen=True)
@@ -482,6 +541,36 @@ class ChannelSender(Protocol):
 
 
 @dataclass(frozen=True)
+class DestinationRecord:
+    """A Slack or Discord incoming webhook or an app webhook endpoint, as listings show it.
+
+    No URL path (a chat webhook's path is its credential), no secret. ``status`` turns ``disabled`` after too
+    many failures in a row; ``last_error`` says the latest.
+    """
+
+    destination_id: str
+    tenant_id: str
+    kind: DestinationKind
+    user_id: str | None
+    url_hint: str
+    status: str
+    consecutive_failures: int
+    last_error: str | None
+    disabled_at: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class UserPreferences:
+    """A user's notification preferences and fallback address; ``updated_at`` None means never set."""
+
+    user_id: str
+    email_address: str | None = None
+    preferences: Preferences = field(default_factory=Preferences)
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class DeliveryAttemptRecord:
     """One attempt to deliver an outbox row; ``error`` is a short reason, never a message body or a token."""
 
@@ -491,3 +580,6 @@ class DeliveryAttemptRecord:
     is_delivered: bool
     error: str | None
     duration: timedelta
+    destination_id: str | None = None
+    notification_id: str | None = None
+    event: str | None = None

@@ -14,6 +14,7 @@ from grantkeeper.adapters.db import SqlStore, make_engine
 from grantkeeper.core.model import ConnectionState, Outcome
 from grantkeeper.core.model import NotificationType as Kind
 from grantkeeper.core.model import OutcomeClass as Klass
+from grantkeeper.core.routing import DestinationKind
 from grantkeeper.ports import DeliveryResult, OutboxItem, ProviderConfig
 from tests.fixtures.db import LEASE_TTL, T0, attempt_commit, new_connection, notice, run_claimers
 
@@ -69,7 +70,7 @@ def test_claim_leases_due_rows_oldest_first_with_their_notification(
     assert first.metadata["provider"] == "google"
     assert first.connection_id is not None
     assert first.created_at == T0 + ATTEMPT_DURATION
-    assert first.idempotency_key == f"{first.notification_id}:email"
+    assert first.idempotency_key == first.outbox_id
 
 
 def test_a_leased_row_is_claimed_again_only_after_its_lease_expires(
@@ -89,7 +90,8 @@ def test_rows_not_yet_due_are_not_claimed(store: SqlStore, three_emails: None) -
 
 
 def test_claim_can_be_limited_to_channels(store: SqlStore, tenant_id: str, provider: ProviderConfig) -> None:
-    emit(store, tenant_id, "u1", T0, "email", "slack")
+    store.add_destination(tenant_id, DestinationKind.SLACK, "https://hooks.slack.example/T/B/x", T0)
+    emit(store, tenant_id, "u1", T0, "email")
 
     [item] = store.claim_outbox(LATER, 10, "d1", LEASE_TTL, channels=["slack"])
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from grantkeeper.adapters.crypto import Keyring, generate_key_line
 from grantkeeper.adapters.db import SqlStore, make_engine
+from grantkeeper.core.routing import DestinationKind
 from grantkeeper.ports import DeliveryResult, OutboxItem
 from grantkeeper.service.dispatch import Dispatcher, DispatchReport, next_delivery_at
 from grantkeeper.testing import FrozenClock
@@ -188,15 +189,16 @@ async def test_a_row_fails_after_max_attempts(store: SqlStore, tenant_id: str, c
 async def test_a_channel_without_a_sender_waits_until_one_is_configured(
     store: SqlStore, tenant_id: str, clock: FrozenClock
 ) -> None:
-    emit(store, tenant_id, "u1", T0, "email", "pager")
+    store.add_destination(tenant_id, DestinationKind.SLACK, "https://hooks.slack.example/T/B/x", T0)
+    emit(store, tenant_id, "u1", T0, "email")
     email = RecordingSender("email")
 
     assert await dispatcher(store, clock, email).deliver_due() == DispatchReport(delivered=1)
-    assert store.outbox_counts(tenant_id)["pending"] == 1  # the pager row is neither sent nor failed
+    assert store.outbox_counts(tenant_id)["pending"] == 1  # the slack row is neither sent nor failed
 
-    pager = RecordingSender("pager")
-    assert await dispatcher(store, clock, email, pager).deliver_due() == DispatchReport(delivered=1)
-    assert [d.channel for d in store.list_deliveries(tenant_id)].count("pager") == 1
+    slack = RecordingSender("slack")
+    assert await dispatcher(store, clock, email, slack).deliver_due() == DispatchReport(delivered=1)
+    assert [d.channel for d in store.list_deliveries(tenant_id)].count("slack") == 1
 
 
 async def test_a_sender_that_raises_is_retried_and_its_message_is_not_logged(

@@ -27,15 +27,37 @@ def validate_token_url(url: str, *, field: str = "token URL") -> None:
         parts.port  # noqa: B018 - parsing the port is what validates it
     except ValueError as exc:
         raise ValueError(f"{field} is not a valid URL: {exc}") from None
-    _check_parts(parts, field)
+    _check_parts(parts, field, _display(parts))
 
 
-def _check_parts(parts: SplitResult, field: str) -> None:
+def validate_destination_url(url: str, *, field: str = "webhook URL") -> None:
+    """The same rule for where notifications are posted, with error messages that never show the path.
+
+    A Slack or Discord incoming-webhook URL is a bearer secret in its path, so only scheme and host are shown.
+    """
+    if not url or any(char.isspace() or not char.isprintable() for char in url):
+        raise ValueError(f"{field} must be non-empty and contain no whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is what validates it
+    except ValueError:
+        raise ValueError(f"{field} is not a valid URL") from None
+    _check_parts(parts, field, url_hint(url, keep_path=False))
+
+
+def url_hint(url: str, *, keep_path: bool) -> str:
+    """What listings show of a destination URL: scheme and host, and the path only when it is not a secret."""
+    parts = urlsplit(url)
+    if keep_path:
+        return f"{parts.scheme}://{parts.netloc}{parts.path}"[:300]
+    return f"{parts.scheme}://{parts.netloc}/…"[:300]
+
+
+def _check_parts(parts: SplitResult, field: str, shown: str) -> None:
     scheme = parts.scheme.lower()
     host = parts.hostname or ""
     if parts.username is not None or parts.password is not None:
-        raise ValueError(f"{field} must not contain credentials (user:password@); set the client secret")
-    shown = _display(parts)
+        raise ValueError(f"{field} must not contain credentials (user:password@)")
     if scheme not in ("https", "http") or not host:
         raise ValueError(f"{field} must be an absolute https URL with a host, got {shown!r}")
     if parts.fragment:

@@ -49,7 +49,7 @@ class AttemptResult:
 def notification_contents(
     claim: ClaimedConnection, transition: Transition
 ) -> tuple[NotificationContent, ...]:
-    """In-app content for each ``Notify`` effect; email goes to the outbox only when we know an address."""
+    """In-app content for each ``Notify`` effect, and whether the policy asks for an email too."""
     contents = []
     for notify in transition.notifications:
         contents.append(_content(claim, transition, notify))
@@ -63,7 +63,8 @@ def _content(claim: ClaimedConnection, transition: Transition, notify: Notify) -
         "connection_id": claim.connection_id,
         "user_id": claim.user_id,
     }
-    channels = ("email",) if notify.email and claim.email else ()
+    # the store sends email only where it finds an address (the connection's, else the user record's)
+    channels = ("email",) if notify.email else ()
     return NotificationContent(notify.type, text.title, text.message, metadata, channels)
 
 

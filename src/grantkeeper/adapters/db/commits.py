@@ -13,14 +13,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Update, and_, bindparam, exists, select, update
-from sqlalchemy.sql.functions import coalesce
 
+from grantkeeper.adapters.db.fanout import DEFAULT_DIGEST_HOUR, Fanout, NotificationFanout
 from grantkeeper.adapters.db.rows import FieldCipher, state_values
 from grantkeeper.adapters.db.tables import (
     connections,
     new_id,
     notifications,
-    outbox,
     providers,
     refresh_attempts,
     workflow_connections,
@@ -37,6 +36,7 @@ from grantkeeper.core.model import (
     TokenSet,
     Transition,
 )
+from grantkeeper.core.routing import EventType
 from grantkeeper.ports import AttemptCommit, WorkflowStatus
 
 _c = connections.c
@@ -46,7 +46,13 @@ _CONNECTION_PAUSE_REASONS = tuple(reason.value for reason in DisconnectReason)
 _INSERT_ATTEMPT = refresh_attempts.insert()
 
 
-def commit_attempt(connection: Connection, cipher: FieldCipher, commit: AttemptCommit) -> bool:
+def commit_attempt(
+    connection: Connection,
+    cipher: FieldCipher,
+    commit: AttemptCommit,
+    *,
+    digest_hour: int = DEFAULT_DIGEST_HOUR,
+) -> bool:
     """Write everything the attempt changed, or nothing when the lease is no longer ours (returns False)."""
     claim = commit.claim
     finished_at = commit.attempt.attempted_at + commit.attempt.duration
@@ -63,10 +69,11 @@ def commit_attempt(connection: Connection, cipher: FieldCipher, commit: AttemptC
     if connection.execute(_fenced_update(tuple(sorted(values))), parameters).rowcount != 1:
         return False
     _insert_attempt(connection, commit)
-    _insert_notifications(connection, commit, finished_at)
-    apply_effects(
-        connection, commit.transition.effects, claim.connection_id, claim.provider.provider_id, finished_at
-    )
+    fanout = Fanout(connection, claim.tenant_id, finished_at, digest_hour)
+    _insert_notifications(connection, commit, fanout)
+    provider = (claim.provider.provider_id, claim.provider.name)
+    apply_effects(connection, commit.transition.effects, claim.connection_id, provider, fanout)
+    fanout.flush()
     return True
 
 
@@ -132,11 +139,10 @@ def _insert_attempt(connection: Connection, commit: AttemptCommit) -> None:
     )
 
 
-def _insert_notifications(connection: Connection, commit: AttemptCommit, at: datetime) -> None:
-    """One notification row each, and one pending outbox row per extra channel, in the state's transaction."""
+def _insert_notifications(connection: Connection, commit: AttemptCommit, fanout: Fanout) -> None:
+    """One notification row each, and its outbox rows (email, chat, webhooks), in the state's transaction."""
     claim = commit.claim
     notification_rows: list[dict[str, Any]] = []
-    outbox_rows: list[dict[str, Any]] = []
     for content in commit.notifications:
         notification_id = new_id("ntf")
         notification_rows.append(
@@ -149,42 +155,68 @@ def _insert_notifications(connection: Connection, commit: AttemptCommit, at: dat
                 "title": content.title,
                 "message": content.message,
                 "is_read": False,
-                "created_at": at,
+                "created_at": fanout.at,
                 "metadata": {"provider": claim.provider.name} | content.metadata,
             }
         )
-        outbox_rows.extend(_outbox_row(notification_id, channel, at) for channel in content.channels)
+        data = {
+            "notification_id": notification_id,
+            "connection_id": claim.connection_id,
+            "user_id": claim.user_id,
+            "provider": claim.provider.name,
+            "title": content.title,
+            "message": content.message,
+        }
+        notice = NotificationFanout(notification_id, content.type, "email" in content.channels, data)
+        fanout.notification(notice, user_id=claim.user_id, email=claim.email)
     if notification_rows:
+        # before the outbox rows that reference them
         connection.execute(notifications.insert(), notification_rows)
-    if outbox_rows:
-        connection.execute(outbox.insert(), outbox_rows)
-
-
-def _outbox_row(notification_id: str, channel: str, at: datetime) -> dict[str, Any]:
-    return {
-        "id": new_id("obx"),
-        "notification_id": notification_id,
-        "channel": channel,
-        "status": "pending",
-        "attempts": 0,
-        "next_attempt_at": at,
-        "last_error": None,
-        "created_at": at,
-        "delivered_at": None,
-    }
 
 
 def apply_effects(
-    connection: Connection, effects: tuple[Effect, ...], connection_id: str, provider_id: str, at: datetime
+    connection: Connection,
+    effects: tuple[Effect, ...],
+    connection_id: str,
+    provider: tuple[str, str],
+    fanout: Fanout,
 ) -> None:
-    """Carry out the transition's effects other than notifications (those arrive rendered, as content)."""
+    """Carry out the transition's effects other than notifications (those arrive rendered, as content).
+
+    Queues the webhook events they cause: one per workflow paused or resumed, one when a provider is flagged.
+    """
+    at = fanout.at
+    provider_id, provider_name = provider
     for effect in effects:
         if isinstance(effect, PauseWorkflows):
-            pause_workflows(connection, connection_id, effect.reason, at)
+            for workflow_id, name in pause_workflows(connection, connection_id, effect.reason, at):
+                fanout.event(
+                    EventType.WORKFLOW_PAUSED,
+                    {
+                        "workflow_id": workflow_id,
+                        "name": name,
+                        "reason": effect.reason.value,
+                        "connection_id": connection_id,
+                    },
+                )
         elif isinstance(effect, ResumeWorkflows):
-            resume_workflows(connection, connection_id, at)
+            for workflow_id, name in resume_workflows(connection, connection_id, at):
+                fanout.event(
+                    EventType.WORKFLOW_RESUMED,
+                    {"workflow_id": workflow_id, "name": name, "connection_id": connection_id},
+                )
         elif isinstance(effect, FlagProvider):
-            flag_provider(connection, provider_id, f"{effect.error.code}: {effect.error.description}", at)
+            reason = f"{effect.error.code}: {effect.error.description}"
+            if flag_provider(connection, provider_id, reason, at):
+                fanout.event(
+                    EventType.PROVIDER_CONFIG_ERROR,
+                    {
+                        "provider": provider_name,
+                        "provider_id": provider_id,
+                        "error_code": effect.error.code,
+                        "connection_id": connection_id,
+                    },
+                )
 
 
 def lock_linked_workflows(connection: Connection, connection_id: str) -> list[str]:
@@ -202,34 +234,39 @@ def lock_linked_workflows(connection: Connection, connection_id: str) -> list[st
 
 def pause_workflows(
     connection: Connection, connection_id: str, reason: DisconnectReason, at: datetime
-) -> None:
-    """Pause the active workflows that depend on the connection; an existing pause keeps its reason."""
+) -> list[tuple[str, str]]:
+    """Pause the active workflows that depend on the connection; an existing pause keeps its reason.
+
+    Returns the (id, name) of each workflow this call paused, for the ``workflow.paused`` events."""
     workflow_ids = lock_linked_workflows(connection, connection_id)
-    if workflow_ids:
-        connection.execute(
-            update(workflows)
-            .where(_w.id.in_(workflow_ids), _w.status == WorkflowStatus.ACTIVE.value)
-            .values(status=WorkflowStatus.PAUSED.value, paused_reason=reason.value, updated_at=at)
-        )
+    if not workflow_ids:
+        return []
+    statement = (
+        update(workflows)
+        .where(_w.id.in_(workflow_ids), _w.status == WorkflowStatus.ACTIVE.value)
+        .values(status=WorkflowStatus.PAUSED.value, paused_reason=reason.value, updated_at=at)
+        .returning(_w.id, _w.name)
+    )
+    return sorted((row.id, row.name) for row in connection.execute(statement))
 
 
-def resume_workflows(connection: Connection, connection_id: str, at: datetime) -> None:
+def resume_workflows(connection: Connection, connection_id: str, at: datetime) -> list[tuple[str, str]]:
     """Resume workflows a disconnection paused, unless another of their connections still needs
     reauthorization. A pause with any other reason (the user's own) is left alone."""
-    resume_unblocked(connection, lock_linked_workflows(connection, connection_id), at)
+    return resume_unblocked(connection, lock_linked_workflows(connection, connection_id), at)
 
 
-def resume_unblocked(connection: Connection, workflow_ids: list[str], at: datetime) -> None:
+def resume_unblocked(connection: Connection, workflow_ids: list[str], at: datetime) -> list[tuple[str, str]]:
     """Resume those of the (locked) workflows that a disconnection paused and that no longer have a linked
-    connection needing reauthorization."""
+    connection needing reauthorization; returns the (id, name) of each one resumed."""
     if not workflow_ids:
-        return
+        return []
     other_disconnected = exists().where(
         workflow_connections.c.workflow_id == _w.id,
         workflow_connections.c.connection_id == _c.id,
         _c.status == ConnectionStatus.NEEDS_REAUTHORIZATION.value,
     )
-    connection.execute(
+    statement = (
         update(workflows)
         .where(
             _w.id.in_(workflow_ids),
@@ -238,16 +275,24 @@ def resume_unblocked(connection: Connection, workflow_ids: list[str], at: dateti
             ~other_disconnected,
         )
         .values(status=WorkflowStatus.ACTIVE.value, paused_reason=None, updated_at=at)
+        .returning(_w.id, _w.name)
     )
+    return sorted((row.id, row.name) for row in connection.execute(statement))
 
 
-def flag_provider(connection: Connection, provider_id: str, reason: str, at: datetime) -> None:
-    """Mark our client credentials as suspect; ``flagged_at`` keeps when the trouble began."""
-    connection.execute(
+def flag_provider(connection: Connection, provider_id: str, reason: str, at: datetime) -> bool:
+    """Mark our client credentials as suspect; ``flagged_at`` keeps when the trouble began.
+
+    Returns True only when this call raised the flag, so one outage of our credentials makes one
+    ``provider.config_error`` event, not one per connection that ran into it."""
+    newly = connection.execute(
         update(providers)
-        .where(providers.c.id == provider_id)
-        .values(flagged_at=coalesce(providers.c.flagged_at, at), flag_reason=reason)
-    )
+        .where(providers.c.id == provider_id, providers.c.flagged_at.is_(None))
+        .values(flagged_at=at, flag_reason=reason)
+    ).rowcount
+    if not newly:
+        connection.execute(update(providers).where(providers.c.id == provider_id).values(flag_reason=reason))
+    return bool(newly)
 
 
 def reconnect(
@@ -258,6 +303,8 @@ def reconnect(
     tokens: TokenSet,
     transition: Transition,
     now: datetime,
+    *,
+    digest_hour: int = DEFAULT_DIGEST_HOUR,
 ) -> bool:
     """Store the new grant's tokens and the fresh state; bumping ``version`` makes any in-flight attempt with
     the old refresh token fail its fenced commit instead of overwriting the new tokens. A grant without a
@@ -275,5 +322,8 @@ def reconnect(
     effects = transition.effects
     if not any(isinstance(effect, ResumeWorkflows) for effect in effects):
         effects = (*effects, ResumeWorkflows())
-    apply_effects(connection, effects, connection_id, provider_id, now)
+    provider_name = connection.scalar(select(providers.c.name).where(providers.c.id == provider_id))
+    fanout = Fanout(connection, tenant_id, now, digest_hour)
+    apply_effects(connection, effects, connection_id, (provider_id, str(provider_name)), fanout)
+    fanout.flush()
     return True

@@ -12,7 +12,9 @@ from datetime import datetime
 from sqlalchemy import Connection, delete, select
 
 from grantkeeper.adapters.db.commits import lock_linked_workflows, resume_unblocked
+from grantkeeper.adapters.db.fanout import Fanout
 from grantkeeper.adapters.db.tables import connections
+from grantkeeper.core.routing import EventType
 
 _c = connections.c
 
@@ -25,5 +27,11 @@ def delete_connection(connection: Connection, tenant_id: str, connection_id: str
         return False
     workflow_ids = lock_linked_workflows(connection, connection_id)
     connection.execute(delete(connections).where(_c.id == connection_id))
-    resume_unblocked(connection, workflow_ids, at)
+    fanout = Fanout(connection, tenant_id, at)
+    for workflow_id, name in resume_unblocked(connection, workflow_ids, at):
+        fanout.event(
+            EventType.WORKFLOW_RESUMED,
+            {"workflow_id": workflow_id, "name": name, "connection_id": connection_id},
+        )
+    fanout.flush()
     return True

@@ -13,11 +13,21 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CTE, ColumnElement, Connection, Row, and_, func, or_, select, update
+from sqlalchemy import CTE, ColumnElement, Connection, Row, and_, exists, func, or_, select, update
+from sqlalchemy.sql.functions import coalesce
 
+from grantkeeper.adapters.db import destinations as destination_rows
 from grantkeeper.adapters.db.leases import Lease
-from grantkeeper.adapters.db.tables import connections, delivery_attempts, notifications, outbox
+from grantkeeper.adapters.db.rows import FieldCipher
+from grantkeeper.adapters.db.tables import (
+    connections,
+    delivery_attempts,
+    destinations,
+    notifications,
+    outbox,
+)
 from grantkeeper.core.model import NotificationType
+from grantkeeper.core.routing import ChannelKind
 from grantkeeper.ports import DeliveryAttemptRecord, DeliveryResult, OutboxItem
 
 _o = outbox.c
@@ -27,14 +37,16 @@ STATUSES = ("pending", "delivered", "failed")
 #: ``delivery_attempts.error`` and ``outbox.last_error`` keep this many characters of a sender's reason.
 MAX_ERROR_LENGTH = 200
 _NOTIFICATION_COLUMNS = (
-    _n.tenant_id,
     _n.connection_id,
     _n.user_id,
     _n.type,
     _n.title,
     _n.message,
     _n.metadata,
-    _n.created_at.label("notified_at"),
+    coalesce(_o.recipient, connections.c.email).label("email"),
+    destinations.c.url_enc,
+    destinations.c.secret_enc,
+    destinations.c.user_id.label("destination_user_id"),
 )
 
 
@@ -44,14 +56,72 @@ def is_due(now: datetime) -> ColumnElement[bool]:
     return and_(_o.status == "pending", _o.next_attempt_at <= now, is_unleased)
 
 
+def _destination_disabled() -> ColumnElement[bool]:
+    """A row fanned out just before its destination was disabled waits, rather than hitting it again."""
+    return exists().where(
+        destinations.c.id == _o.destination_id, destinations.c.status == destination_rows.DISABLED
+    )
+
+
 def claim_outbox(
-    connection: Connection, lease: Lease, limit: int, channels: Sequence[str] | None
+    connection: Connection,
+    cipher: FieldCipher,
+    lease: Lease,
+    limit: int,
+    channels: Sequence[str] | None,
 ) -> list[OutboxItem]:
-    """Lease up to ``limit`` due rows, oldest first, with their notification and the connection's email."""
+    """Lease up to ``limit`` due rows, oldest first, with their notification and destination.
+
+    Digest rows are never claimed here: ``claim_digests`` takes them a recipient at a time."""
+    if channels is None:
+        channels = [kind.value for kind in ChannelKind if kind is not ChannelKind.EMAIL_DIGEST]
+    else:
+        channels = [channel for channel in channels if channel != ChannelKind.EMAIL_DIGEST.value]
     due = _due_ids(lease.now, limit, channels)
+    return _lease(connection, cipher, lease, _o.id == due.c.id)
+
+
+def claim_digests(
+    connection: Connection, cipher: FieldCipher, lease: Lease, max_recipients: int
+) -> list[list[OutboxItem]]:
+    """Lease every due digest row of up to ``max_recipients`` recipients: one group, one email each.
+
+    Taking a recipient's rows all at once is what keeps a day's warnings in one message; a batch limit on rows
+    could split them across two emails."""
+    recipients = (
+        select(_o.tenant_id, _o.recipient)
+        .where(is_due(lease.now), _o.channel == ChannelKind.EMAIL_DIGEST.value)
+        .group_by(_o.tenant_id, _o.recipient)
+        .order_by(func.min(_o.next_attempt_at))
+        .limit(max_recipients)
+    )
+    groups = [(row.tenant_id, row.recipient) for row in connection.execute(recipients)]
+    claimed: list[list[OutboxItem]] = []
+    for tenant_id, recipient in groups:
+        due = (
+            select(_o.id)
+            .where(
+                is_due(lease.now),
+                _o.channel == ChannelKind.EMAIL_DIGEST.value,
+                _o.tenant_id == tenant_id,
+                _o.recipient == recipient,
+            )
+            .with_for_update(skip_locked=True)
+            .cte("due_digest")
+            .prefix_with("MATERIALIZED")
+        )
+        items = _lease(connection, cipher, lease, _o.id == due.c.id)
+        if items:
+            claimed.append(items)
+    return claimed
+
+
+def _lease(
+    connection: Connection, cipher: FieldCipher, lease: Lease, which: ColumnElement[bool]
+) -> list[OutboxItem]:
     statement = (
         update(outbox)
-        .where(_o.id == due.c.id)
+        .where(which)
         .values(lease_owner=lease.owner, lease_expires_at=lease.expires_at)
         .returning(_o.id)
     )
@@ -59,44 +129,56 @@ def claim_outbox(
     if not leased:
         return []
     query = (
-        select(outbox, *_NOTIFICATION_COLUMNS, connections.c.email)
-        .join(notifications, _n.id == _o.notification_id)
+        select(outbox, *_NOTIFICATION_COLUMNS)
+        .outerjoin(notifications, _n.id == _o.notification_id)
         .outerjoin(connections, connections.c.id == _n.connection_id)
+        .outerjoin(destinations, destinations.c.id == _o.destination_id)
         .where(_o.id.in_(leased))
         # which rows are due follows the retry schedule (and its index); within a batch, deliver in the
         # order the notifications were made, so a relay that comes back gets them in order
         .order_by(_o.created_at, _o.id)
     )
-    return [_item(row) for row in connection.execute(query)]
+    return [_item(row, cipher) for row in connection.execute(query)]
 
 
-def _due_ids(now: datetime, limit: int, channels: Sequence[str] | None) -> CTE:
+def _due_ids(now: datetime, limit: int, channels: Sequence[str]) -> CTE:
     """Materialised once, for the planner trap described in ``leases._due_ids``."""
-    due = select(_o.id).where(is_due(now))
-    if channels is not None:
-        due = due.where(_o.channel.in_(list(channels)))
-    due = due.order_by(_o.next_attempt_at, _o.created_at).limit(limit).with_for_update(skip_locked=True)
+    due = (
+        select(_o.id)
+        .where(is_due(now), _o.channel.in_(list(channels)), ~_destination_disabled())
+        .order_by(_o.next_attempt_at, _o.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
     return due.cte("due_outbox").prefix_with("MATERIALIZED")
 
 
-def _item(row: Row[Any]) -> OutboxItem:
-    metadata: dict[str, Any] = dict(row.metadata)
+def _item(row: Row[Any], cipher: FieldCipher) -> OutboxItem:
+    metadata: dict[str, Any] = dict(row.metadata or {})
+    payload: dict[str, Any] | None = None if row.payload is None else dict(row.payload)
+    data = payload.get("data", {}) if payload is not None else {}
     return OutboxItem(
         outbox_id=row.id,
         notification_id=row.notification_id,
         channel=row.channel,
         attempts=row.attempts,
         tenant_id=row.tenant_id,
-        connection_id=row.connection_id,
+        connection_id=row.connection_id or data.get("connection_id"),
         user_id=row.user_id,
         email=row.email,
-        provider=str(metadata.get("provider", "")),
-        type=NotificationType(row.type),
-        title=row.title,
-        message=row.message,
+        provider=str(metadata.get("provider", data.get("provider", ""))),
+        type=None if row.type is None else NotificationType(row.type),
+        title=row.title or "",
+        message=row.message or "",
         metadata=metadata,
-        created_at=row.notified_at,
+        created_at=row.created_at,
         lease_owner=row.lease_owner,
+        destination_id=row.destination_id,
+        destination_url=cipher.open_optional("destinations", row.destination_id, "url", row.url_enc),
+        destination_secret=cipher.open_optional("destinations", row.destination_id, "secret", row.secret_enc),
+        destination_user_id=row.destination_user_id,
+        event=row.event,
+        payload=payload,
     )
 
 
@@ -107,10 +189,12 @@ def record_delivery(
     attempted_at: datetime,
     duration_ms: int,
     next_attempt_at: datetime | None,
+    failure_limit: int | None = None,
 ) -> bool:
     """Log the attempt and move the row on (delivered, retry later, or failed), releasing the lease.
 
     Writes nothing and returns False when the lease is no longer ours: another dispatcher owns the row now.
+    A Slack, Discord or webhook destination counts failures in a row; at ``failure_limit`` it is disabled.
     """
     error = None if result.error is None else result.error[:MAX_ERROR_LENGTH]
     statement = (
@@ -137,6 +221,15 @@ def record_delivery(
             "duration_ms": duration_ms,
         },
     )
+    if item.destination_id is not None:
+        destination_rows.record_outcome(
+            connection,
+            item.destination_id,
+            is_delivered=result.is_delivered,
+            error=error,
+            failure_limit=failure_limit,
+            at=attempted_at,
+        )
     return True
 
 
@@ -151,14 +244,26 @@ def _outcome_values(
     return values | {"next_attempt_at": next_attempt_at, "last_error": error}
 
 
-def list_deliveries(connection: Connection, tenant_id: str, limit: int) -> list[DeliveryAttemptRecord]:
+def list_deliveries(
+    connection: Connection,
+    tenant_id: str,
+    limit: int,
+    *,
+    destination_id: str | None = None,
+    channel: str | None = None,
+) -> list[DeliveryAttemptRecord]:
     """Newest first; ``ix_delivery_attempts_tenant_attempted`` serves it."""
     query = (
-        select(delivery_attempts)
+        select(delivery_attempts, _o.destination_id, _o.notification_id, _o.event)
+        .join(outbox, _o.id == _d.outbox_id)
         .where(_d.tenant_id == tenant_id)
         .order_by(_d.attempted_at.desc(), _d.id.desc())
         .limit(limit)
     )
+    if destination_id is not None:
+        query = query.where(_o.destination_id == destination_id)
+    if channel is not None:
+        query = query.where(_d.channel == channel)
     return [
         DeliveryAttemptRecord(
             outbox_id=row.outbox_id,
@@ -167,20 +272,18 @@ def list_deliveries(connection: Connection, tenant_id: str, limit: int) -> list[
             is_delivered=row.is_delivered,
             error=row.error,
             duration=timedelta(milliseconds=row.duration_ms),
+            destination_id=row.destination_id,
+            notification_id=row.notification_id,
+            event=row.event,
         )
         for row in connection.execute(query)
     ]
 
 
 def outbox_counts(connection: Connection, tenant_id: str) -> dict[str, int]:
-    """Rows per status, zero included; the outbox has no tenant column, so through its notification."""
+    """Rows per status, zero included."""
     counts = dict.fromkeys(STATUSES, 0)
-    query = (
-        select(_o.status, func.count())
-        .join(notifications, _n.id == _o.notification_id)
-        .where(_n.tenant_id == tenant_id)
-        .group_by(_o.status)
-    )
+    query = select(_o.status, func.count()).where(_o.tenant_id == tenant_id).group_by(_o.status)
     for status, count in connection.execute(query):
         counts[status] = count
     return counts

@@ -18,6 +18,7 @@ from grantkeeper.adapters.db import (
     catalog,
     commits,
     deletions,
+    destinations,
     imports,
     inbox,
     leases,
@@ -26,9 +27,11 @@ from grantkeeper.adapters.db import (
     workflows,
 )
 from grantkeeper.adapters.db.engine import ping, read_transaction, write_transaction
+from grantkeeper.adapters.db.fanout import DEFAULT_DIGEST_HOUR
 from grantkeeper.adapters.db.rows import FieldCipher
 from grantkeeper.adapters.db.schema import ensure_schema, is_current
 from grantkeeper.core.model import ConnectionStatus, NotificationType, TokenSet, Transition
+from grantkeeper.core.routing import DestinationKind
 from grantkeeper.ports import (
     AttemptCommit,
     AttemptRecord,
@@ -36,6 +39,7 @@ from grantkeeper.ports import (
     ConnectionRecord,
     DeliveryAttemptRecord,
     DeliveryResult,
+    DestinationRecord,
     NewConnection,
     NewProvider,
     NotificationRecord,
@@ -44,6 +48,7 @@ from grantkeeper.ports import (
     ProviderConfig,
     StoredTokens,
     TenantRecord,
+    UserPreferences,
     WorkflowRecord,
 )
 
@@ -52,11 +57,24 @@ __all__ = ["SqlStore"]
 
 class SqlStore:
     """Durable state and work queue. Creates the schema of a brand-new database on construction unless
-    ``create_schema=False``; refuses (``SchemaOutdatedError``) a database at another migration."""
+    ``create_schema=False``; refuses (``SchemaOutdatedError``) a database at another migration.
 
-    def __init__(self, engine: Engine, keyring: Keyring | None, *, create_schema: bool = True) -> None:
+    ``digest_hour`` (UTC) is when a day's digest warnings become due; notifications are fanned out to the
+    outbox inside the store's transactions, so the store needs to know it."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        keyring: Keyring | None,
+        *,
+        create_schema: bool = True,
+        digest_hour: int = DEFAULT_DIGEST_HOUR,
+    ) -> None:
+        if not 0 <= digest_hour <= 23:
+            raise ValueError("digest_hour must be between 0 and 23")
         self._engine = engine
         self._cipher = FieldCipher(keyring)
+        self._digest_hour = digest_hour
         if create_schema:
             ensure_schema(engine)
 
@@ -167,7 +185,7 @@ class SqlStore:
 
     def commit_attempt(self, commit: AttemptCommit) -> bool:
         with write_transaction(self._engine) as connection:
-            return commits.commit_attempt(connection, self._cipher, commit)
+            return commits.commit_attempt(connection, self._cipher, commit, digest_hour=self._digest_hour)
 
     def release(self, claim: ClaimedConnection) -> None:
         with write_transaction(self._engine) as connection:
@@ -178,7 +196,14 @@ class SqlStore:
     ) -> bool:
         with write_transaction(self._engine) as connection:
             return commits.reconnect(
-                connection, self._cipher, tenant_id, connection_id, tokens, transition, now
+                connection,
+                self._cipher,
+                tenant_id,
+                connection_id,
+                tokens,
+                transition,
+                now,
+                digest_hour=self._digest_hour,
             )
 
     def list_notifications(
@@ -247,7 +272,17 @@ class SqlStore:
         channels: Sequence[str] | None = None,
     ) -> list[OutboxItem]:
         with write_transaction(self._engine) as connection:
-            return outbox.claim_outbox(connection, leases.Lease(now, owner, lease_ttl), limit, channels)
+            return outbox.claim_outbox(
+                connection, self._cipher, leases.Lease(now, owner, lease_ttl), limit, channels
+            )
+
+    def claim_digests(
+        self, now: datetime, max_recipients: int, owner: str, lease_ttl: timedelta
+    ) -> list[list[OutboxItem]]:
+        with write_transaction(self._engine) as connection:
+            return outbox.claim_digests(
+                connection, self._cipher, leases.Lease(now, owner, lease_ttl), max_recipients
+            )
 
     def record_delivery(
         self,
@@ -256,16 +291,64 @@ class SqlStore:
         attempted_at: datetime,
         duration: timedelta,
         next_attempt_at: datetime | None,
+        *,
+        failure_limit: int | None = None,
     ) -> bool:
         duration_ms = round(duration.total_seconds() * 1000)
         with write_transaction(self._engine) as connection:
             return outbox.record_delivery(
-                connection, item, result, attempted_at, duration_ms, next_attempt_at
+                connection, item, result, attempted_at, duration_ms, next_attempt_at, failure_limit
             )
 
-    def list_deliveries(self, tenant_id: str, limit: int = 100) -> list[DeliveryAttemptRecord]:
+    def list_deliveries(
+        self,
+        tenant_id: str,
+        limit: int = 100,
+        *,
+        destination_id: str | None = None,
+        channel: str | None = None,
+    ) -> list[DeliveryAttemptRecord]:
         with read_transaction(self._engine) as connection:
-            return outbox.list_deliveries(connection, tenant_id, limit)
+            return outbox.list_deliveries(
+                connection, tenant_id, limit, destination_id=destination_id, channel=channel
+            )
+
+    def add_destination(
+        self,
+        tenant_id: str,
+        kind: DestinationKind,
+        url: str,
+        now: datetime,
+        *,
+        user_id: str | None = None,
+        secret: str | None = None,
+    ) -> DestinationRecord:
+        with write_transaction(self._engine) as connection:
+            return destinations.add_destination(
+                connection, self._cipher, tenant_id, kind, url, now, user_id=user_id, secret=secret
+            )
+
+    def list_destinations(
+        self, tenant_id: str, kind: DestinationKind | None = None
+    ) -> list[DestinationRecord]:
+        with read_transaction(self._engine) as connection:
+            return destinations.list_destinations(connection, tenant_id, kind)
+
+    def remove_destination(self, tenant_id: str, destination_id: str) -> bool:
+        with write_transaction(self._engine) as connection:
+            return destinations.remove_destination(connection, tenant_id, destination_id)
+
+    def enable_destination(self, tenant_id: str, destination_id: str) -> DestinationRecord:
+        with write_transaction(self._engine) as connection:
+            return destinations.enable_destination(connection, tenant_id, destination_id)
+
+    def get_preferences(self, tenant_id: str, user_id: str) -> UserPreferences:
+        with read_transaction(self._engine) as connection:
+            return destinations.get_preferences(connection, tenant_id, user_id)
+
+    def set_preferences(self, tenant_id: str, prefs: UserPreferences, now: datetime) -> UserPreferences:
+        with write_transaction(self._engine) as connection:
+            return destinations.set_preferences(connection, tenant_id, prefs, now)
 
     def outbox_counts(self, tenant_id: str) -> dict[str, int]:
         with read_transaction(self._engine) as connection:

@@ -163,11 +163,45 @@ notifications = Table(
     Index("ix_notifications_tenant_type", "tenant_id", "type", "created_at", "id"),
 )
 
+destinations = Table(
+    "destinations",
+    metadata,
+    Column("id", ID, primary_key=True),
+    _tenant_fk(),
+    Column("kind", String(16), nullable=False),
+    Column("user_id", String(255), nullable=True),  # None: tenant-wide
+    Column("url_enc", Text, nullable=False),  # a Slack or Discord webhook URL is a bearer secret
+    Column("url_hint", String(300), nullable=False),  # scheme://host/… for listings
+    Column("secret_enc", Text, nullable=True),  # the Standard Webhooks signing secret
+    Column("status", String(16), nullable=False),
+    Column("consecutive_failures", Integer, nullable=False, default=0),
+    Column("last_error", String(200), nullable=True),
+    Column("disabled_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    CheckConstraint("kind IN ('slack', 'discord', 'webhook')", name="kind"),
+    CheckConstraint("status IN ('enabled', 'disabled')", name="status"),
+    Index("ix_destinations_tenant_kind", "tenant_id", "kind"),
+)
+
+user_preferences = Table(
+    "user_preferences",
+    metadata,
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", String(255), primary_key=True),
+    Column("email_address", String(320), nullable=True),  # used when the connection has no address
+    Column("email", Boolean, nullable=False),
+    Column("slack", Boolean, nullable=False),
+    Column("discord", Boolean, nullable=False),
+    Column("warning_email", String(16), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("warning_email IN ('immediate', 'digest', 'never')", name="warning_email"),
+)
+
 outbox = Table(
     "outbox",
     metadata,
     Column("id", ID, primary_key=True),
-    Column("notification_id", ID, ForeignKey("notifications.id", ondelete="CASCADE"), nullable=False),
+    Column("notification_id", ID, ForeignKey("notifications.id", ondelete="CASCADE"), nullable=True),
     Column("channel", String(64), nullable=False),
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
@@ -177,9 +211,15 @@ outbox = Table(
     Column("delivered_at", UTCDateTime, nullable=True),
     Column("lease_owner", String(200), nullable=True),
     Column("lease_expires_at", UTCDateTime, nullable=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("destination_id", ID, ForeignKey("destinations.id", ondelete="CASCADE"), nullable=True),
+    Column("recipient", String(320), nullable=True),  # the email address, fixed when the row is written
+    Column("event", String(64), nullable=True),  # the webhook event type
+    Column("payload", JSON_DOCUMENT, nullable=True),  # the webhook body, identical on every resend
     CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status"),
     Index("ix_outbox_due", "status", "next_attempt_at"),
     Index("ix_outbox_notification_id", "notification_id"),
+    Index("ix_outbox_destination_id", "destination_id"),
 )
 
 refresh_attempts = Table(

@@ -79,6 +79,8 @@ class SmtpEmailSender:
             return DeliveryResult(False, "no email address", is_permanent=True)
         if not _is_plausible_address(item.email):
             return DeliveryResult(False, "invalid email address", is_permanent=True)
+        if item.type is None:
+            return DeliveryResult(False, "not a user notification", is_permanent=True)
         now = self._clock.now()
         message = build_message(item, email_from=self._email_from, sent_at=now, link=self._link(item))
         try:
@@ -93,7 +95,7 @@ class SmtpEmailSender:
             return result
         logger.info(
             "email delivered",
-            extra={"action": "notify.email.sent", "outbox_id": item.outbox_id, "type": item.type.value},
+            extra={"action": "notify.email.sent", "outbox_id": item.outbox_id, "type": str(item.type)},
         )
         return DeliveryResult(True)
 

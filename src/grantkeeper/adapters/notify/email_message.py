@@ -60,6 +60,8 @@ def build_message(
     """A multipart/alternative message (text and HTML) for ``item``, addressed to ``item.email``."""
     if item.email is None:
         raise ValueError("the item has no email address")
+    if item.type is None:
+        raise ValueError("the item is not a user notification")
     context = {
         "provider": item.provider,
         "reconnect_url": link.url if link else None,
