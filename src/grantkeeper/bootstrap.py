@@ -15,7 +15,13 @@ from grantkeeper.adapters.db.engine import make_engine
 from grantkeeper.adapters.db.schema import ensure_schema
 from grantkeeper.adapters.db.store import SqlStore
 from grantkeeper.adapters.http import HttpTokenEndpoint
-from grantkeeper.adapters.notify import SmtpEmailSender
+from grantkeeper.adapters.notify import (
+    DigestEmailSender,
+    DiscordSender,
+    SlackSender,
+    SmtpEmailSender,
+    StandardWebhookSender,
+)
 from grantkeeper.config import Settings
 from grantkeeper.core.errors import InvalidSettingError
 from grantkeeper.core.links import derive_link_key
@@ -48,9 +54,9 @@ def load_keyring(settings: Settings) -> Keyring | None:
 def build_email_sender(settings: Settings, clock: Clock) -> SmtpEmailSender | None:
     """The email channel, when SMTP is configured; links are signed with a key derived from the first
     encryption key, so no extra secret is needed (rotating that key also expires outstanding links)."""
-    if not settings.smtp_host or not settings.email_from or settings.encryption_keys is None:
+    link_key = _link_key(settings)
+    if not settings.smtp_host or not settings.email_from or link_key is None:
         return None
-    first_key = settings.encryption_keys.get_secret_value().split(",")[0].strip()
     password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
     return SmtpEmailSender(
         host=settings.smtp_host,
@@ -60,9 +66,36 @@ def build_email_sender(settings: Settings, clock: Clock) -> SmtpEmailSender | No
         password=password,
         email_from=settings.email_from,
         public_url=settings.public_url,
-        link_key=derive_link_key(first_key.encode("utf-8")),
+        link_key=link_key,
         clock=clock,
     )
+
+
+def _link_key(settings: Settings) -> bytes | None:
+    """The reconnect-link key, derived from the first encryption key; None without keys."""
+    if settings.encryption_keys is None or not settings.encryption_keys.get_secret_value().strip():
+        return None
+    first_key = settings.encryption_keys.get_secret_value().split(",")[0].strip()
+    return derive_link_key(first_key.encode("utf-8"))
+
+
+def build_senders(settings: Settings, clock: Clock) -> dict[str, ChannelSender]:
+    """Every channel the settings allow. Slack, Discord and webhook destinations live in the database, but
+    sealing them needs the encryption keys, so without keys there can be none and no sender is built."""
+    senders: dict[str, ChannelSender] = {}
+    email = build_email_sender(settings, clock)
+    if email is not None:
+        senders[email.channel] = email
+    link_key = _link_key(settings)
+    if link_key is not None:
+        public_url = settings.public_url
+        for sender in (
+            SlackSender(public_url=public_url, link_key=link_key, clock=clock),
+            DiscordSender(public_url=public_url, link_key=link_key, clock=clock),
+            StandardWebhookSender(clock=clock),
+        ):
+            senders[sender.channel] = sender
+    return senders
 
 
 @dataclass
@@ -105,18 +138,31 @@ class Runtime:
         )
         return service, endpoint
 
-    def senders(self) -> dict[str, ChannelSender]:
-        """The delivery channels the settings configure (email so far)."""
-        senders: dict[str, ChannelSender] = {}
-        email = build_email_sender(self.settings, self.clock)
-        if email is not None:
-            senders[email.channel] = email
-        return senders
-
     def dispatcher(self) -> Dispatcher | None:
-        """The outbox dispatcher, or None when no channel is configured (rows then wait in the outbox)."""
-        senders = self.senders()
-        return Dispatcher(self.store, senders, self.clock, owner=default_owner()) if senders else None
+        """The outbox dispatcher, or None when no channel is configured (rows then wait in the outbox).
+
+        The caller closes it (``await dispatcher.close()``) to release the HTTP senders' sessions."""
+        settings = self.settings
+        senders = build_senders(settings, self.clock)
+        if not senders:
+            return None
+        email = senders.get("email")
+        digest = DigestEmailSender(email) if isinstance(email, SmtpEmailSender) else None
+        return Dispatcher(
+            self.store,
+            senders,
+            self.clock,
+            owner=default_owner(),
+            max_attempts=settings.delivery_max_attempts,
+            base_delay=timedelta(seconds=settings.delivery_base_delay_seconds),
+            max_delay=timedelta(
+                seconds=max(settings.delivery_max_delay_seconds, settings.delivery_base_delay_seconds)
+            ),
+            lease_ttl=timedelta(seconds=settings.delivery_lease_seconds),
+            concurrency=settings.delivery_concurrency,
+            digest_sender=digest,
+            failure_limit=settings.destination_failure_limit,
+        )
 
     def close(self) -> None:
         self.engine.dispose()
@@ -133,5 +179,9 @@ def build_runtime(
     check_database_url(settings.database_url)
     engine = make_engine(settings.database_url)
     ensure_schema(engine)
-    store = SqlStore(engine, keyring if keyring is not None else load_keyring(settings))
+    store = SqlStore(
+        engine,
+        keyring if keyring is not None else load_keyring(settings),
+        digest_hour=settings.digest_hour,
+    )
     return Runtime(settings, engine, store, clock or SystemClock(), policy or settings.policy())

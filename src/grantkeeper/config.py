@@ -33,6 +33,16 @@ class Settings(BaseSettings):
     smtp_security: Literal["none", "starttls", "tls"] = "starttls"
     email_from: str | None = None
 
+    # Delivery of notifications (issue 4): the outbox dispatcher's schedule and limits.
+    digest_hour: int = Field(default=9, ge=0, le=23)  # UTC hour the daily warning digest goes out
+    delivery_max_attempts: int = Field(default=8, ge=1, le=100)
+    delivery_base_delay_seconds: float = Field(default=30.0, gt=0, le=3600)
+    delivery_max_delay_seconds: float = Field(default=3600.0, gt=0, le=7 * 86400)
+    delivery_lease_seconds: float = Field(default=300.0, ge=1, le=3600)
+    delivery_concurrency: int = Field(default=10, ge=1, le=256)
+    # failures in a row after which a Slack, Discord or webhook destination is disabled
+    destination_failure_limit: int = Field(default=10, ge=1, le=10_000)
+
     warning_threshold: int = Field(default=2, ge=1)
     disconnect_threshold: int = Field(default=3, ge=1)
     rate_limit_notice_threshold: int = Field(default=5, ge=1)

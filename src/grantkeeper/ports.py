@@ -540,6 +540,14 @@ class ChannelSender(Protocol):
     async def send(self, item: OutboxItem) -> DeliveryResult: ...
 
 
+class DigestSender(Protocol):
+    """Delivers one recipient's daily digest: several outbox rows, one message."""
+
+    channel: str
+
+    async def send_digest(self, items: Sequence[OutboxItem]) -> DeliveryResult: ...
+
+
 @dataclass(frozen=True)
 class DestinationRecord:
     """A Slack or Discord incoming webhook or an app webhook endpoint, as listings show it.

@@ -142,7 +142,7 @@ async def test_message_id_is_stable_across_resends_of_one_item(smtp_server: Smtp
     item = make_item(NotificationType.DISCONNECTED)
     await sender.send(item)
     await sender.send(replace(item, attempts=1, lease_owner="other-worker"))
-    await sender.send(make_item(NotificationType.DISCONNECTED, notification_id="n-2"))
+    await sender.send(make_item(NotificationType.DISCONNECTED, outbox_id="ob-2", notification_id="n-2"))
 
     first, resend, other = (m["Message-ID"] for m in smtp_server.mailbox.messages)
     assert first == resend

@@ -25,6 +25,7 @@ from grantkeeper.core.model import (
 )
 from grantkeeper.core.model import NotificationType as Kind
 from grantkeeper.core.model import OutcomeClass as Klass
+from grantkeeper.core.routing import DestinationKind
 from grantkeeper.ports import ClaimedConnection, ProviderConfig, UnknownConnectionError, WorkflowStatus
 from tests.fixtures.db import LEASE_TTL, T0, attempt_commit, new_connection, new_provider, notice
 
@@ -265,13 +266,17 @@ def test_commit_of_a_disconnection_writes_state_attempt_notification_outbox_and_
     [connection_id] = store.import_connections(
         tenant_id, [new_connection("u1", workflows=("sync", "digest"))], T0
     )
+    slack = store.add_destination(tenant_id, DestinationKind.SLACK, "https://hooks.slack.example/T/B/x", T0)
+    hook = store.add_destination(
+        tenant_id, DestinationKind.WEBHOOK, "https://app.example/hooks", T0, secret="whsec_c2VjcmV0"
+    )
     claim = _only_claim(store, tenant_id, connection_id)
     commit = attempt_commit(
         claim,
         AUTH_FAILURE,
         DISCONNECTED,
         effects=(PauseWorkflows(DisconnectReason.AUTH_FAILURES),),
-        notifications=(notice(Kind.DISCONNECTED, "email", "slack"),),
+        notifications=(notice(Kind.DISCONNECTED, "email"),),
     )
 
     assert store.commit_attempt(commit)
@@ -288,13 +293,35 @@ def test_commit_of_a_disconnection_writes_state_attempt_notification_outbox_and_
     assert notification.metadata["provider"] == "google"
     assert notification.created_at == T0 + timedelta(milliseconds=120)
     with store.engine.connect() as connection:
-        channels = connection.execute(
-            select(outbox.c.channel, outbox.c.status, outbox.c.notification_id).order_by(outbox.c.channel)
+        rows = connection.execute(
+            select(
+                outbox.c.channel,
+                outbox.c.destination_id,
+                outbox.c.event,
+                outbox.c.notification_id,
+                outbox.c.recipient,
+                outbox.c.payload,
+            ).where(outbox.c.status == "pending")
         ).all()
-    assert [tuple(row) for row in channels] == [
-        ("email", "pending", notification.notification_id),
-        ("slack", "pending", notification.notification_id),
-    ]
+    by_event = sorted((row.channel, row.destination_id, row.event, row.notification_id) for row in rows)
+    nid = notification.notification_id
+    assert by_event == sorted(
+        [
+            ("email", None, None, nid),
+            ("slack", slack.destination_id, None, nid),
+            ("webhook", hook.destination_id, "connection.disconnected", nid),
+            ("webhook", hook.destination_id, "workflow.paused", None),
+            ("webhook", hook.destination_id, "workflow.paused", None),
+        ]
+    )
+    [email_row] = [row for row in rows if row.channel == "email"]
+    assert email_row.recipient == "u1@example.test"
+    paused = sorted(row.payload["data"]["name"] for row in rows if row.event == "workflow.paused")
+    assert paused == ["digest", "sync"]
+    [disconnected] = [row.payload for row in rows if row.event == "connection.disconnected"]
+    assert disconnected["type"] == "connection.disconnected"
+    assert disconnected["data"]["connection_id"] == connection_id
+    assert disconnected["data"]["notification_id"] == nid
     assert _workflow_status(store, tenant_id) == {
         "sync": (WorkflowStatus.PAUSED, "auth_failures"),
         "digest": (WorkflowStatus.PAUSED, "auth_failures"),

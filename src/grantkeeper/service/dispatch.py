@@ -8,14 +8,23 @@ recording leaves the row to be sent again when its lease runs out, with the same
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from grantkeeper.ports import ChannelSender, Clock, ConnectionStore, DeliveryResult, OutboxItem
+from grantkeeper.ports import (
+    ChannelSender,
+    Clock,
+    ConnectionStore,
+    DeliveryResult,
+    DigestSender,
+    OutboxItem,
+)
 
 __all__ = ["DispatchReport", "Dispatcher", "next_delivery_at"]
 
@@ -71,6 +80,10 @@ class Dispatcher:
 
     A run claims only rows due when it started, so rows it schedules for a retry wait for a later run, and it
     stops claiming once half of ``lease_ttl`` has passed so no batch is leased for less time than it needs.
+
+    ``digest_sender`` takes the daily warning digests: a recipient's due rows are leased together and go out
+    as one email. ``failure_limit`` is how many failures in a row disable a Slack, Discord or webhook
+    destination (None: never).
     """
 
     def __init__(
@@ -87,6 +100,8 @@ class Dispatcher:
         concurrency: int = 10,
         batch_size: int = 50,
         rng: random.Random | None = None,
+        digest_sender: DigestSender | None = None,
+        failure_limit: int | None = None,
     ) -> None:
         if max_attempts < 1 or concurrency < 1 or batch_size < 1:
             raise ValueError("max_attempts, concurrency and batch_size must be at least 1")
@@ -103,6 +118,22 @@ class Dispatcher:
         self._batch_size = batch_size
         self._slots = asyncio.Semaphore(concurrency)
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not security)
+        self._digest_sender = digest_sender
+        self._failure_limit = failure_limit
+
+    @property
+    def channels(self) -> list[str]:
+        """The outbox channels this dispatcher delivers; rows of any other channel wait."""
+        digest = [self._digest_sender.channel] if self._digest_sender is not None else []
+        return sorted([*self._senders, *digest])
+
+    async def close(self) -> None:
+        """Release the senders' HTTP sessions; each sender is closed even if another fails to."""
+        for sender in [*self._senders.values(), self._digest_sender]:
+            close = getattr(sender, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
 
     async def deliver_due(self) -> DispatchReport:
         """Deliver every row due now, batch after batch, and count the outcomes."""
@@ -121,6 +152,42 @@ class Dispatcher:
                 break
             for outcome in await asyncio.gather(*(self._deliver(item) for item in batch)):
                 report += outcome
+        if self._digest_sender is not None:
+            report += await self._deliver_digests(started_at)
+        return report
+
+    async def _deliver_digests(self, started_at: datetime) -> DispatchReport:
+        """Each due recipient's digest rows as one email; every row records the same result."""
+        assert self._digest_sender is not None
+        report = DispatchReport()
+        while self._clock.now() - started_at < self._lease_ttl / 2:
+            groups = await asyncio.to_thread(
+                self._store.claim_digests, started_at, self._batch_size, self._owner, self._lease_ttl
+            )
+            if not groups:
+                break
+            for outcome in await asyncio.gather(*(self._deliver_group(group) for group in groups)):
+                report += outcome
+        return report
+
+    async def _deliver_group(self, group: Sequence[OutboxItem]) -> DispatchReport:
+        assert self._digest_sender is not None
+        async with self._slots:
+            attempted_at = self._clock.now()
+            started = time.monotonic()
+            try:
+                result = await self._digest_sender.send_digest(group)
+            except Exception as exc:  # a sender bug: retried like any other failure
+                log.warning(
+                    "the digest sender raised %s",
+                    type(exc).__name__,
+                    extra={"action": "delivery_raised", "outbox_id": group[0].outbox_id},
+                )
+                result = DeliveryResult(False, type(exc).__name__)
+            duration = timedelta(seconds=time.monotonic() - started)
+        report = DispatchReport()
+        for item in group:
+            report += await self._record(item, result, attempted_at, duration)
         return report
 
     async def _deliver(self, item: OutboxItem) -> DispatchReport:
@@ -129,9 +196,22 @@ class Dispatcher:
             started = time.monotonic()
             result = await self._send(item)
             duration = timedelta(seconds=time.monotonic() - started)
+        return await self._record(item, result, attempted_at, duration)
+
+    async def _record(
+        self, item: OutboxItem, result: DeliveryResult, attempted_at: datetime, duration: timedelta
+    ) -> DispatchReport:
         next_attempt_at = self._next_attempt_at(item, result)
         is_recorded = await asyncio.to_thread(
-            self._store.record_delivery, item, result, attempted_at, duration, next_attempt_at
+            functools.partial(
+                self._store.record_delivery,
+                item,
+                result,
+                attempted_at,
+                duration,
+                next_attempt_at,
+                failure_limit=self._failure_limit,
+            )
         )
         if not is_recorded:
             log.warning(

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
-from grantkeeper.adapters.notify.email import SmtpEmailSender
+from grantkeeper.adapters.notify.chat import DiscordSender, SlackSender
+from grantkeeper.adapters.notify.email import DigestEmailSender, SmtpEmailSender
+from grantkeeper.adapters.notify.webhook import StandardWebhookSender
 
-__all__ = ["SmtpEmailSender"]
+__all__ = [
+    "DigestEmailSender",
+    "DiscordSender",
+    "SlackSender",
+    "SmtpEmailSender",
+    "StandardWebhookSender",
+]

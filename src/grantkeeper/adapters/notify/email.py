@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Sequence
 from datetime import timedelta
 from email.message import EmailMessage
 from typing import Literal
 
 import aiosmtplib
 
-from grantkeeper.adapters.notify.email_message import LINKED_TYPES, ReconnectLink, build_message
+from grantkeeper.adapters.notify.email_message import (
+    LINKED_TYPES,
+    DigestEntry,
+    ReconnectLink,
+    build_digest_message,
+    build_message,
+)
 from grantkeeper.core.links import reconnect_url, sign_reconnect
 from grantkeeper.ports import Clock, DeliveryResult, OutboxItem
 
@@ -99,6 +106,37 @@ class SmtpEmailSender:
         )
         return DeliveryResult(True)
 
+    async def send_digest(self, items: Sequence[OutboxItem]) -> DeliveryResult:
+        """One email listing a recipient's warnings of the day (the ``email_digest`` rows of one address)."""
+        if not items:
+            return DeliveryResult(False, "empty digest", is_permanent=True)
+        to = items[0].email
+        if not to or not _is_plausible_address(to):
+            return DeliveryResult(False, "invalid email address", is_permanent=True)
+        entries = [DigestEntry(item.provider, item.created_at, self._link(item)) for item in items]
+        message = build_digest_message(
+            entries,
+            to=to,
+            email_from=self._email_from,
+            sent_at=self._clock.now(),
+            idempotency_keys=[item.idempotency_key for item in items],
+        )
+        try:
+            await self._deliver(message)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            result = classify_smtp_failure(exc)
+            logger.warning(
+                "digest email delivery failed: %s",
+                result.error,
+                extra={"action": "notify.digest.failed", "outbox_id": items[0].outbox_id},
+            )
+            return result
+        logger.info(
+            "digest email delivered",
+            extra={"action": "notify.digest.sent", "outbox_id": items[0].outbox_id, "entries": len(items)},
+        )
+        return DeliveryResult(True)
+
     def _link(self, item: OutboxItem) -> ReconnectLink | None:
         if item.type not in LINKED_TYPES or item.connection_id is None:
             return None
@@ -162,3 +200,18 @@ def classify_smtp_failure(exc: BaseException) -> DeliveryResult:
 def _reply(what: str, code: int, *, permanent_5xx: bool) -> DeliveryResult:
     is_permanent = permanent_5xx and 500 <= code < 600
     return DeliveryResult(False, f"{what} ({code})", is_permanent=is_permanent)
+
+
+class DigestEmailSender:
+    """``DigestSender`` for ``email_digest`` rows, over the same relay and settings as the email channel."""
+
+    channel = "email_digest"
+
+    def __init__(self, email: SmtpEmailSender) -> None:
+        self._email = email
+
+    def __repr__(self) -> str:
+        return f"DigestEmailSender({self._email!r})"
+
+    async def send_digest(self, items: Sequence[OutboxItem]) -> DeliveryResult:
+        return await self._email.send_digest(items)

@@ -7,6 +7,7 @@ is autoescaped (a provider name is tenant input); the text part is not, since it
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
@@ -78,6 +79,55 @@ def build_message(
     message["Message-ID"] = message_id(item.idempotency_key, _domain_of(email_from))
     message.set_content(env.get_template(f"{item.type.value}.txt").render(context))
     message.add_alternative(env.get_template(f"{item.type.value}.html").render(context), subtype="html")
+    return message
+
+
+@dataclass(frozen=True)
+class DigestEntry:
+    """One warning in a digest: which provider, when, and the link to reconnect that connection."""
+
+    provider: str
+    warned_at: datetime
+    link: ReconnectLink | None
+
+
+def digest_message_id(idempotency_keys: Sequence[str], domain: str) -> str:
+    """The same Message-ID for every resend of one digest: derived from its rows' keys, in sorted order."""
+    return message_id("+".join(sorted(idempotency_keys)), domain)
+
+
+def build_digest_message(
+    entries: Sequence[DigestEntry],
+    *,
+    to: str,
+    email_from: str,
+    sent_at: datetime,
+    idempotency_keys: Sequence[str],
+) -> EmailMessage:
+    """One multipart/alternative message listing a day's warnings for one recipient, oldest first."""
+    if not entries:
+        raise ValueError("a digest needs at least one entry")
+    context = {
+        "entries": [
+            {
+                "provider": entry.provider,
+                "when": _human_time(entry.warned_at),
+                "reconnect_url": entry.link.url if entry.link else None,
+                "link_expires_at": _human_time(entry.link.expires_at) if entry.link else None,
+            }
+            for entry in sorted(entries, key=lambda entry: entry.warned_at)
+        ]
+    }
+    env = _environment()
+    subject = env.get_template("digest.subject.txt").render(context)
+    message = EmailMessage()
+    message["Subject"] = " ".join(subject.split())
+    message["From"] = email_from
+    message["To"] = to
+    message["Date"] = format_datetime(sent_at)
+    message["Message-ID"] = digest_message_id(idempotency_keys, _domain_of(email_from))
+    message.set_content(env.get_template("digest.txt").render(context))
+    message.add_alternative(env.get_template("digest.html").render(context), subtype="html")
     return message
 
 

@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request, Response
 
 from grantkeeper import __version__
 from grantkeeper.bootstrap import Runtime
-from grantkeeper.entrypoints.api import routes_connections, routes_ops, routes_resources
+from grantkeeper.entrypoints.api import routes_connections, routes_notify, routes_ops, routes_resources
 from grantkeeper.entrypoints.api.context import ApiContext
 from grantkeeper.entrypoints.api.errors import install_error_handlers
 from grantkeeper.entrypoints.api.metrics import Metrics
@@ -64,6 +64,7 @@ def create_app(runtime: Runtime, *, run_scheduler: bool = True) -> FastAPI:
         app.state.context = context
         stop = asyncio.Event()
         background: list[asyncio.Task[int]] = []
+        dispatcher = None
         if run_scheduler:
             interval = runtime.settings.poll_interval_seconds
             background.append(
@@ -81,6 +82,8 @@ def create_app(runtime: Runtime, *, run_scheduler: bool = True) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await context.endpoint.close()
+            if dispatcher is not None:
+                await dispatcher.close()
 
     app = FastAPI(
         title="grantkeeper",
@@ -96,6 +99,10 @@ def create_app(runtime: Runtime, *, run_scheduler: bool = True) -> FastAPI:
         routes_resources.providers,
         routes_resources.workflows,
         routes_resources.notifications,
+        routes_notify.webhooks,
+        routes_notify.channels,
+        routes_notify.preferences,
+        routes_notify.deliveries,
         routes_ops.router,
     ):
         app.include_router(router)

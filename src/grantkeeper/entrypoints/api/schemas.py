@@ -9,10 +9,27 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from grantkeeper.core.model import ConnectionStatus, NotificationType
-from grantkeeper.ports import AuthMethod, ConnectionRecord, NotificationRecord, ProviderConfig, WorkflowRecord
+from grantkeeper.core.routing import WarningEmail
+from grantkeeper.ports import (
+    AuthMethod,
+    ConnectionRecord,
+    DeliveryAttemptRecord,
+    DestinationRecord,
+    NotificationRecord,
+    ProviderConfig,
+    UserPreferences,
+    WorkflowRecord,
+)
+from grantkeeper.service.destinations import (
+    EMAIL_PATTERN,
+    MAX_EMAIL_LENGTH,
+    MAX_URL_LENGTH,
+    MAX_USER_ID_LENGTH,
+    ChatKind,
+)
 from grantkeeper.service.importing import parse_time
 
 Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
@@ -210,16 +227,184 @@ class NotificationOut(BaseModel):
         )
 
 
+# Notification destinations and preferences (issue 4) ------------------------------------------------------
+
+DestinationUrl = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_URL_LENGTH,
+        pattern=_PRINTABLE,
+        description="https (plain http only to a loopback host)",
+        examples=["https://app.example.com/hooks/grantkeeper"],
+    ),
+]
+UserId = Annotated[str, Field(min_length=1, max_length=MAX_USER_ID_LENGTH, pattern=_PRINTABLE)]
+EmailAddress = Annotated[
+    str, Field(min_length=3, max_length=MAX_EMAIL_LENGTH, pattern=EMAIL_PATTERN, examples=["ana@example.com"])
+]
+
+
+class WebhookIn(Strict):
+    url: DestinationUrl
+
+
+class ChannelIn(Strict):
+    kind: ChatKind
+    url: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=MAX_URL_LENGTH,
+            pattern=_PRINTABLE,
+            description="the incoming-webhook URL; its path is a secret and is never shown again",
+            examples=["https://hooks.slack.com/services/T000/B000/XXXXXXXX"],
+        ),
+    ]
+    user_id: UserId | None = Field(default=None, description="only this user's notifications; none: all")
+
+
+class DestinationOut(BaseModel):
+    """``url`` is a hint: scheme and host, plus the path for webhooks (a chat URL's path is its secret)."""
+
+    id: str
+    url: str
+    status: str = Field(description="enabled, or disabled after too many failed deliveries in a row")
+    consecutive_failures: int
+    last_error: str | None
+    disabled_at: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def fields_of(cls, record: DestinationRecord) -> dict[str, Any]:
+        return {
+            "id": record.destination_id,
+            "url": record.url_hint,
+            "status": record.status,
+            "consecutive_failures": record.consecutive_failures,
+            "last_error": record.last_error,
+            "disabled_at": record.disabled_at,
+            "created_at": record.created_at,
+        }
+
+
+class WebhookOut(DestinationOut):
+    @classmethod
+    def of(cls, record: DestinationRecord) -> WebhookOut:
+        return cls(**cls.fields_of(record))
+
+
+class WebhookCreatedOut(WebhookOut):
+    secret: str = Field(description="the Standard Webhooks signing secret; shown once, here only")
+
+
+class ChannelOut(DestinationOut):
+    kind: ChatKind
+    user_id: str | None
+
+    @classmethod
+    def of(cls, record: DestinationRecord) -> ChannelOut:
+        return cls(kind=ChatKind(record.kind.value), user_id=record.user_id, **cls.fields_of(record))
+
+
+def _present(value: Any) -> Any:
+    if value is None:
+        raise ValueError("must not be null; leave the field out to keep its value")
+    return value
+
+
+def _without_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)  # the field may be left out, but null is not a value it takes
+
+
+# Optional but not nullable: left out keeps the stored value; the schema says boolean (or the enum) only.
+_Switch = Annotated[
+    bool | None, WithJsonSchema({"type": "boolean"}), Field(json_schema_extra=_without_default)
+]
+
+
+class PreferencesPatch(Strict):
+    """A partial update: fields left out keep their value; ``email_address: null`` forgets the address."""
+
+    email: _Switch = None
+    slack: _Switch = None
+    discord: _Switch = None
+    warning_email: Annotated[
+        WarningEmail | None,
+        WithJsonSchema({"type": "string", "enum": [w.value for w in WarningEmail]}),
+        Field(json_schema_extra=_without_default),
+    ] = None
+    email_address: EmailAddress | None = None
+
+    _not_null = field_validator("email", "slack", "discord", "warning_email")(_present)
+
+
+class PreferencesOut(BaseModel):
+    user_id: str
+    email: bool
+    slack: bool
+    discord: bool
+    warning_email: WarningEmail
+    email_address: str | None
+    updated_at: datetime | None = Field(description="null: never set, these are the defaults")
+
+    @classmethod
+    def of(cls, prefs: UserPreferences) -> PreferencesOut:
+        return cls(
+            user_id=prefs.user_id,
+            email=prefs.preferences.email,
+            slack=prefs.preferences.slack,
+            discord=prefs.preferences.discord,
+            warning_email=prefs.preferences.warning_email,
+            email_address=prefs.email_address,
+            updated_at=prefs.updated_at,
+        )
+
+
+class DeliveryOut(BaseModel):
+    outbox_id: str
+    channel: str = Field(description="email, email_digest, slack, discord or webhook")
+    destination_id: str | None
+    notification_id: str | None
+    event: str | None
+    attempted_at: datetime
+    delivered: bool
+    error: str | None
+    duration_ms: int
+
+    @classmethod
+    def of(cls, record: DeliveryAttemptRecord) -> DeliveryOut:
+        return cls(
+            outbox_id=record.outbox_id,
+            channel=record.channel,
+            destination_id=record.destination_id,
+            notification_id=record.notification_id,
+            event=record.event,
+            attempted_at=record.attempted_at,
+            delivered=record.is_delivered,
+            error=record.error,
+            duration_ms=round(record.duration.total_seconds() * 1000),
+        )
+
+
 __all__ = [
+    "ChannelIn",
+    "ChannelOut",
     "ConnectionIn",
     "ConnectionOut",
     "ConnectionPage",
+    "DeliveryOut",
     "ImportIn",
     "ImportOut",
     "NotificationOut",
+    "PreferencesOut",
+    "PreferencesPatch",
     "ProviderIn",
     "ProviderOut",
     "TokenOut",
+    "WebhookCreatedOut",
+    "WebhookIn",
+    "WebhookOut",
     "WorkflowIn",
     "WorkflowOut",
 ]

@@ -1,6 +1,13 @@
 """The ``grantkeeper`` command line (DESIGN section 4)."""
 
-from grantkeeper.entrypoints.cli import data, demo, outbox, refresh, serve  # noqa: F401  (registers the commands)
+from grantkeeper.entrypoints.cli import (  # noqa: F401  (registers the commands)
+    channels,
+    data,
+    demo,
+    outbox,
+    refresh,
+    serve,
+)
 from grantkeeper.entrypoints.cli.app import app
 
 

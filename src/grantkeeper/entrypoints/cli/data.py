@@ -1,4 +1,6 @@
-"""CLI commands that read and write data: migrate, keys, providers, connections, notifications, status."""
+"""CLI commands that read and write data: migrate, keys, providers, connections, notifications, status.
+
+``status`` also shows the outbox by status and the notification destinations disabled after failures."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from grantkeeper.entrypoints.cli.app import (
     load_settings,
     runtime,
 )
+from grantkeeper.entrypoints.cli.channels import destination_dict
 from grantkeeper.entrypoints.cli.output import (
     connection_dict,
     connections_table,
@@ -259,12 +262,21 @@ def status_command(tenant: TenantOption = "default", json_output: JsonOption = F
         counts = rt.store.count_by_status(tenant_id)
         failing = [connection_dict(r) for r in rt.store.list_failing(tenant_id, 20)]
         recent = [notification_dict(n) for n in rt.store.list_notifications(tenant_id, 10)]
+        destinations = rt.store.list_destinations(tenant_id)
+        outbox_counts = rt.store.outbox_counts(tenant_id)
     by_status = {status.value: counts.get(status.value, 0) for status in ConnectionStatus}
+    disabled = [destination_dict(d) for d in destinations if d.status == "disabled"]
     summary = {
         "counts": by_status,
         "total": sum(counts.values()),
         "failing": failing,
         "notifications": recent,
+        "destinations": {
+            "total": len(destinations),
+            "disabled": len(disabled),
+            "disabled_ids": [d["id"] for d in disabled],
+        },
+        "outbox": outbox_counts,
     }
     if json_output:
         print_json(summary)
@@ -272,3 +284,19 @@ def status_command(tenant: TenantOption = "default", json_output: JsonOption = F
     console.print(table("Connections by status", ("status", "count"), by_status.items()))
     console.print(connections_table(failing, "Failing connections (latest 20)"))
     console.print(notifications_table(recent, "Recent notifications"))
+    console.print(table("Outbox by status", ("status", "count"), outbox_counts.items()))
+    _print_disabled(disabled, len(destinations))
+
+
+def _print_disabled(disabled: list[dict[str, Any]], total: int) -> None:
+    """Destinations disabled after repeated failures: nothing new reaches them until `... enable ID`."""
+    console.print(f"destinations: {total}, disabled: {len(disabled)}")
+    if not disabled:
+        return
+    rows = (
+        (d["id"], d["kind"], d["url"], d["consecutive_failures"], d["last_error"], d["disabled_at"])
+        for d in disabled
+    )
+    columns = ("id", "kind", "url", "failures", "last_error", "disabled_at")
+    title = "Disabled destinations (re-enable with `webhooks|channels enable ID`)"
+    console.print(table(title, columns, rows))

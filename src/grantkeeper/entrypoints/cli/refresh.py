@@ -18,6 +18,7 @@ from grantkeeper.bootstrap import Runtime
 from grantkeeper.entrypoints.cli.app import CliError, JsonOption, TenantOption, app, handle_errors, runtime
 from grantkeeper.entrypoints.cli.output import console, print_json, table
 from grantkeeper.service.cycle import RefreshService
+from grantkeeper.service.dispatch import Dispatcher
 from grantkeeper.service.report import CycleReport
 from grantkeeper.service.scheduler import run_cycles
 
@@ -141,9 +142,24 @@ async def _worker_loop(
             loops.append(run_cycles(dispatcher.deliver_due, interval=interval, stop=stop))
         await asyncio.gather(*loops)
         if dispatcher is not None:
-            await dispatcher.deliver_due()  # what the last cycle queued goes out before the worker exits
+            await _deliver_before_exit(dispatcher)
     finally:
         await endpoint.close()
+        if dispatcher is not None:
+            await dispatcher.close()
+
+
+async def _deliver_before_exit(dispatcher: Dispatcher) -> None:
+    """What the last cycle queued goes out before the worker exits; best effort, since the rows stay in the
+    outbox for the next run when the database or a channel is down."""
+    try:
+        await dispatcher.deliver_due()
+    except Exception as exc:
+        log.warning(
+            "final delivery skipped (%s); undelivered notifications stay in the outbox",
+            type(exc).__name__,
+            extra={"action": "final_delivery_skipped"},
+        )
 
 
 def _log_cycle(report: CycleReport, json_output: bool) -> None:
