@@ -1,4 +1,4 @@
-"""Shared by the delivery tests: make notifications the way a refresh attempt does, through ``commit_attempt``."""
+"""Shared by the delivery tests: notifications made the way a refresh attempt makes them (commit_attempt)."""
 
 from __future__ import annotations
 
