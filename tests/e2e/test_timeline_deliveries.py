@@ -1,4 +1,4 @@
-"""The origin write-up's three timelines, delivered: exactly the right emails, webhooks and Slack messages, once.
+"""The origin write-up's three timelines, delivered: the right emails, webhooks and Slack messages, once.
 
 Everything is real except the clock: the store (SQLite and PostgreSQL), the sandbox provider over HTTP, an
 aiosmtpd server, and HTTP receivers for a per-user Slack webhook and the app's Standard Webhooks endpoint.
@@ -127,7 +127,8 @@ async def test_auth_failures_at_0_05_10_deliver_one_warning_then_one_disconnecti
     await rig.cycle()
     await delivered.deliver()
     subjects = delivered.email_subjects()
-    assert len(subjects) == 2 and "disconnected" in subjects[1].lower()
+    assert len(subjects) == 2
+    assert "disconnected" in subjects[1].lower()
     assert delivered.slack_texts() == ["Trouble connecting to sandbox", "sandbox disconnected"]
     events = delivered.webhook_events()
     assert events[0] == "connection.warning"
