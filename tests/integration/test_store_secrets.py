@@ -12,6 +12,7 @@ from grantkeeper.adapters.crypto import DecryptionError, Keyring, generate_key_l
 from grantkeeper.adapters.db import SqlStore
 from grantkeeper.adapters.db.tables import connections
 from grantkeeper.core.model import ConnectionState, Outcome, OutcomeClass, TokenSet
+from grantkeeper.core.routing import DestinationKind
 from grantkeeper.ports import ProviderConfig
 from tests.fixtures.db import LEASE_TTL, T0, attempt_commit, new_connection, new_provider
 
@@ -136,3 +137,45 @@ def test_store_errors_do_not_echo_bound_values(store: SqlStore) -> None:
 
     assert "gk1:" not in str(raised.value)
     assert "google-client-id" not in str(raised.value)
+
+
+def test_chat_webhook_urls_and_signing_secrets_are_never_stored_in_plaintext(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    slack_path = "/services/T0001/B0002/slack-path-secret-5521"
+    signing = "whsec_c2lnbmluZy1zZWNyZXQtZm9yLXRlc3RzLTk5"
+    slack = store.add_destination(
+        tenant_id, DestinationKind.SLACK, f"https://hooks.slack.example{slack_path}", T0, user_id="u1"
+    )
+    store.add_destination(tenant_id, DestinationKind.WEBHOOK, "https://app.example/hooks", T0, secret=signing)
+
+    raw = _raw_database_text(store.engine)
+
+    assert slack_path not in raw
+    assert "slack-path-secret" not in raw
+    assert signing not in raw
+    assert slack.url_hint == "https://hooks.slack.example/…"
+    listed = {d.kind: d.url_hint for d in store.list_destinations(tenant_id)}
+    assert listed == {
+        DestinationKind.SLACK: "https://hooks.slack.example/…",
+        DestinationKind.WEBHOOK: "https://app.example/hooks",
+    }
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://hooks.slack.example/services/T/B/secret-x", "must use https"),
+        ("ftp://hooks.slack.example/services/T/B/secret-x", "absolute https URL"),
+        ("https://user:pw@hooks.slack.example/services/T/B/secret-x", "credentials"),
+        ("https://hooks.slack.example/services/T/B/secret-x#frag", "fragment"),
+        ("https://hooks.slack.example/services/T/B/secret-x\n", "whitespace"),
+    ],
+)
+def test_a_bad_destination_url_is_refused_without_showing_its_path(
+    store: SqlStore, tenant_id: str, url: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message) as caught:
+        store.add_destination(tenant_id, DestinationKind.SLACK, url, T0)
+    assert "secret-x" not in str(caught.value)
+    assert store.list_destinations(tenant_id) == []
