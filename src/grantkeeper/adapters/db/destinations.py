@@ -9,6 +9,7 @@ them wait forever.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from grantkeeper.core.routing import Destination, DestinationKind, Preferences, 
 from grantkeeper.core.urls import url_hint, validate_destination_url
 from grantkeeper.ports import DestinationRecord, UnknownDestinationError, UserPreferences
 
+log = logging.getLogger("grantkeeper.dispatch")
 _d = destinations.c
 _p = user_preferences.c
 ENABLED = "enabled"
@@ -182,11 +184,22 @@ def record_outcome(
         .where(_d.id == destination_id, _d.status == ENABLED)
         .values(status=DISABLED, disabled_at=at)
     ).rowcount
-    connection.execute(
+    abandoned = connection.execute(
         update(outbox)
         .where(outbox.c.destination_id == destination_id, outbox.c.status == "pending")
         .values(status="failed", last_error=DISABLED_ERROR, lease_owner=None, lease_expires_at=None)
-    )
+    ).rowcount
+    if disabled:
+        log.error(
+            "destination %s disabled after %d failed deliveries in a row (last: %s); %d pending "
+            "notification(s) for it failed; re-enable it with `grantkeeper webhooks enable` or "
+            "`grantkeeper channels enable`",
+            destination_id,
+            failures,
+            error,
+            abandoned,
+            extra={"action": "destination_disabled", "destination_id": destination_id},
+        )
     return bool(disabled)
 
 
