@@ -56,7 +56,10 @@ def test_demo_runs_on_sqlite_and_leaks_no_token_to_logs_or_database(tmp_path):
 def test_demo_stops_cleanly_on_ctrl_c(tmp_path):
     cli = Cli(database_url=f"sqlite:///{tmp_path / 'grantkeeper.db'}", keys=None, cwd=tmp_path)
     demo = cli.popen("demo", "--connections", "50", "--lifetime", "10", "--json")
-    time.sleep(6)
+    deadline = time.monotonic() + 60  # start-up is slow on a loaded machine: wait until the demo runs
+    while not (tmp_path / "grantkeeper-demo.key").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(3)
     demo.send_signal(signal.SIGINT)
     out, err = demo.communicate(timeout=30)
     assert demo.returncode == 0, err[-2000:]
