@@ -20,6 +20,8 @@ ACME_USER = "acme-user-7f3a"
 ACME_WORKFLOW = "acme-workflow-7f3a"
 GLOBEX_PROVIDER = "globex-oauth"
 GLOBEX_WORKFLOW = "globex-workflow"
+PREFS_USER = "shared-user"  # both tenants may have a user of that id; each has its own preferences
+ACME_ADDRESS = "acme-address-7f3a@example.test"
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,11 @@ ROUTES = [
     Route("GET", "/v1/providers/{name}"),
     Route("GET", "/v1/workflows/{workflow_id}"),
     Route("POST", "/v1/notifications/{notification_id}/read"),
+    Route("DELETE", "/v1/webhooks/{webhook_id}"),
+    Route("POST", "/v1/webhooks/{webhook_id}/enable"),
+    Route("DELETE", "/v1/channels/{channel_id}"),
+    Route("POST", "/v1/channels/{channel_id}/enable"),
+    Route("GET", "/v1/deliveries?destination_id={channel_id}", 422, "invalid-input"),
     # building on acme's resources
     Route("POST", "/v1/connections", 422, "unknown-provider", body=_connection_body),
     Route(
@@ -99,6 +106,21 @@ ROUTES = [
     Route("GET", "/v1/providers", 200, None, own="name"),
     Route("GET", "/v1/workflows", 200, None, own="workflow_id"),
     Route("GET", "/v1/notifications", 200, None),
+    Route("GET", "/v1/webhooks", 200, None, own="webhook_id"),
+    Route("GET", "/v1/channels", 200, None),
+    Route("GET", "/v1/deliveries", 200, None),
+    # preferences are per tenant: globex reads and sets its own user of the same id
+    Route("GET", "/v1/users/{user_id}/preferences", 200, None),
+    Route("PATCH", "/v1/users/{user_id}/preferences", 200, None, body=lambda acme: {"slack": True}),
+    # creating a destination builds on nothing of acme's; it must not show acme's
+    Route("POST", "/v1/webhooks", 201, None, body=lambda acme: {"url": "https://globex.example.test/new"}),
+    Route(
+        "POST",
+        "/v1/channels",
+        201,
+        None,
+        body=lambda acme: {"kind": "slack", "url": "https://hooks.slack.com/services/G/G/g"},
+    ),
 ]
 
 
@@ -122,14 +144,22 @@ def world(acme, globex, sandbox, sandbox_provider, add_provider, connect) -> Wor
     [notification] = acme.get("/v1/notifications").json()
     page = acme.get("/v1/connections", params={"limit": 1}).json()
     assert page["next_cursor"]
+    webhook = acme.post("/v1/webhooks", json={"url": "https://acme.example.test/hook"}).json()
+    channel = acme.post(
+        "/v1/channels",
+        json={"kind": "slack", "url": "https://hooks.slack.com/services/A/A/a", "user_id": ACME_USER},
+    ).json()
+    prefs = {"slack": False, "email_address": ACME_ADDRESS}
+    assert acme.patch(f"/v1/users/{PREFS_USER}/preferences", json=prefs).status_code == 200
 
     add_provider(globex, GLOBEX_PROVIDER)
     own = connect(globex, "globex-user", provider=GLOBEX_PROVIDER)
     own_workflow = globex.post("/v1/workflows", json={"name": GLOBEX_WORKFLOW, "connection_ids": [own.id]})
     assert own_workflow.status_code == 201
+    own_webhook = globex.post("/v1/webhooks", json={"url": "https://globex.example.test/hook"}).json()
     sandbox.reset_stats()
 
-    ids = [fresh.id, spare.id, broken.id, workflow["id"], notification["id"]]
+    ids = [fresh.id, spare.id, broken.id, workflow["id"], notification["id"], webhook["id"], channel["id"]]
     return World(
         acme={
             "connection_id": fresh.id,
@@ -138,9 +168,17 @@ def world(acme, globex, sandbox, sandbox_provider, add_provider, connect) -> Wor
             "workflow_id": workflow["id"],
             "notification_id": notification["id"],
             "cursor": page["next_cursor"],
+            "webhook_id": webhook["id"],
+            "channel_id": channel["id"],
+            "user_id": PREFS_USER,
         },
-        globex={"connection_id": own.id, "name": GLOBEX_PROVIDER, "workflow_id": own_workflow.json()["id"]},
-        acme_markers=[*ids, ACME_USER, ACME_WORKFLOW, '"sandbox"'],
+        globex={
+            "connection_id": own.id,
+            "name": GLOBEX_PROVIDER,
+            "workflow_id": own_workflow.json()["id"],
+            "webhook_id": own_webhook["id"],
+        },
+        acme_markers=[*ids, ACME_USER, ACME_WORKFLOW, '"sandbox"', ACME_ADDRESS, "acme.example.test"],
         grant_ids=[fresh.grant.grant_id, spare.grant.grant_id, broken.grant.grant_id],
     )
 
@@ -149,7 +187,16 @@ def acme_view(client) -> dict[str, Any]:
     """Everything acme can see of its own data (reading changes nothing)."""
     return {
         path: client.get(path).json()
-        for path in ("/v1/connections", "/v1/providers", "/v1/workflows", "/v1/notifications")
+        for path in (
+            "/v1/connections",
+            "/v1/providers",
+            "/v1/workflows",
+            "/v1/notifications",
+            "/v1/webhooks",
+            "/v1/channels",
+            "/v1/deliveries",
+            f"/v1/users/{PREFS_USER}/preferences",
+        )
     }
 
 

@@ -173,7 +173,7 @@ class PreferenceChange:
 
 
 def check_email_address(address: str) -> None:
-    if len(address) > MAX_EMAIL_LENGTH or not _EMAIL.match(address):
+    if len(address) > MAX_EMAIL_LENGTH or not _EMAIL.fullmatch(address):
         raise InvalidInputError(
             f"email address must look like name@example.com (at most {MAX_EMAIL_LENGTH} characters)"
         )

@@ -107,6 +107,10 @@ def create_app(runtime: Runtime, *, run_scheduler: bool = True) -> FastAPI:
     ):
         app.include_router(router)
     app.middleware("http")(_access_log)
+    # Our access log replaces uvicorn's, which would print query strings (the cron secret may be one). The
+    # servers are started with access_log=False too; disabling the logger also holds when a handler was
+    # attached to it directly, as pytest's log capture does.
+    logging.getLogger("uvicorn.access").disabled = True
     return app
 
 

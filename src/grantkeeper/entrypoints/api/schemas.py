@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, field_validator
 
 from grantkeeper.core.model import ConnectionStatus, NotificationType
 from grantkeeper.core.routing import WarningEmail
@@ -319,7 +319,7 @@ def _without_default(schema: dict[str, Any]) -> None:
 
 # Optional but not nullable: left out keeps the stored value; the schema says boolean (or the enum) only.
 _Switch = Annotated[
-    bool | None, WithJsonSchema({"type": "boolean"}), Field(json_schema_extra=_without_default)
+    StrictBool | None, WithJsonSchema({"type": "boolean"}), Field(json_schema_extra=_without_default)
 ]
 
 
