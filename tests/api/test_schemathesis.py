@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 import schemathesis
 from hypothesis import strategies as st
 from schemathesis.config import SchemathesisConfig
@@ -304,6 +305,7 @@ def _without_success(statuses: dict[str, Counter[int]], labels: Iterable[str]) -
     return sorted(label for label in labels if not any(200 <= s < 300 for s in statuses.get(label, {})))
 
 
+@pytest.mark.timeout(600)  # a hang guard: ~40 operations, each fuzzed; slow when the machine is loaded
 def test_every_operation_against_the_served_openapi_document(
     api, acme, sandbox, sandbox_server, sandbox_provider, subtests
 ):
