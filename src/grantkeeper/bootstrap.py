@@ -146,6 +146,12 @@ class Runtime:
         senders = build_senders(settings, self.clock)
         if not senders:
             return None
+        lease = settings.delivery_lease_seconds
+        if settings.delivery_send_timeout_seconds * 2 > lease:
+            raise InvalidSettingError(
+                "GRANTKEEPER_DELIVERY_LEASE_SECONDS must be at least twice "
+                "GRANTKEEPER_DELIVERY_SEND_TIMEOUT_SECONDS, so a send always ends before its lease"
+            )
         email = senders.get("email")
         digest = DigestEmailSender(email) if isinstance(email, SmtpEmailSender) else None
         return Dispatcher(
@@ -158,7 +164,8 @@ class Runtime:
             max_delay=timedelta(
                 seconds=max(settings.delivery_max_delay_seconds, settings.delivery_base_delay_seconds)
             ),
-            lease_ttl=timedelta(seconds=settings.delivery_lease_seconds),
+            lease_ttl=timedelta(seconds=lease),
+            send_timeout=timedelta(seconds=settings.delivery_send_timeout_seconds),
             concurrency=settings.delivery_concurrency,
             digest_sender=digest,
             failure_limit=settings.destination_failure_limit,

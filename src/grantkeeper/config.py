@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     delivery_base_delay_seconds: float = Field(default=30.0, gt=0, le=3600)
     delivery_max_delay_seconds: float = Field(default=3600.0, gt=0, le=7 * 86400)
     delivery_lease_seconds: float = Field(default=300.0, ge=1, le=3600)
+    # a send is cut off after this long; the lease must be at least twice as long
+    delivery_send_timeout_seconds: float = Field(default=60.0, gt=0, le=1800)
     delivery_concurrency: int = Field(default=10, ge=1, le=256)
     # failures in a row after which a Slack, Discord or webhook destination is disabled
     destination_failure_limit: int = Field(default=10, ge=1, le=10_000)

@@ -517,6 +517,7 @@ class OutboxItem:
     destination_user_id: str | None = None
     event: str | None = None
     payload: dict[str, Any] | None = None
+    lease_expires_at: datetime | None = None
 
     @property
     def idempotency_key(self) -> str:

@@ -230,3 +230,22 @@ async def test_sends_run_concurrently_up_to_the_bound(
 def test_a_dispatcher_refuses_nonsense_settings(store: SqlStore, clock: FrozenClock) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         dispatcher(store, clock, concurrency=0)
+    with pytest.raises(ValueError, match="half of lease_ttl"):
+        Dispatcher(
+            store, {}, clock, owner="o", lease_ttl=timedelta(seconds=60), send_timeout=timedelta(seconds=31)
+        )
+
+
+async def test_a_row_whose_lease_is_nearly_over_is_deferred_not_sent(
+    store: SqlStore, tenant_id: str, clock: FrozenClock
+) -> None:
+    """A send must end before the lease does, or a second dispatcher could send the row at the same time."""
+    emit(store, tenant_id, "u1", T0, "email")
+    [item] = store.claim_outbox(clock.now(), 10, "slow", timedelta(seconds=90))
+    email = RecordingSender("email")
+    relay = Dispatcher(store, {"email": email}, clock, owner="slow", send_timeout=timedelta(seconds=60))
+
+    clock.advance(timedelta(seconds=31))  # 59 s of the lease left: less than one send
+    assert await relay._deliver(item) == DispatchReport(deferred=1)
+    assert email.sent == []
+    assert store.outbox_counts(tenant_id)["pending"] == 1

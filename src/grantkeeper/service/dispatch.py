@@ -53,12 +53,17 @@ def next_delivery_at(
 
 @dataclass(frozen=True)
 class DispatchReport:
-    """What one ``deliver_due`` run did; ``lost`` counts results not recorded because the lease was lost."""
+    """What one ``deliver_due`` run did.
+
+    ``lost`` counts results not recorded because the lease was lost; ``deferred`` counts rows not sent because
+    too little of their lease was left to finish a send (they go out on a later run, by whoever leases them).
+    """
 
     delivered: int = 0
     retrying: int = 0
     failed: int = 0
     lost: int = 0
+    deferred: int = 0
 
     def __add__(self, other: DispatchReport) -> DispatchReport:
         return DispatchReport(
@@ -66,6 +71,7 @@ class DispatchReport:
             self.retrying + other.retrying,
             self.failed + other.failed,
             self.lost + other.lost,
+            self.deferred + other.deferred,
         )
 
 
@@ -73,6 +79,7 @@ _DELIVERED = DispatchReport(delivered=1)
 _RETRYING = DispatchReport(retrying=1)
 _FAILED = DispatchReport(failed=1)
 _LOST = DispatchReport(lost=1)
+_DEFERRED = DispatchReport(deferred=1)
 
 
 class Dispatcher:
@@ -80,6 +87,11 @@ class Dispatcher:
 
     A run claims only rows due when it started, so rows it schedules for a retry wait for a later run, and it
     stops claiming once half of ``lease_ttl`` has passed so no batch is leased for less time than it needs.
+
+    A send starts only while at least ``send_timeout`` of the row's lease is left, and is cut off at
+    ``send_timeout``: a dispatcher slowed down (a slow relay, a starved event loop) must not send a row that
+    another dispatcher has leased since, because both would send it. So two live dispatchers never send one
+    row at once; only a crash between sending and recording makes a duplicate (ADR 6).
 
     ``digest_sender`` takes the daily warning digests: a recipient's due rows are leased together and go out
     as one email. ``failure_limit`` is how many failures in a row disable a Slack, Discord or webhook
@@ -102,11 +114,15 @@ class Dispatcher:
         rng: random.Random | None = None,
         digest_sender: DigestSender | None = None,
         failure_limit: int | None = None,
+        send_timeout: timedelta = timedelta(seconds=60),
     ) -> None:
         if max_attempts < 1 or concurrency < 1 or batch_size < 1:
             raise ValueError("max_attempts, concurrency and batch_size must be at least 1")
         if base_delay <= timedelta(0) or max_delay < base_delay or lease_ttl <= timedelta(0):
             raise ValueError("delays and lease_ttl must be positive, max_delay at least base_delay")
+        if not timedelta(0) < send_timeout * 2 <= lease_ttl:
+            raise ValueError("send_timeout must be positive and at most half of lease_ttl")
+        self._send_timeout = send_timeout
         self._store = store
         self._senders = dict(senders)
         self._clock = clock
@@ -173,10 +189,15 @@ class Dispatcher:
     async def _deliver_group(self, group: Sequence[OutboxItem]) -> DispatchReport:
         assert self._digest_sender is not None
         async with self._slots:
+            if not all(self._has_time_to_send(item) for item in group):
+                return DispatchReport(deferred=len(group))
             attempted_at = self._clock.now()
             started = time.monotonic()
             try:
-                result = await self._digest_sender.send_digest(group)
+                async with asyncio.timeout(self._send_timeout.total_seconds()):
+                    result = await self._digest_sender.send_digest(group)
+            except TimeoutError:
+                result = DeliveryResult(False, "send timeout")
             except Exception as exc:  # a sender bug: retried like any other failure
                 log.warning(
                     "the digest sender raised %s",
@@ -192,6 +213,8 @@ class Dispatcher:
 
     async def _deliver(self, item: OutboxItem) -> DispatchReport:
         async with self._slots:
+            if not self._has_time_to_send(item):
+                return _DEFERRED
             attempted_at = self._clock.now()
             started = time.monotonic()
             result = await self._send(item)
@@ -225,13 +248,27 @@ class Dispatcher:
         self._log_failure(item, result, is_final=next_attempt_at is None)
         return _RETRYING if next_attempt_at is not None else _FAILED
 
+    def _has_time_to_send(self, item: OutboxItem) -> bool:
+        """Whether a send started now ends (or is cut off) before the row's lease runs out."""
+        if item.lease_expires_at is None or self._clock.now() + self._send_timeout < item.lease_expires_at:
+            return True
+        log.info(
+            "too little lease left to send outbox row %s; leaving it for a later run",
+            item.outbox_id,
+            extra={"action": "delivery_deferred", "outbox_id": item.outbox_id},
+        )
+        return False
+
     async def _send(self, item: OutboxItem) -> DeliveryResult:
         """The sender's result; an unknown channel fails for good, a sender raising is retried."""
         sender = self._senders.get(item.channel)
         if sender is None:
             return DeliveryResult(False, f"no sender for channel {item.channel!r}", is_permanent=True)
         try:
-            return await sender.send(item)
+            async with asyncio.timeout(self._send_timeout.total_seconds()):
+                return await sender.send(item)
+        except TimeoutError:
+            return DeliveryResult(False, "send timeout")
         except (
             Exception
         ) as exc:  # a sender bug or an unclassified fault; its message may hold the message body

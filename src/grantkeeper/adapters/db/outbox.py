@@ -179,6 +179,7 @@ def _item(row: Row[Any], cipher: FieldCipher) -> OutboxItem:
         destination_user_id=row.destination_user_id,
         event=row.event,
         payload=payload,
+        lease_expires_at=row.lease_expires_at,
     )
 
 

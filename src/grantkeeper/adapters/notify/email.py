@@ -9,7 +9,9 @@ carry reply codes and exception class names only, never the reconnect link, a to
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 import ssl
 from collections.abc import Sequence
 from datetime import timedelta
@@ -76,6 +78,7 @@ class SmtpEmailSender:
         self._connect_timeout = connect_timeout.total_seconds()
         self._command_timeout = command_timeout.total_seconds()
         self._tls_context = tls_context
+        self._ehlo_name: str | None = None
 
     def __repr__(self) -> str:
         return f"SmtpEmailSender(host={self._host!r}, port={self._port}, security={self._security!r})"
@@ -144,6 +147,13 @@ class SmtpEmailSender:
         token = sign_reconnect(item.connection_id, expires_at, self._link_key)
         return ReconnectLink(reconnect_url(self._public_url, item.connection_id, token), expires_at)
 
+    async def _local_hostname(self) -> str:
+        """The EHLO name, looked up once: aiosmtplib would otherwise run ``socket.getfqdn`` in the shared
+        thread pool for every message, which the dispatcher also uses for its database calls."""
+        if self._ehlo_name is None:
+            self._ehlo_name = await asyncio.to_thread(socket.getfqdn)
+        return self._ehlo_name
+
     async def _deliver(self, message: EmailMessage) -> None:
         client = aiosmtplib.SMTP(
             hostname=self._host,
@@ -154,6 +164,7 @@ class SmtpEmailSender:
             start_tls=self._security == "starttls",
             timeout=self._command_timeout,
             tls_context=self._tls_context,
+            local_hostname=await self._local_hostname(),
         )
         await client.connect(timeout=self._connect_timeout)
         try:
