@@ -422,6 +422,37 @@ def test_commit_of_a_config_failure_flags_the_provider(
     assert flagged.flag_reason == "invalid_client: Client authentication failed"
 
 
+def test_one_config_error_event_per_outage_of_our_credentials(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    """Every connection of the provider hits the same bad client secret; the app hears about it once, and
+    again only after a success proved the credentials good in between."""
+    store.add_destination(
+        tenant_id, DestinationKind.WEBHOOK, "https://app.example/hooks", T0, secret="whsec_c2VjcmV0"
+    )
+    ids = store.import_connections(tenant_id, [new_connection(f"u{i}") for i in range(3)], T0)
+    error = ErrorInfo("invalid_client", "Client authentication failed")
+    config = Outcome(Klass.CONFIG, http_status=401, error=error)
+    success = Outcome(Klass.SUCCESS, http_status=200, tokens=TokenSet("at-new", None))
+
+    def attempt(connection_id: str, outcome: Outcome) -> None:
+        claim = _only_claim(store, tenant_id, connection_id)
+        effects = (FlagProvider(error),) if outcome.klass is Klass.CONFIG else ()
+        assert store.commit_attempt(attempt_commit(claim, outcome, claim.state, effects=effects))
+
+    for connection_id in ids:
+        attempt(connection_id, config)
+    attempt(ids[0], success)
+    assert store.list_providers(tenant_id)[0].flagged_at is None
+    attempt(ids[1], config)
+
+    with store.engine.connect() as connection:
+        events = connection.scalars(
+            select(outbox.c.event).where(outbox.c.event == "provider.config_error")
+        ).all()
+    assert len(events) == 2
+
+
 # Workflows and reconnects
 
 

@@ -73,6 +73,8 @@ def commit_attempt(
     _insert_notifications(connection, commit, fanout)
     provider = (claim.provider.provider_id, claim.provider.name)
     apply_effects(connection, commit.transition.effects, claim.connection_id, provider, fanout)
+    if commit.outcome.klass is OutcomeClass.SUCCESS and claim.provider.flagged_at is not None:
+        clear_provider_flag(connection, claim.provider.provider_id)
     fanout.flush()
     return True
 
@@ -278,6 +280,16 @@ def resume_unblocked(connection: Connection, workflow_ids: list[str], at: dateti
         .returning(_w.id, _w.name)
     )
     return sorted((row.id, row.name) for row in connection.execute(statement))
+
+
+def clear_provider_flag(connection: Connection, provider_id: str) -> None:
+    """A refresh that succeeded proves the client credentials work again; the next failure of ours is news
+    (and another ``provider.config_error``)."""
+    connection.execute(
+        update(providers)
+        .where(providers.c.id == provider_id, providers.c.flagged_at.is_not(None))
+        .values(flagged_at=None, flag_reason=None)
+    )
 
 
 def flag_provider(connection: Connection, provider_id: str, reason: str, at: datetime) -> bool:
