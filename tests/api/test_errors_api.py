@@ -129,3 +129,12 @@ def test_a_nul_character_in_any_input_is_a_client_error_on_every_database(
         assert wrong == {}, "every input holding NUL must be refused with a 4xx problem"
         assert [c["id"] for c in acme.get("/v1/connections").json()["items"]] == [existing.id]
         assert [p["name"] for p in acme.get("/v1/providers").json()] == ["sandbox"]
+
+
+def test_a_server_without_an_encryption_key_says_so_instead_of_a_500(api_factory, problem):
+    served = api_factory(encryption_keys=None)
+    with served.client("acme") as client:
+        response = client.post("/v1/webhooks", json={"url": "https://app.example.test/hooks"})
+        body = problem(response, 503, "encryption-key-missing")
+        assert "GRANTKEEPER_ENCRYPTION_KEYS" in body["detail"]
+        assert client.get("/v1/webhooks").json() == []  # nothing was created

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 
-from grantkeeper.core.errors import InvalidInputError, InvalidSettingError
+from grantkeeper.core.errors import InvalidInputError, InvalidSettingError, MissingEncryptionKeyError
 from grantkeeper.ports import (
     DuplicateProviderError,
     DuplicateWorkflowError,
@@ -154,6 +154,8 @@ def _translate(exc: Exception, request: Request) -> Problem:
             retry_after=seconds,
             reason=exc.reason,
         )
+    if isinstance(exc, MissingEncryptionKeyError):  # the server's configuration, not the request, is wrong
+        return Problem(503, "encryption-key-missing", str(exc), title="Service misconfigured")
     if isinstance(exc, InvalidInputError | InvalidSettingError | StoreError):
         return Problem(422, "invalid-input", str(exc))
     if isinstance(exc, DataError):  # a value the database cannot hold (a NUL byte in a path, say)
@@ -182,6 +184,7 @@ def install_error_handlers(app: FastAPI) -> None:
         StoreError,
         InvalidInputError,
         InvalidSettingError,
+        MissingEncryptionKeyError,
         NeedsReauthorizationError,
         TokenUnavailableError,
         DataError,
