@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -24,6 +25,16 @@ DISCORD_SECRET_PATH = "/api/webhooks/4242/d1sc0rdTokenCli"
 DISCORD_URL = "https://discord.com" + DISCORD_SECRET_PATH
 WEBHOOK_URL = "https://app.example.test/hooks/grantkeeper"
 LISTINGS = (("webhooks", "list"), ("channels", "list"), ("deliveries", "list"), ("status",))
+
+
+@pytest.fixture
+def database_url(sqlite_template, tmp_path) -> str:
+    """SQLite only: what these tests check is the CLI (arguments, output, exit codes), which does not depend
+    on the backend, and each case costs a process start. The destination and preference storage is tested
+    on both databases in tests/integration, and through the API in tests/api/test_notify_api.py."""
+    path = tmp_path / "grantkeeper.db"
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite:///{path}"
 
 
 @pytest.fixture
