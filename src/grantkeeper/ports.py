@@ -526,11 +526,13 @@ class OutboxItem:
 
 @dataclass(frozen=True)
 class DeliveryResult:
-    """What one delivery attempt did. ``is_permanent`` failures are not retried (a bad address, a 4xx)."""
+    """What one delivery attempt did. ``is_permanent`` failures are not retried (a bad address, a 4xx);
+    ``retry_after`` is the receiver's own ``Retry-After``, which the retry schedule waits for at least."""
 
     is_delivered: bool
     error: str | None = None
     is_permanent: bool = False
+    retry_after: timedelta | None = None
 
 
 class ChannelSender(Protocol):

@@ -196,7 +196,10 @@ async def test_http_status_classification(
     http_receiver.respond_with(status, "channel_is_archived", headers={"Retry-After": "2"})
     result = await sender.send(make_item(sender.channel, http_receiver.url(SECRET_PATH)))
 
-    assert result == DeliveryResult(False, f"HTTP {status}", is_permanent=is_permanent)
+    retry_after = None if is_permanent else timedelta(seconds=2)  # honoured only when a retry follows
+    assert result == DeliveryResult(
+        False, f"HTTP {status}", is_permanent=is_permanent, retry_after=retry_after
+    )
     assert len(http_receiver.requests) == 1
 
 

@@ -160,3 +160,29 @@ async def test_a_dead_slack_webhook_is_disabled_too_and_other_destinations_keep_
     [listed] = store.list_destinations(tenant_id)
     assert (listed.destination_id, listed.status) == (slack.destination_id, "disabled")
     assert "/slack/T/B/x" not in listed.url_hint
+
+
+async def test_a_429_with_retry_after_waits_at_least_that_long(
+    store: SqlStore,
+    tenant_id: str,
+    provider: ProviderConfig,
+    http_receiver: HttpReceiver,
+    relay: tuple[Dispatcher, FrozenClock],
+) -> None:
+    """Discord and Slack rate limits say when to come back; the schedule alone would retry within 30 s."""
+    dispatcher, clock = relay
+    http_receiver.respond_with(429, headers={"Retry-After": "600"}, times=1)
+    store.add_destination(tenant_id, DestinationKind.WEBHOOK, http_receiver.url("/h"), T0, secret=SECRET)
+    notify(store, tenant_id, "u1", T0)
+    clock.advance(timedelta(seconds=1))
+
+    assert await dispatcher.deliver_due() == DispatchReport(retrying=1)
+    wait = _pending_row(store, tenant_id).next_attempt_at - clock.now()
+    assert timedelta(seconds=600) <= wait <= CAP
+    [attempt] = store.list_deliveries(tenant_id)
+    assert attempt.error == "HTTP 429"
+
+    clock.advance(timedelta(seconds=599))
+    assert await dispatcher.deliver_due() == DispatchReport()
+    clock.advance(timedelta(seconds=1))
+    assert await dispatcher.deliver_due() == DispatchReport(delivered=1)

@@ -286,9 +286,13 @@ class Dispatcher:
         attempts = item.attempts + 1
         if result.is_delivered or result.is_permanent or attempts >= self._max_attempts:
             return None
-        return next_delivery_at(
-            attempts, self._clock.now(), self._rng, base_delay=self._base_delay, max_delay=self._max_delay
+        now = self._clock.now()
+        scheduled = next_delivery_at(
+            attempts, now, self._rng, base_delay=self._base_delay, max_delay=self._max_delay
         )
+        if result.retry_after is not None:  # the receiver said when; never sooner, capped like the schedule
+            scheduled = max(scheduled, now + min(result.retry_after, self._max_delay))
+        return scheduled
 
     def _log_failure(self, item: OutboxItem, result: DeliveryResult, *, is_final: bool) -> None:
         log.log(

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import aiohttp
 
+from grantkeeper.core.oauth_wire import parse_retry_after
 from grantkeeper.ports import DeliveryResult
 
 DEFAULT_CONNECT_TIMEOUT = timedelta(seconds=5)
@@ -60,7 +62,11 @@ class HttpPoster:
             async with self._ensure_session().post(
                 url, data=body, headers=dict(headers), allow_redirects=False
             ) as response:
-                return classify_status(response.status)
+                result = classify_status(response.status)
+                if result.is_delivered or result.is_permanent:
+                    return result
+                delay = parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC))
+                return replace(result, retry_after=delay)
         except TimeoutError:  # before ClientError: aiohttp's timeout errors are both
             return DeliveryResult(False, "timeout")
         except (aiohttp.ClientError, OSError, ValueError) as exc:
