@@ -13,9 +13,10 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from grantkeeper.ports import (
     ChannelSender,
@@ -193,18 +194,9 @@ class Dispatcher:
                 return DispatchReport(deferred=len(group))
             attempted_at = self._clock.now()
             started = time.monotonic()
-            try:
-                async with asyncio.timeout(self._send_timeout.total_seconds()):
-                    result = await self._digest_sender.send_digest(group)
-            except TimeoutError:
-                result = DeliveryResult(False, "send timeout")
-            except Exception as exc:  # a sender bug: retried like any other failure
-                log.warning(
-                    "the digest sender raised %s",
-                    type(exc).__name__,
-                    extra={"action": "delivery_raised", "outbox_id": group[0].outbox_id},
-                )
-                result = DeliveryResult(False, type(exc).__name__)
+            result = await self._bounded(
+                self._digest_sender.send_digest(group), self._digest_sender.channel, group[0].outbox_id
+            )
             duration = timedelta(seconds=time.monotonic() - started)
         report = DispatchReport()
         for item in group:
@@ -264,20 +256,24 @@ class Dispatcher:
         sender = self._senders.get(item.channel)
         if sender is None:
             return DeliveryResult(False, f"no sender for channel {item.channel!r}", is_permanent=True)
+        return await self._bounded(sender.send(item), item.channel, item.outbox_id)
+
+    async def _bounded(
+        self, sending: Coroutine[Any, Any, DeliveryResult], channel: str, outbox_id: str
+    ) -> DeliveryResult:
+        """A send cut off at ``send_timeout``; a sender raising is retried like any other failure."""
         try:
             async with asyncio.timeout(self._send_timeout.total_seconds()):
-                return await sender.send(item)
+                return await sending
         except TimeoutError:
             return DeliveryResult(False, "send timeout")
-        except (
-            Exception
-        ) as exc:  # a sender bug or an unclassified fault; its message may hold the message body
+        except Exception as exc:  # a sender bug or an unclassified fault; its message may hold the body
             log.warning(
                 "the %s sender raised %s on outbox row %s",
-                item.channel,
+                channel,
                 type(exc).__name__,
-                item.outbox_id,
-                extra={"action": "delivery_raised", "outbox_id": item.outbox_id},
+                outbox_id,
+                extra={"action": "delivery_raised", "outbox_id": outbox_id},
             )
             return DeliveryResult(False, type(exc).__name__)
 
