@@ -124,6 +124,8 @@ class ProviderConfig:
     scopes: str | None = None
     flagged_at: datetime | None = None
     flag_reason: str | None = None
+    max_concurrency: int | None = None
+    rate_limit_per_second: float | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,8 @@ class NewProvider:
     authorize_url: str | None = None
     revocation_url: str | None = None
     scopes: str | None = None
+    max_concurrency: int | None = None  # refresh requests in flight at once, across all workers
+    rate_limit_per_second: float | None = None  # refresh requests started per second, across all workers
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,18 @@ class ClaimedConnection:
     access_token: str | None = field(repr=False)
     version: int
     lease_owner: str
+    lease_expires_at: datetime
+
+
+@dataclass(frozen=True)
+class AttemptStarts:
+    """The store's answer to "these attempts are about to start": which were marked in flight (their lease
+    now ends at ``lease_expires_at``, the attempt's deadline), which leases were lost meanwhile, and how many
+    seconds each of the others must wait for its provider's concurrency or rate limit."""
+
+    started: frozenset[str]
+    lost: frozenset[str]
+    waits: dict[str, float]
     lease_expires_at: datetime
 
 
@@ -307,6 +323,10 @@ class ConnectionStore(Protocol):
     ) -> list[ClaimedConnection]: ...
 
     def check_connections(self, tenant_id: str, connection_ids: Sequence[str]) -> None: ...
+
+    def start_attempts(
+        self, claims: Sequence[ClaimedConnection], now: datetime, attempt_ttl: timedelta
+    ) -> AttemptStarts: ...
 
     def commit_attempt(self, commit: AttemptCommit) -> bool: ...
 

@@ -55,7 +55,7 @@ def step(
 ) -> Transition:
     """Apply one refresh outcome. Total over every state and outcome; never raises."""
     if outcome.klass is OutcomeClass.SUCCESS:
-        return _succeed(state, outcome.tokens, policy, now)
+        return _succeed(state, outcome.tokens, policy, now, rng)
     if outcome.klass is OutcomeClass.CONFIG:
         return _config_failure(state, outcome, policy, now)
     stale = is_stale(state, policy, now)
@@ -67,7 +67,9 @@ def step(
     )
     if outcome.klass is OutcomeClass.TRANSIENT:
         return _transient_failure(failed, outcome, policy, now, rng, stale)
-    return _auth_failure(failed, outcome, policy, now, rng, stale)
+    if state.in_flight_since is not None and not stale and state.status is ConnectionStatus.CONNECTED:
+        return _lost_rotation(failed)
+    return _auth_failure(replace(failed, in_flight_since=None), outcome, policy, now, rng, stale)
 
 
 def reconnect(state: ConnectionState, tokens: TokenSet, policy: Policy, now: datetime) -> Transition:
@@ -80,7 +82,9 @@ def reconnect(state: ConnectionState, tokens: TokenSet, policy: Policy, now: dat
     return Transition(fresh, (ResumeWorkflows(),))
 
 
-def _succeed(state: ConnectionState, tokens: TokenSet | None, policy: Policy, now: datetime) -> Transition:
+def _succeed(
+    state: ConnectionState, tokens: TokenSet | None, policy: Policy, now: datetime, rng: random.Random
+) -> Transition:
     expires_at = tokens.expires_at if tokens is not None else state.expires_at
     effects: list[Effect] = []
     if state.warning_sent or state.rate_limit_notice_sent:
@@ -91,7 +95,7 @@ def _succeed(state: ConnectionState, tokens: TokenSet | None, policy: Policy, no
         last_refreshed_at=now,
         last_failure_at=state.last_failure_at,
         expires_at=expires_at,
-        next_attempt_at=refresh_due_at(expires_at, now, policy, is_fresh=True),
+        next_attempt_at=refresh_due_at(expires_at, now, policy, is_fresh=True, rng=rng),
     )
     return Transition(new_state, tuple(effects))
 
@@ -155,6 +159,17 @@ def _auth_failure(
         warned = replace(counted, warning_sent=True)
         return Transition(warned, (Notify(NotificationType.WARNING, email=True),))
     return Transition(counted)
+
+
+def _lost_rotation(state: ConnectionState) -> Transition:
+    """An auth failure right after an attempt whose answer was never recorded: the provider most likely
+    rotated the refresh token and the new one died with the worker, so the stored token is dead.
+
+    That is our failure, not the user's: the counters stay as they were, the reason says so (the operator is
+    told), and the user still has to reconnect, because no retry can bring the grant back. A provider with a
+    rotation grace window answers the prompt retry with fresh tokens instead, and nothing is lost.
+    """
+    return _disconnect(replace(state, in_flight_since=None), DisconnectReason.LOST_ROTATION)
 
 
 def _disconnect(state: ConnectionState, reason: DisconnectReason) -> Transition:

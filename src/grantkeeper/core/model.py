@@ -36,8 +36,12 @@ class NotificationType(StrEnum):
 
 
 class DisconnectReason(StrEnum):
+    """Why a connection needs reauthorization. ``LOST_ROTATION`` is ours, not the user's: an attempt's
+    rotated refresh token never reached the database (a worker died in flight), so our grant is dead."""
+
     AUTH_FAILURES = "auth_failures"
     REAUTH_REQUIRED = "reauth_required"
+    LOST_ROTATION = "lost_rotation"
 
 
 class NetworkFault(StrEnum):
@@ -91,7 +95,9 @@ class ConnectionState:
 
     ``failing_since`` is when the current failure streak began; it decides staleness. ``warning_sent`` and
     ``rate_limit_notice_sent`` make each notification fire at most once per streak, even when thresholds are
-    configured so that a counter passes them more than once.
+    configured so that a counter passes them more than once. ``in_flight_since`` is set when an earlier
+    attempt was sent and its answer never recorded (its worker died): the provider may have rotated the
+    refresh token we hold, so the next definite answer decides what happened (DESIGN section 3).
     """
 
     status: ConnectionStatus = ConnectionStatus.CONNECTED
@@ -106,6 +112,7 @@ class ConnectionState:
     next_attempt_at: datetime | None = None
     warning_sent: bool = False
     rate_limit_notice_sent: bool = False
+    in_flight_since: datetime | None = None
 
 
 # Effects: what a transition asks the shell to do, as values.

@@ -29,6 +29,7 @@ class Policy:
     transient_backoff_base: timedelta = timedelta(seconds=15)
     max_backoff: timedelta = timedelta(hours=6)
     config_retry_interval: timedelta = timedelta(minutes=30)
+    refresh_spread: timedelta = timedelta(minutes=5)
 
     def __post_init__(self) -> None:
         for name in ("warning_threshold", "disconnect_threshold", "rate_limit_notice_threshold"):
@@ -45,6 +46,8 @@ class Policy:
         ):
             if getattr(self, name) <= timedelta(0):
                 raise InvalidSettingError(f"{name} must be positive")
+        if self.refresh_spread < timedelta(0):
+            raise InvalidSettingError("refresh_spread must be at least 0")
         if not timedelta(0) <= self.schedule_tolerance < self.cycle_interval:
             raise InvalidSettingError("schedule_tolerance must be at least 0 and shorter than cycle_interval")
 
@@ -55,7 +58,12 @@ class Policy:
 
 
 def refresh_due_at(
-    expires_at: datetime | None, now: datetime, policy: Policy, *, is_fresh: bool = False
+    expires_at: datetime | None,
+    now: datetime,
+    policy: Policy,
+    *,
+    is_fresh: bool = False,
+    rng: random.Random | None = None,
 ) -> datetime:
     """When a healthy connection should next be refreshed: ``refresh_lead`` before its access token expires.
 
@@ -63,11 +71,17 @@ def refresh_due_at(
     (Microsoft after 90 days, Xero after 60). For a token we were just issued (``is_fresh``), never earlier
     than half its lifetime, so a provider whose tokens live shorter than the lead window is refreshed at
     half-life instead of on every poll.
+
+    With ``rng``, the time moves earlier by a random part of ``refresh_spread`` (at most a tenth of the
+    token's remaining life): connections imported or reconnected together drift apart a little on every
+    refresh instead of all coming due in the same minute forever, and the provider sees a smooth rate.
     """
     idle_due_at = now + policy.max_idle_interval
     if expires_at is None:
         return idle_due_at
     due_at = expires_at - policy.refresh_lead
+    if rng is not None and expires_at > now:
+        due_at -= min(policy.refresh_spread, (expires_at - now) / 10) * rng.random()
     if is_fresh and expires_at > now:
         due_at = max(due_at, now + (expires_at - now) / 2)
     return max(min(due_at, idle_due_at), now) if is_fresh else min(due_at, idle_due_at)

@@ -5,6 +5,7 @@ Each validates its input completely before touching the store, so bad input chan
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -35,6 +36,7 @@ def add_provider(store: ConnectionStore, tenant_id: str, provider: NewProvider) 
         raise InvalidInputError("client secret must not be empty")
     if provider.default_expires_in < 1:
         raise InvalidInputError("default expires_in must be at least 1 second")
+    check_limits(provider.max_concurrency, provider.rate_limit_per_second)
     check_endpoint_url(provider.token_url)
     for field, url in (
         ("revocation URL", provider.revocation_url),
@@ -43,6 +45,20 @@ def add_provider(store: ConnectionStore, tenant_id: str, provider: NewProvider) 
         if url is not None:
             check_endpoint_url(url, field=field)
     return store.add_provider(tenant_id, provider)
+
+
+MAX_CONCURRENCY_LIMIT = 10_000
+MAX_RATE_LIMIT = 100_000.0
+
+
+def check_limits(max_concurrency: int | None, rate_limit_per_second: float | None) -> None:
+    """A limit is a positive number (None: unlimited); the bounds only catch typos, not real providers."""
+    if max_concurrency is not None and not 1 <= max_concurrency <= MAX_CONCURRENCY_LIMIT:
+        raise InvalidInputError(f"max concurrency must be 1 to {MAX_CONCURRENCY_LIMIT}")
+    if rate_limit_per_second is not None and not (
+        math.isfinite(rate_limit_per_second) and 0.01 <= rate_limit_per_second <= MAX_RATE_LIMIT
+    ):
+        raise InvalidInputError(f"rate limit must be 0.01 to {MAX_RATE_LIMIT:g} requests per second")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from grantkeeper.core.classify import missing_refresh_token
 from grantkeeper.core.machine import step
-from grantkeeper.core.model import Notify, Outcome, Transition
+from grantkeeper.core.model import DisconnectReason, Notify, Outcome, OutcomeClass, Transition
 from grantkeeper.core.notices import render_notice
 from grantkeeper.core.policy import Policy
 from grantkeeper.ports import (
@@ -28,10 +28,13 @@ from grantkeeper.ports import (
     NotificationContent,
     TokenEndpoint,
 )
+from grantkeeper.service.starting import StartGate
 
 log = logging.getLogger("grantkeeper.refresh")
 
-_COMMIT_RETRY_DELAYS = (0.2, 1.0, 3.0)
+#: Waits between commit retries while the database does not answer; the last one repeats until
+#: ``commit_patience`` runs out, because a rotated refresh token exists only in memory until it lands.
+_COMMIT_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,19 @@ class AttemptResult:
     notifications: tuple[NotificationContent, ...]
     is_committed: bool
     duration: timedelta = timedelta(0)
+
+    @property
+    def is_lost_rotation(self) -> bool:
+        """This attempt found that an earlier one's rotated refresh token was lost with its worker."""
+        state = self.transition.state
+        return self.claim.state.disconnect_reason is None and (
+            state.disconnect_reason is DisconnectReason.LOST_ROTATION
+        )
+
+    @property
+    def is_recovered_in_flight(self) -> bool:
+        """An earlier attempt's answer was lost with its worker, and this retry got fresh tokens anyway."""
+        return self.claim.state.in_flight_since is not None and self.outcome.klass is OutcomeClass.SUCCESS
 
 
 def notification_contents(
@@ -81,8 +97,11 @@ class AttemptRunner:
         *,
         max_attempt_duration: timedelta,
         on_attempt: Callable[[AttemptResult], None] | None = None,
+        commit_patience: timedelta = timedelta(minutes=10),
     ) -> None:
         self._on_attempt = on_attempt
+        self._commit_patience = commit_patience
+        self.gate = StartGate(store, clock, max_attempt_duration)
         self._store = store
         self._endpoint = endpoint
         self._clock = clock
@@ -96,6 +115,12 @@ class AttemptRunner:
             # Starting now could outlive the lease and race another worker's refresh of the same grant.
             await asyncio.to_thread(self._store.release, claim)
             return None
+        started = await self.gate.start(claim)  # recorded in flight, within the provider's limits
+        if started is None:
+            return None  # the lease was lost while it waited
+        return await self._attempt(started)
+
+    async def _attempt(self, claim: ClaimedConnection) -> AttemptResult:
         started_at = self._clock.now()
         started = time.monotonic()
         outcome = await self._call_provider(claim)
@@ -114,6 +139,8 @@ class AttemptRunner:
         commit = AttemptCommit(claim, outcome, transition, record, notifications)
         is_committed = await self._commit(commit)
         result = AttemptResult(claim, outcome, transition, notifications, is_committed, duration)
+        if is_committed:
+            _report_in_flight(result)
         if self._on_attempt is not None:
             try:
                 self._on_attempt(result)
@@ -127,21 +154,48 @@ class AttemptRunner:
         return await self._endpoint.refresh(claim.provider, claim.refresh_token)
 
     async def _commit(self, commit: AttemptCommit) -> bool:
-        """Commit with a few retries: a rotated refresh token exists only in memory until this succeeds."""
-        for delay in (*_COMMIT_RETRY_DELAYS, None):
+        """Commit, retrying while the database is unreachable: a rotated refresh token exists only in memory
+        until this succeeds. Meanwhile the start gate is held, so no new refresh starts (and no new answer
+        piles up) until the database answers; after ``commit_patience`` the attempt is given up, loudly."""
+        connection_id = commit.claim.connection_id
+        give_up_at = time.monotonic() + self._commit_patience.total_seconds()
+        failures = 0
+        while True:
             try:
                 is_committed = await asyncio.to_thread(self._store.commit_attempt, commit)
             except Exception as exc:  # the store is down or broken; tokens are never in its messages
-                log.warning(
-                    "commit failed for %s: %s",
-                    commit.claim.connection_id,
-                    type(exc).__name__,
-                    extra={"action": "commit_failed", "connection_id": commit.claim.connection_id},
-                )
-                if delay is None:
+                if failures == 0:
+                    self.gate.hold()
+                failures += 1
+                delay = _COMMIT_RETRY_DELAYS[min(failures - 1, len(_COMMIT_RETRY_DELAYS) - 1)]
+                if time.monotonic() + delay > give_up_at:
+                    self.gate.release_hold()
+                    log.error(
+                        "gave up committing %s after %d tries (%s); its answer is lost and the next "
+                        "attempt will tell whether the provider rotated the token",
+                        connection_id,
+                        failures,
+                        type(exc).__name__,
+                        extra={"action": "commit_abandoned", "connection_id": connection_id},
+                    )
                     return False
+                log.warning(
+                    "commit failed for %s (%s); keeping the answer in memory and retrying in %.1fs",
+                    connection_id,
+                    type(exc).__name__,
+                    delay,
+                    extra={"action": "commit_failed", "connection_id": connection_id},
+                )
                 await asyncio.sleep(delay)
                 continue
+            if failures:
+                self.gate.release_hold()
+                log.info(
+                    "committed %s after %d failed tries",
+                    connection_id,
+                    failures,
+                    extra={"action": "commit_recovered", "connection_id": connection_id},
+                )
             if not is_committed:
                 log.warning(
                     "lease lost before commit for %s",
@@ -149,4 +203,24 @@ class AttemptRunner:
                     extra={"action": "lease_lost", "connection_id": commit.claim.connection_id},
                 )
             return is_committed
-        return False
+
+
+def _report_in_flight(result: AttemptResult) -> None:
+    """Tell the operator what became of an attempt whose worker died before recording its answer."""
+    connection_id = result.claim.connection_id
+    if result.is_lost_rotation:
+        log.error(
+            "lost rotation for %s (%s): a worker died after sending a refresh at %s and the provider now "
+            "refuses the stored refresh token; the user must reconnect",
+            connection_id,
+            result.claim.provider.name,
+            result.claim.state.in_flight_since,
+            extra={"action": "lost_rotation", "connection_id": connection_id},
+        )
+    elif result.is_recovered_in_flight:
+        log.info(
+            "recovered %s: the answer to an attempt at %s was lost with its worker, the retry succeeded",
+            connection_id,
+            result.claim.state.in_flight_since,
+            extra={"action": "in_flight_recovered", "connection_id": connection_id},
+        )

@@ -48,6 +48,8 @@ class CycleReport:
     skipped: int = 0
     errors: int = 0
     lease_conflicts: int = 0
+    lost_rotations: int = 0
+    recovered_in_flight: int = 0
     provider_alerts: list[str] = field(default_factory=list)
     rows: list[AttemptRow] = field(default_factory=list)
 
@@ -69,6 +71,8 @@ class CycleReport:
             self.notifications[content.type.value] += 1
         self.stale += result.transition.is_stale
         self.lease_conflicts += not result.is_committed
+        self.lost_rotations += result.is_lost_rotation
+        self.recovered_in_flight += result.is_recovered_in_flight
         self.rows.append(_row(result))
 
     def as_dict(self, *, verbose: bool = False) -> dict[str, object]:
@@ -87,6 +91,8 @@ class CycleReport:
             "skipped": self.skipped,
             "errors": self.errors,
             "lease_conflicts": self.lease_conflicts,
+            "lost_rotations": self.lost_rotations,
+            "recovered_in_flight": self.recovered_in_flight,
             "provider_alerts": list(self.provider_alerts),
         }
         if verbose:

@@ -91,6 +91,8 @@ def add_provider(
         "authorize_url": provider.authorize_url,
         "revocation_url": provider.revocation_url,
         "scopes": provider.scopes,
+        "max_concurrency": provider.max_concurrency,
+        "rate_limit_per_second": provider.rate_limit_per_second,
         "created_at": now,
     }
     try:

@@ -73,6 +73,7 @@ def state_from_row(row: Row[Any]) -> ConnectionState:
         next_attempt_at=row.next_attempt_at,
         warning_sent=row.warning_sent,
         rate_limit_notice_sent=row.rate_limit_notice_sent,
+        in_flight_since=row.in_flight_since,
     )
 
 
@@ -92,6 +93,7 @@ def state_values(state: ConnectionState) -> dict[str, Any]:
         "next_attempt_at": state.next_attempt_at,
         "warning_sent": state.warning_sent,
         "rate_limit_notice_sent": state.rate_limit_notice_sent,
+        "in_flight_since": state.in_flight_since,
     }
 
 
@@ -130,6 +132,8 @@ def provider_from_row(row: Row[Any], cipher: FieldCipher) -> ProviderConfig:
         scopes=row.scopes,
         flagged_at=row.flagged_at,
         flag_reason=row.flag_reason,
+        max_concurrency=row.max_concurrency,
+        rate_limit_per_second=row.rate_limit_per_second,
     )
 
 

@@ -24,6 +24,7 @@ from grantkeeper.adapters.db import (
     leases,
     outbox,
     queries,
+    starts,
     workflows,
 )
 from grantkeeper.adapters.db.engine import ping, read_transaction, write_transaction
@@ -35,6 +36,7 @@ from grantkeeper.core.routing import DestinationKind
 from grantkeeper.ports import (
     AttemptCommit,
     AttemptRecord,
+    AttemptStarts,
     ClaimedConnection,
     ConnectionRecord,
     DeliveryAttemptRecord,
@@ -182,6 +184,12 @@ class SqlStore:
         """Raise ``UnknownConnectionError`` naming every id the tenant does not have."""
         with read_transaction(self._engine) as connection:
             leases.check_known(connection, tenant_id, list(dict.fromkeys(connection_ids)))
+
+    def start_attempts(
+        self, claims: Sequence[ClaimedConnection], now: datetime, attempt_ttl: timedelta
+    ) -> AttemptStarts:
+        with write_transaction(self._engine) as connection:
+            return starts.start_attempts(connection, claims, now, attempt_ttl)
 
     def commit_attempt(self, commit: AttemptCommit) -> bool:
         with write_transaction(self._engine) as connection:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -80,6 +82,11 @@ providers = Table(
     Column("flagged_at", UTCDateTime, nullable=True),
     Column("flag_reason", Text, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
+    # The operator's limits across all workers, and the shared token bucket enforcing the rate (migration 5).
+    Column("max_concurrency", Integer, nullable=True),
+    Column("rate_limit_per_second", Float, nullable=True),
+    Column("rate_tokens", Float, nullable=True),
+    Column("rate_refilled_at", UTCDateTime, nullable=True),
     UniqueConstraint("tenant_id", "name"),
 )
 
@@ -111,6 +118,7 @@ connections = Table(
     Column("version", Integer, nullable=False, default=0),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("in_flight_since", UTCDateTime, nullable=True),
     CheckConstraint("status IN ('connected', 'needs_reauthorization', 'revoked')", name="status"),
     # The work queue's index: the due query is an equality on status, then a range in next_attempt_at order.
     Index("ix_connections_due", "status", "next_attempt_at"),
@@ -121,6 +129,14 @@ connections = Table(
     Index("ix_connections_tenant_status_page", "tenant_id", "status", "id"),
     Index("ix_connections_tenant_provider_page", "tenant_id", "provider_id", "id"),
     Index("ix_connections_tenant_user_page", "tenant_id", "user_id", "id"),
+    # Attempts in flight per provider, for the concurrency limit: only the few rows in flight are indexed.
+    Index(
+        "ix_connections_in_flight",
+        "provider_id",
+        "in_flight_since",
+        postgresql_where=text("in_flight_since IS NOT NULL"),
+        sqlite_where=text("in_flight_since IS NOT NULL"),
+    ),
 )
 
 workflows = Table(

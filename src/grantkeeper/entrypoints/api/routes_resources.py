@@ -38,6 +38,8 @@ async def create_provider(body: ProviderIn, context: Context, tenant: Tenant) ->
         authorize_url=body.authorize_url,
         revocation_url=body.revocation_url,
         scopes=body.scopes,
+        max_concurrency=body.max_concurrency,
+        rate_limit_per_second=body.rate_limit_per_second,
     )
     created = await asyncio.to_thread(admin.add_provider, context.store, tenant.tenant_id, provider)
     return ProviderOut.of(created)

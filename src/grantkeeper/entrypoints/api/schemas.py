@@ -23,6 +23,7 @@ from grantkeeper.ports import (
     UserPreferences,
     WorkflowRecord,
 )
+from grantkeeper.service.admin import MAX_CONCURRENCY_LIMIT, MAX_RATE_LIMIT
 from grantkeeper.service.destinations import (
     EMAIL_PATTERN,
     MAX_EMAIL_LENGTH,
@@ -55,6 +56,8 @@ class ProviderIn(Strict):
     authorize_url: Url | None = None
     revocation_url: Url | None = None
     scopes: Annotated[str, Field(max_length=2048, pattern=_PRINTABLE)] | None = None
+    max_concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY_LIMIT)
+    rate_limit_per_second: float | None = Field(default=None, ge=0.01, le=MAX_RATE_LIMIT, allow_inf_nan=False)
 
 
 class ProviderOut(BaseModel):
@@ -68,6 +71,8 @@ class ProviderOut(BaseModel):
     scopes: str | None
     flagged_at: datetime | None
     flag_reason: str | None
+    max_concurrency: int | None
+    rate_limit_per_second: float | None
 
     @classmethod
     def of(cls, provider: ProviderConfig) -> ProviderOut:
@@ -82,6 +87,8 @@ class ProviderOut(BaseModel):
             scopes=provider.scopes,
             flagged_at=provider.flagged_at,
             flag_reason=provider.flag_reason,
+            max_concurrency=provider.max_concurrency,
+            rate_limit_per_second=provider.rate_limit_per_second,
         )
 
 

@@ -98,6 +98,12 @@ def providers_add(
         int, typer.Option(help="Token lifetime when the provider omits it.")
     ] = 3600,
     revocation_url: Annotated[str | None, typer.Option(help="RFC 7009 revocation endpoint.")] = None,
+    max_concurrency: Annotated[
+        int | None, typer.Option(help="Refresh requests in flight at once, across all workers.")
+    ] = None,
+    rate_limit: Annotated[
+        float | None, typer.Option(help="Refresh requests started per second, across all workers.")
+    ] = None,
     tenant: TenantOption = "default",
     json_output: JsonOption = False,
 ) -> None:
@@ -112,6 +118,8 @@ def providers_add(
         auth_method=auth_method,
         default_expires_in=default_expires_in,
         revocation_url=revocation_url,
+        max_concurrency=max_concurrency,
+        rate_limit_per_second=rate_limit,
     )
     with runtime() as rt:
         created = admin.add_provider(rt.store, rt.store.ensure_tenant(tenant), provider)

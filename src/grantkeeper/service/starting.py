@@ -1,0 +1,117 @@
+"""The start gate: every attempt is recorded in flight before its request leaves, in batches.
+
+Recording each start alone would cost a database round trip per refresh; instead the attempts that ask in
+the same moment share one ``store.start_attempts`` call, and those that ask while it runs share the next. The
+store applies the providers' concurrency and rate limits in that same call, so the gate is also where an
+attempt waits for its provider's turn.
+
+The gate also stops new starts while the database is unreachable: a start that cannot be recorded never
+leaves, and a worker holding refreshed tokens it could not commit closes the gate (``hold``) until a commit
+lands (``release_hold``), so it does not pile more answers it cannot store on top of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+from grantkeeper.ports import ClaimedConnection, Clock, ConnectionStore
+
+log = logging.getLogger("grantkeeper.refresh")
+
+#: Waits between tries while the database does not answer a start (it is checked again each time).
+_UNREACHABLE_RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
+
+
+@dataclass
+class _Request:
+    claim: ClaimedConnection
+    answer: asyncio.Future[ClaimedConnection | float | None]
+
+
+class StartGate:
+    """Marks attempts in flight in batches; ``start`` gives the claim with its new lease, None if lost."""
+
+    def __init__(self, store: ConnectionStore, clock: Clock, attempt_ttl: timedelta) -> None:
+        self._store = store
+        self._clock = clock
+        self._attempt_ttl = attempt_ttl
+        self._pending: list[_Request] = []
+        self._flushing: asyncio.Task[None] | None = None
+        self._open = asyncio.Event()
+        self._open.set()
+        self._holds = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self._open.is_set()
+
+    def hold(self) -> None:
+        """Stop new starts (a refreshed token waits in memory for the database); counted, so nested."""
+        self._holds += 1
+        self._open.clear()
+
+    def release_hold(self) -> None:
+        self._holds = max(self._holds - 1, 0)
+        if self._holds == 0:
+            self._open.set()
+
+    async def start(self, claim: ClaimedConnection) -> ClaimedConnection | None:
+        """Wait for the provider's limits, record the attempt in flight, and hand back the updated claim."""
+        failures = 0
+        while True:
+            await self._open.wait()
+            request = _Request(claim, asyncio.get_running_loop().create_future())
+            self._pending.append(request)
+            if self._flushing is None or self._flushing.done():
+                self._flushing = asyncio.create_task(self._flush())
+            try:
+                answer = await request.answer
+            except Exception as exc:  # the database did not answer: nothing was sent, try again later
+                delay = _UNREACHABLE_RETRY_SECONDS[min(failures, len(_UNREACHABLE_RETRY_SECONDS) - 1)]
+                failures += 1
+                log.warning(
+                    "cannot record the start of %s (%s); retrying in %.1fs",
+                    claim.connection_id,
+                    type(exc).__name__,
+                    delay,
+                    extra={"action": "start_failed", "connection_id": claim.connection_id},
+                )
+                await asyncio.sleep(delay)
+                continue
+            if isinstance(answer, float):  # held back by the provider's limits
+                await asyncio.sleep(answer)
+                continue
+            return answer
+
+    async def _flush(self) -> None:
+        """Record everything pending in one store call; loop while more arrived during the call."""
+        await asyncio.sleep(0)  # let the attempts started in the same tick join this batch
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                starts = await asyncio.to_thread(
+                    self._store.start_attempts,
+                    [request.claim for request in batch],
+                    self._clock.now(),
+                    self._attempt_ttl,
+                )
+            except Exception as exc:
+                for request in batch:
+                    if not request.answer.done():
+                        request.answer.set_exception(exc)
+                continue
+            for request in batch:
+                connection_id = request.claim.connection_id
+                if connection_id in starts.started:
+                    answer: ClaimedConnection | float | None = replace(
+                        request.claim, lease_expires_at=starts.lease_expires_at
+                    )
+                elif connection_id in starts.waits:
+                    answer = starts.waits[connection_id]
+                else:
+                    answer = None
+                if not request.answer.done():
+                    request.answer.set_result(answer)
