@@ -28,6 +28,7 @@ from grantkeeper.ports import (
     NotificationContent,
     TokenEndpoint,
 )
+from grantkeeper.service.batching import Batcher
 from grantkeeper.service.starting import StartGate
 
 log = logging.getLogger("grantkeeper.refresh")
@@ -102,6 +103,7 @@ class AttemptRunner:
         self._on_attempt = on_attempt
         self._commit_patience = commit_patience
         self.gate = StartGate(store, clock, max_attempt_duration)
+        self._commits: Batcher[AttemptCommit, bool] = Batcher(store.commit_attempts)
         self._store = store
         self._endpoint = endpoint
         self._clock = clock
@@ -162,7 +164,7 @@ class AttemptRunner:
         failures = 0
         while True:
             try:
-                is_committed = await asyncio.to_thread(self._store.commit_attempt, commit)
+                is_committed = await self._commits.submit(commit)
             except Exception as exc:  # the store is down or broken; tokens are never in its messages
                 if failures == 0:
                     self.gate.hold()

@@ -14,21 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 
 from grantkeeper.ports import ClaimedConnection, Clock, ConnectionStore
+from grantkeeper.service.batching import Batcher
 
 log = logging.getLogger("grantkeeper.refresh")
 
 #: Waits between tries while the database does not answer a start (it is checked again each time).
 _UNREACHABLE_RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
-
-
-@dataclass
-class _Request:
-    claim: ClaimedConnection
-    answer: asyncio.Future[ClaimedConnection | float | None]
 
 
 class StartGate:
@@ -38,8 +33,9 @@ class StartGate:
         self._store = store
         self._clock = clock
         self._attempt_ttl = attempt_ttl
-        self._pending: list[_Request] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self._batcher: Batcher[ClaimedConnection, ClaimedConnection | float | None] = Batcher(
+            self._start_batch
+        )
         self._open = asyncio.Event()
         self._open.set()
         self._holds = 0
@@ -63,12 +59,8 @@ class StartGate:
         failures = 0
         while True:
             await self._open.wait()
-            request = _Request(claim, asyncio.get_running_loop().create_future())
-            self._pending.append(request)
-            if self._flushing is None or self._flushing.done():
-                self._flushing = asyncio.create_task(self._flush())
             try:
-                answer = await request.answer
+                answer = await self._batcher.submit(claim)
             except Exception as exc:  # the database did not answer: nothing was sent, try again later
                 delay = _UNREACHABLE_RETRY_SECONDS[min(failures, len(_UNREACHABLE_RETRY_SECONDS) - 1)]
                 failures += 1
@@ -86,32 +78,13 @@ class StartGate:
                 continue
             return answer
 
-    async def _flush(self) -> None:
-        """Record everything pending in one store call; loop while more arrived during the call."""
-        await asyncio.sleep(0)  # let the attempts started in the same tick join this batch
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                starts = await asyncio.to_thread(
-                    self._store.start_attempts,
-                    [request.claim for request in batch],
-                    self._clock.now(),
-                    self._attempt_ttl,
-                )
-            except Exception as exc:
-                for request in batch:
-                    if not request.answer.done():
-                        request.answer.set_exception(exc)
-                continue
-            for request in batch:
-                connection_id = request.claim.connection_id
-                if connection_id in starts.started:
-                    answer: ClaimedConnection | float | None = replace(
-                        request.claim, lease_expires_at=starts.lease_expires_at
-                    )
-                elif connection_id in starts.waits:
-                    answer = starts.waits[connection_id]
-                else:
-                    answer = None
-                if not request.answer.done():
-                    request.answer.set_result(answer)
+    def _start_batch(self, claims: list[ClaimedConnection]) -> list[ClaimedConnection | float | None]:
+        """One ``start_attempts`` call; per claim: the started claim, seconds to wait, or None (lost)."""
+        starts = self._store.start_attempts(claims, self._clock.now(), self._attempt_ttl)
+        answers: list[ClaimedConnection | float | None] = []
+        for claim in claims:
+            if claim.connection_id in starts.started:
+                answers.append(replace(claim, lease_expires_at=starts.lease_expires_at))
+            else:
+                answers.append(starts.waits.get(claim.connection_id))
+        return answers

@@ -140,6 +140,7 @@ def _mark(
         statement = (
             update(connections)
             .where(
+                _c.id.in_([claim.connection_id for claim in owned]),  # the primary key finds the rows
                 _c.lease_owner == owner,
                 tuple_(_c.id, _c.version).in_([(claim.connection_id, claim.version) for claim in owned]),
             )
