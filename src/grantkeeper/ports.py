@@ -176,6 +176,7 @@ class ClaimedConnection:
     """A connection leased to one worker for one refresh attempt, with its decrypted tokens.
 
     ``version`` fences the commit: it succeeds only while the row still carries this version and lease owner.
+    ``access_token`` is None from ``claim_due``: a scheduled refresh never needs the old one.
     """
 
     connection_id: str

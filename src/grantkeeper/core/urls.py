@@ -7,6 +7,7 @@ sandbox provider and local development, where nothing crosses a network.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from urllib.parse import SplitResult, urlsplit
 
@@ -17,8 +18,24 @@ def validate_token_url(url: str, *, field: str = "token URL") -> None:
     """Raise ``ValueError`` saying what is wrong unless ``url`` is https (or http to a loopback host).
 
     The same rule holds for the other provider endpoints that receive our credentials (revocation);
-    ``field`` names the URL in the message.
+    ``field`` names the URL in the message. The answer for a URL never changes, and the token client asks
+    before every request, so it is remembered (a few hundred providers' URLs at most).
     """
+    problem = _token_url_problem(url, field)
+    if problem is not None:
+        raise ValueError(problem)
+
+
+@functools.lru_cache(maxsize=1024)
+def _token_url_problem(url: str, field: str) -> str | None:
+    try:
+        _validate_token_url(url, field)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _validate_token_url(url: str, field: str) -> None:
     if not url or any(char.isspace() or not char.isprintable() for char in url):
         # urlsplit silently drops tabs and newlines (bpo-43882), so what it parsed is not what was configured.
         raise ValueError(f"{field} must be non-empty and contain no whitespace or control characters")

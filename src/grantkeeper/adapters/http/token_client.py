@@ -11,11 +11,13 @@ RFC 9700 section 4.14.2), so a failure is reported and the scheduler decides whe
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import re
 from datetime import datetime
 from types import TracebackType
 from typing import Self
-from urllib.parse import quote_plus, urlencode
+from urllib.parse import quote_plus
 
 import aiohttp
 
@@ -139,12 +141,14 @@ class HttpTokenEndpoint:
             refresh_token=refresh_token,
             use_basic_auth=provider.auth_method is AuthMethod.CLIENT_SECRET_BASIC,
         )
-        secrets = _secrets_of(provider, refresh_token, request)
         started_at = self._clock.now()
         try:
             raw, is_oversized = await self._post(provider.token_url, request)
         except TRANSPORT_ERRORS as exc:
-            return classify_fault(network_fault(exc), describe(exc, secrets))
+            return classify_fault(
+                network_fault(exc), describe(exc, _secrets_of(provider, refresh_token, request))
+            )
+        secrets = _secrets_of(provider, refresh_token, request)
         if is_oversized and 200 <= raw.status < 300:
             return self._oversized(raw, started_at)
         return classify_response(
@@ -219,7 +223,7 @@ class HttpTokenEndpoint:
         Returns the response and whether its body was over the cap (the body is then empty and unread).
         """
         session = self._ensure_session()
-        body = urlencode(request.form).encode("ascii")
+        body = encode_form(request.form)
         async with session.post(url, data=body, headers=request.headers, allow_redirects=False) as response:
             content = await _read_capped(response, self._max_body_bytes)
             raw = RawResponse(
@@ -279,8 +283,30 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes | 
 
 def _secrets_of(provider: ProviderConfig, token: str, request: TokenRequest) -> tuple[str, ...]:
     """What must never reach an outcome: token and secret, also as the form and Basic header carry them."""
-    values = [token, provider.client_secret]
-    values += [quote_plus(value) for value in values]
     authorization = request.headers.get("Authorization", "")
-    values.append(authorization.removeprefix("Basic ").strip())
+    return _token_forms(token) + _credential_forms(provider.client_secret, authorization)
+
+
+def _token_forms(token: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(value for value in (token, _quoted(token)) if value))
+
+
+@functools.lru_cache(maxsize=1024)
+def _credential_forms(client_secret: str, authorization: str) -> tuple[str, ...]:
+    """A provider's secret as sent (raw, form-quoted, inside the Basic header); the same for every request."""
+    values = (client_secret, quote_plus(client_secret), authorization.removeprefix("Basic ").strip())
     return tuple(dict.fromkeys(value for value in values if value))
+
+
+#: Characters ``quote_plus`` leaves alone: most tokens are made of these only and need no quoting.
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def _quoted(value: str) -> str:
+    return value if _UNRESERVED.fullmatch(value) else quote_plus(value)
+
+
+def encode_form(form: dict[str, str]) -> bytes:
+    """``application/x-www-form-urlencoded`` (RFC 6749 appendix B), as ``urlencode`` writes it, without
+    quoting the values that need none: it runs for every refresh."""
+    return "&".join(f"{_quoted(key)}={_quoted(value)}" for key, value in form.items()).encode("ascii")

@@ -1,0 +1,254 @@
+"""One worker against the authorization server's raw capacity, and against a hand-written Authlib refresher.
+
+    .venv/bin/python bench/worker_vs_server.py --database sqlite --rounds 3
+
+The sandbox provider runs pinned to CPU 0; everything that drives it runs pinned to CPU 1, one at a time,
+taking turns within each round so they see the same machine:
+
+- ``raw``: wrk (C, one thread, 32 connections) with a Lua script that sends refresh_token grants and puts
+  each rotated refresh token back into its pool: what the server can answer when the client costs nearly
+  nothing. This is the server's capacity, the ceiling for any client.
+- ``engine``: grantkeeper's whole refresh cycle in one process (claim due rows in batches, record them in
+  flight, refresh over aiohttp, run the policy, grouped fenced commits with AES-GCM-encrypted tokens) over N
+  due connections with rotating refresh tokens, concurrency 32.
+- ``authlib``: what a user writes by hand: 32 asyncio tasks, each with an Authlib ``AsyncOAuth2Client``
+  (httpx), refreshing rows of a SQLite table and writing the AES-GCM-encrypted new tokens back, one
+  transaction per refresh, concurrency 32.
+
+Reported: refreshes per second for each (median of the rounds), engine/raw (the bar is 0.6, the aim 0.8) and
+engine/authlib (the bar is 5). The sandbox's reuse counter must stay 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import re
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from refresh_throughput import control, issue, seed
+from support import CLIENT_ID, CLIENT_SECRET, fresh_database, free_port, stop
+
+SERVER_CPU, CLIENT_CPU = 0, 1
+CONCURRENCY = 32
+
+_LUA = """
+local tokens = {%(tokens)s}
+local headers = {["Content-Type"] = "application/x-www-form-urlencoded", ["Authorization"] = "%(auth)s"}
+request = function()
+  local token = table.remove(tokens) or "exhausted"
+  return wrk.format("POST", "/oauth/token", headers, "grant_type=refresh_token&refresh_token=" .. token)
+end
+response = function(status, headers, body)
+  local token = body:match('"refresh_token":"([^"]+)"')
+  if token then table.insert(tokens, token) end
+end
+"""
+
+
+def start_sandbox() -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    command = ["taskset", "-c", str(SERVER_CPU), sys.executable, "-m", "grantkeeper.sandbox",
+               "--port", str(port), "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wrk(base: str, tmp: Path, seconds: int) -> str:
+    """One wrk run with grants of its own (a run rotates its tokens; reusing them would be reuse)."""
+    tokens = [g["refresh_token"] for g in issue(base, CONCURRENCY * 4)]
+    auth = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+    script = tmp / "refresh.lua"
+    script.write_text(_LUA % {"tokens": ", ".join(f'"{t}"' for t in tokens), "auth": auth})
+    command = ["taskset", "-c", str(CLIENT_CPU), "wrk", "-t1", f"-c{CONCURRENCY}", "-s", str(script)]
+    out = subprocess.run([*command, f"-d{seconds}s", base], check=True, capture_output=True, text=True).stdout
+    if "Non-2xx" in out:
+        raise SystemExit(f"wrk saw errors:\n{out}")
+    return out
+
+
+def raw_capacity(base: str, tmp: Path, seconds: int) -> float:
+    """wrk on the client CPU; a warm-up run first, then the measured one."""
+    wrk(base, tmp, 2)
+    out = wrk(base, tmp, seconds)
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert match is not None, out
+    return float(match.group(1))
+
+
+def child(role: str, args: list[str]) -> dict[str, float]:
+    """Run one measured client in its own process, pinned to the client CPU."""
+    command = ["taskset", "-c", str(CLIENT_CPU), sys.executable, __file__, "--role", role, *args]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+async def engine_cycle(url: str, key: str) -> dict[str, float]:
+    from grantkeeper.adapters.clock import SystemClock
+    from grantkeeper.adapters.crypto import Keyring
+    from grantkeeper.adapters.db.engine import make_engine
+    from grantkeeper.adapters.db.store import SqlStore
+    from grantkeeper.adapters.http import HttpTokenEndpoint
+    from grantkeeper.core.policy import Policy
+    from grantkeeper.service.cycle import RefreshService
+
+    engine = make_engine(url)
+    store = SqlStore(engine, Keyring.parse(key))
+    clock = SystemClock()
+    endpoint = HttpTokenEndpoint(clock, max_connections=CONCURRENCY)
+    service = RefreshService(store, endpoint, clock, Policy(), concurrency=CONCURRENCY)
+    started, cpu = time.perf_counter(), time.process_time()
+    report = await service.run_cycle()
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    await endpoint.close()
+    engine.dispose()
+    return {"refreshed": report.refreshed, "seconds": elapsed, "cpu_seconds": cpu}
+
+
+def authlib_table(path: Path, key: bytes, tokens: list[str]) -> None:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    aead = AESGCM(key)
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE tokens (id INTEGER PRIMARY KEY, refresh BLOB, access BLOB, expires_at REAL)")
+        rows = []
+        for i, token in enumerate(tokens):
+            nonce = os.urandom(12)
+            rows.append((i, nonce + aead.encrypt(nonce, token.encode(), str(i).encode()), None, 0.0))
+        db.executemany("INSERT INTO tokens VALUES (?, ?, ?, ?)", rows)
+
+
+async def authlib_refresher(path: Path, key: bytes, token_url: str) -> dict[str, float]:
+    """The refresher a user would write: Authlib's async client, AES-GCM, one SQLite commit per refresh."""
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    aead = AESGCM(key)
+    db = sqlite3.connect(path, check_same_thread=False)
+    db.execute("PRAGMA synchronous=NORMAL")
+    rows = db.execute("SELECT id, refresh FROM tokens").fetchall()
+    queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
+    for row in rows:
+        queue.put_nowait(row)
+    done = 0
+
+    def save(row_id: int, token: dict[str, object]) -> None:
+        aad = str(row_id).encode()
+        sealed = []
+        for name in ("refresh_token", "access_token"):
+            nonce = os.urandom(12)
+            sealed.append(nonce + aead.encrypt(nonce, str(token[name]).encode(), aad))
+        with db:
+            db.execute(
+                "UPDATE tokens SET refresh = ?, access = ?, expires_at = ? WHERE id = ?",
+                (sealed[0], sealed[1], float(str(token["expires_at"])), row_id),
+            )
+
+    async def work() -> None:
+        nonlocal done
+        async with AsyncOAuth2Client(
+            CLIENT_ID, CLIENT_SECRET, token_endpoint_auth_method="client_secret_basic"
+        ) as client:
+            while not queue.empty():
+                row_id, stored = queue.get_nowait()
+                refresh = aead.decrypt(stored[:12], stored[12:], str(row_id).encode()).decode()
+                token = await client.refresh_token(token_url, refresh_token=refresh)
+                await asyncio.to_thread(save, row_id, dict(token))
+                done += 1
+
+    started, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(work() for _ in range(CONCURRENCY)))
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    db.close()
+    return {"refreshed": done, "seconds": elapsed, "cpu_seconds": cpu}
+
+
+def run_role(args: argparse.Namespace) -> None:
+    if args.role == "engine":
+        result = asyncio.run(engine_cycle(args.url, args.key))
+    else:
+        result = asyncio.run(authlib_refresher(Path(args.url), bytes.fromhex(args.key), args.token_url))
+    print(json.dumps(result))
+
+
+def one_round(kind: str, n: int, seconds: int, base: str, tmp: Path) -> dict[str, float]:
+    from grantkeeper.adapters.crypto import Keyring, generate_key_line
+
+    token_url = base + "/oauth/token"
+    raw = raw_capacity(base, tmp, seconds)
+    key = generate_key_line("bench")
+    with fresh_database(kind, tmp, f"engine{time.monotonic_ns()}") as url:
+        seed(url, Keyring.parse(key), token_url, issue(base, n))
+        engine = child("engine", ["--url", url, "--key", key])
+    assert engine["refreshed"] == n, engine
+    table, aes_key = tmp / f"authlib{time.monotonic_ns()}.db", os.urandom(32)
+    authlib_table(table, aes_key, [g["refresh_token"] for g in issue(base, n // 4)])
+    authlib = child("authlib", ["--url", str(table), "--key", aes_key.hex(), "--token-url", token_url])
+    assert authlib["refreshed"] == n // 4, authlib
+    return {
+        "raw_per_s": raw,
+        "engine_per_s": n / engine["seconds"],
+        "engine_cpu_us": engine["cpu_seconds"] / n * 1e6,
+        "authlib_per_s": authlib["refreshed"] / authlib["seconds"],
+        "authlib_cpu_us": authlib["cpu_seconds"] / authlib["refreshed"] * 1e6,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), action="append")
+    parser.add_argument("--n", type=int, default=20_000, help="due connections per engine run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    parser.add_argument("--role", choices=("engine", "authlib"), help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--key", help=argparse.SUPPRESS)
+    parser.add_argument("--token-url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role:
+        run_role(args)
+        return
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    print(
+        "| database | raw (wrk) /s | engine /s | engine CPU µs/refresh | Authlib /s | engine/raw | engine/Authlib |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for kind in args.database or ["sqlite"]:
+        proc, base = start_sandbox()
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                rounds = [one_round(kind, args.n, args.seconds, base, Path(tmp)) for _ in range(args.rounds)]
+            reuse = control(base, "GET", "/_sandbox/stats")["reuse_detected"]
+        finally:
+            stop(proc)
+        median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+        print(
+            f"| {kind} | {median['raw_per_s']:,.0f} | {median['engine_per_s']:,.0f} | "
+            f"{median['engine_cpu_us']:.0f} | {median['authlib_per_s']:,.0f} | "
+            f"{median['engine_per_s'] / median['raw_per_s']:.2f} | "
+            f"{median['engine_per_s'] / median['authlib_per_s']:.1f} |",
+            flush=True,
+        )
+        print(json.dumps({"database": kind, "rounds": rounds, "reuse_detected": reuse}), file=sys.stderr)
+        if reuse:
+            raise SystemExit(f"the sandbox saw {reuse} refresh-token reuses")
+
+
+if __name__ == "__main__":
+    main()
