@@ -17,6 +17,8 @@ PROVIDER_FIELDS = {
     "scopes",
     "flagged_at",
     "flag_reason",
+    "max_concurrency",
+    "rate_limit_per_second",
 }
 WORKFLOW_FIELDS = {"id", "name", "status", "paused_reason", "connection_ids", "created_at", "updated_at"}
 NOTIFICATION_FIELDS = {
@@ -78,6 +80,8 @@ def test_providers_create_list_get_never_show_the_secret(acme, problem):
         "scopes": "email profile",
         "flagged_at": None,
         "flag_reason": None,
+        "max_concurrency": None,
+        "rate_limit_per_second": None,
     }
     # plain http is fine to a loopback host (the sandbox, local development); defaults fill the rest
     for name, url in (
@@ -100,6 +104,13 @@ def test_providers_create_list_get_never_show_the_secret(acme, problem):
         assert SECRET not in response.text
         assert '"client_secret"' not in response.text
     problem(acme.get("/v1/providers/unknown"), 404, "not-found")
+
+
+def test_provider_limits_are_stored_and_shown(acme):
+    created = acme.post("/v1/providers", json=provider("slow", max_concurrency=4, rate_limit_per_second=2.5))
+    assert created.status_code == 201, created.text
+    assert (created.json()["max_concurrency"], created.json()["rate_limit_per_second"]) == (4, 2.5)
+    assert acme.get("/v1/providers/slow").json()["max_concurrency"] == 4
 
 
 def test_providers_reject_bad_input_and_change_nothing(acme, problem):
@@ -133,6 +144,9 @@ def test_providers_reject_bad_input_and_change_nothing(acme, problem):
         "bad name": (provider("has space"), "body.name"),
         "empty client_id": (provider("x", client_id=""), "body.client_id"),
         "zero default_expires_in": (provider("x", default_expires_in=0), "body.default_expires_in"),
+        "zero max_concurrency": (provider("x", max_concurrency=0), "body.max_concurrency"),
+        "negative rate limit": (provider("x", rate_limit_per_second=-1), "body.rate_limit_per_second"),
+        "string rate limit": (provider("x", rate_limit_per_second="fast"), "body.rate_limit_per_second"),
     }
     for case, (body, location) in invalid_fields.items():
         response = acme.post("/v1/providers", json=body)

@@ -49,6 +49,18 @@ def test_providers_list_never_shows_the_client_secret(cli, provider):
     assert "app-secret" not in result.stdout
 
 
+def test_providers_add_takes_limits_and_refuses_bad_ones(cli):
+    base = ["providers", "add", "slow", "--token-url", "https://auth.example.com/token"]
+    base += ["--client-id", "x", "--client-secret", "y"]
+    for bad in (["--max-concurrency", "0"], ["--rate-limit", "-3"], ["--rate-limit", "lots"]):
+        result = cli.run(*base, *bad)
+        assert result.returncode == 2, (bad, result.stderr)
+        assert "concurrency" in result.stderr or "rate" in result.stderr
+    assert cli.json("providers", "list") == []
+    added = cli.json(*base, "--max-concurrency", "8", "--rate-limit", "50")
+    assert (added["max_concurrency"], added["rate_limit_per_second"]) == (8, 50.0)
+
+
 def test_plain_http_token_url_off_loopback_is_refused(cli):
     result = cli.run(
         "providers", "add", "evil", "--token-url", "http://auth.example.com/token",

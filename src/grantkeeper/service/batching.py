@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -16,15 +17,17 @@ R = TypeVar("R")
 
 
 class Batcher(Generic[T, R]):
-    """Runs ``call`` (blocking, in a thread) on the items submitted together; one call at a time.
+    """Runs ``call`` (blocking, in ``executor``'s thread, the default pool without one) on the items
+    submitted together; one call at a time.
 
     ``call`` returns one answer per item, in order. If a batch of several raises, its items are tried again
     one by one, so one bad item (a bug, a value the database refuses) cannot sink the others; a caller gets
     an exception only when its own item fails alone (the store rolled that transaction back: nothing done).
     """
 
-    def __init__(self, call: Callable[[list[T]], Sequence[R]]) -> None:
+    def __init__(self, call: Callable[[list[T]], Sequence[R]], executor: Executor | None = None) -> None:
         self._call = call
+        self._executor = executor
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._running: asyncio.Task[None] | None = None
 
@@ -40,7 +43,7 @@ class Batcher(Generic[T, R]):
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                results = await asyncio.to_thread(self._call, [item for item, _ in batch])
+                results = await self._run([item for item, _ in batch])
             except Exception as exc:
                 if len(batch) == 1:
                     _settle(batch[0][1], exc)
@@ -50,10 +53,13 @@ class Batcher(Generic[T, R]):
             for (_, answer), result in zip(batch, results, strict=True):
                 _settle(answer, result)
 
+    async def _run(self, items: list[T]) -> Sequence[R]:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, items)
+
     async def _one_by_one(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         for item, answer in batch:
             try:
-                (result,) = await asyncio.to_thread(self._call, [item])
+                (result,) = await self._run([item])
             except Exception as exc:
                 _settle(answer, exc)
             else:

@@ -75,7 +75,7 @@ class RefreshService:
         due_at = report.started_at
 
         async def claim(limit: int) -> tuple[list[ClaimedConnection], bool]:
-            claims = await asyncio.to_thread(
+            claims = await self.runner.in_store_thread(
                 self._store.claim_due, due_at, limit, self.owner, self.lease_ttl, tenant_id
             )
             return claims, len(claims) < limit
@@ -94,7 +94,7 @@ class RefreshService:
 
         async def claim(limit: int) -> tuple[list[ClaimedConnection], bool]:
             batch, wanted[:] = wanted[:limit], wanted[limit:]
-            claims = await asyncio.to_thread(
+            claims = await self.runner.in_store_thread(
                 self._store.claim_ids, tenant_id, batch, self._clock.now(), self.owner, self.lease_ttl
             )
             return claims, not wanted  # some may be leased elsewhere: only the id list decides the end

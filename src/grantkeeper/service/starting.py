@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import Executor
 from dataclasses import replace
 from datetime import timedelta
 
@@ -29,12 +30,14 @@ _UNREACHABLE_RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
 class StartGate:
     """Marks attempts in flight in batches; ``start`` gives the claim with its new lease, None if lost."""
 
-    def __init__(self, store: ConnectionStore, clock: Clock, attempt_ttl: timedelta) -> None:
+    def __init__(
+        self, store: ConnectionStore, clock: Clock, attempt_ttl: timedelta, executor: Executor | None = None
+    ) -> None:
         self._store = store
         self._clock = clock
         self._attempt_ttl = attempt_ttl
         self._batcher: Batcher[ClaimedConnection, ClaimedConnection | float | None] = Batcher(
-            self._start_batch
+            self._start_batch, executor
         )
         self._open = asyncio.Event()
         self._open.set()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, select, tuple_, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from grantkeeper.adapters.db.tables import connections, providers
 from grantkeeper.ports import AttemptStarts, ClaimedConnection
@@ -127,25 +127,42 @@ def _take_tokens(
     return _Allowance(taken, wait_seconds)
 
 
+#: One attempt's mark, fenced like its commit; run as executemany for a whole batch.
+_MARK = (
+    update(connections)
+    .where(
+        _c.id == bindparam("mark_id"),
+        _c.version == bindparam("mark_version"),
+        _c.lease_owner == bindparam("mark_owner"),
+    )
+    .values(in_flight_since=bindparam("mark_at"), lease_expires_at=bindparam("mark_deadline_at"))
+)
+
+
 def _mark(
     connection: Connection, claims: Sequence[ClaimedConnection], now: datetime, deadline_at: datetime
 ) -> frozenset[str]:
+    """Mark the batch in flight with one executemany; if fewer rows changed than were given (a lease was
+    lost), the batch is marked again row by row under a savepoint so the answer says exactly which."""
     if not claims:
         return frozenset()
-    started: set[str] = set()
-    by_owner: dict[str, list[ClaimedConnection]] = defaultdict(list)
-    for claim in claims:
-        by_owner[claim.lease_owner].append(claim)
-    for owner, owned in by_owner.items():
-        statement = (
-            update(connections)
-            .where(
-                _c.id.in_([claim.connection_id for claim in owned]),  # the primary key finds the rows
-                _c.lease_owner == owner,
-                tuple_(_c.id, _c.version).in_([(claim.connection_id, claim.version) for claim in owned]),
-            )
-            .values(in_flight_since=now, lease_expires_at=deadline_at)
-            .returning(_c.id)
-        )
-        started.update(connection.scalars(statement))
-    return frozenset(started)
+    rows = [
+        {
+            "mark_id": claim.connection_id,
+            "mark_version": claim.version,
+            "mark_owner": claim.lease_owner,
+            "mark_at": now,
+            "mark_deadline_at": deadline_at,
+        }
+        for claim in claims
+    ]
+    savepoint = connection.begin_nested()
+    if connection.execute(_MARK, rows).rowcount == len(rows):
+        savepoint.commit()
+        return frozenset(claim.connection_id for claim in claims)
+    savepoint.rollback()
+    return frozenset(
+        claim.connection_id
+        for claim, row in zip(claims, rows, strict=True)
+        if connection.execute(_MARK, row).rowcount == 1
+    )

@@ -15,7 +15,15 @@ from rich.live import Live
 from rich.spinner import Spinner
 
 from grantkeeper.bootstrap import Runtime
-from grantkeeper.entrypoints.cli.app import CliError, JsonOption, TenantOption, app, handle_errors, runtime
+from grantkeeper.entrypoints.cli.app import (
+    CliError,
+    JsonOption,
+    TenantOption,
+    app,
+    handle_errors,
+    run_async,
+    runtime,
+)
 from grantkeeper.entrypoints.cli.output import console, print_json, table
 from grantkeeper.service.cycle import RefreshService
 from grantkeeper.service.dispatch import Dispatcher
@@ -55,7 +63,7 @@ def refresh_command(
                 return service.run_cycle(scope)
             return service.refresh_now(tenant_id, None if all_ else connection_ids)
 
-        report = asyncio.run(_run_with_progress(rt, job, concurrency, show=not json_output))
+        report = run_async(_run_with_progress(rt, job, concurrency, show=not json_output))
     _print_report(report, json_output=json_output, verbose=verbose)
 
 
@@ -110,7 +118,7 @@ def worker_command(
     """Run refresh cycles and deliver notifications for every tenant; run several against PostgreSQL."""
     with runtime() as rt:
         interval = poll_interval or rt.settings.poll_interval_seconds
-        asyncio.run(_worker_loop(rt, concurrency, interval, max_cycles, json_output))
+        run_async(_worker_loop(rt, concurrency, interval, max_cycles, json_output))
 
 
 async def _worker_loop(
