@@ -2,7 +2,8 @@
 
 Raw ASGI (no framework) keeps the token endpoint's hot path to a form parse, one locked state update and two
 ``send`` calls, so one core serves thousands of refreshes per second. Being the outermost layer also gives
-``Behaviour.RESET`` uvicorn's own ``send`` and, through it, the TCP transport to abort.
+``Behaviour.RESET`` uvicorn's own ``send`` and, through it, the TCP transport to abort. A configured latency
+is waited out after the state update, on the event loop, so slow answers overlap as at a real provider.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from grantkeeper.sandbox.behaviour import (
     canned,
     json_response,
 )
-from grantkeeper.sandbox.model import Issued
+from grantkeeper.sandbox.model import Issued, Rejection
 from grantkeeper.sandbox.state import Sandbox
 
 Scope = MutableMapping[str, Any]
@@ -48,6 +49,16 @@ _TOKEN_HEADERS: Final = [(b"content-type", b"application/json"), *NO_STORE]
 _LINGER_RST: Final = struct.pack("ii", 1, 0)
 _NOT_FOUND: Final = json_response(404, {"error": "not_found"})
 _TOO_LARGE: Final = json_response(413, {"error": "invalid_request", "error_description": "body too large"})
+#: ``Sandbox.token_request`` arguments: client id, secret, refresh token, early and late rejection.
+TokenRequest = tuple[str, str, str, Rejection | None, Rejection | None]
+_NOT_POST: Final[TokenRequest] = (
+    "",
+    "",
+    "",
+    (Behaviour.INVALID_REQUEST, canned(405, extra=[(b"allow", b"POST")])),
+    None,
+)
+_TOO_LARGE_REQUEST: Final[TokenRequest] = ("", "", "", (Behaviour.INVALID_REQUEST, _TOO_LARGE), None)
 
 
 class _ClientGoneError(Exception):
@@ -121,6 +132,31 @@ def _client_credentials(authorization: bytes | None, form: dict[str, str]) -> tu
     return client_id, unquote_plus(raw_secret)
 
 
+def _token_request(headers: list[tuple[bytes, bytes]], body: bytes) -> TokenRequest:
+    """Everything about a POSTed token request that needs no state, as ``Sandbox.token_request`` takes it."""
+    authorization = content_type = None
+    for name, value in headers:
+        if name == b"authorization":
+            authorization = value
+        elif name == b"content-type":
+            content_type = value
+    form = _parse_form(body, content_type)
+    if isinstance(form, str):
+        return "", "", "", (Behaviour.INVALID_REQUEST, _bad_request(form)), None
+    credentials = _client_credentials(authorization, form)
+    if isinstance(credentials, Canned):
+        rejected = Behaviour.INVALID_CLIENT if credentials.status == 401 else Behaviour.INVALID_REQUEST
+        return "", "", "", (rejected, credentials), None
+    late: Rejection | None = None
+    if "grant_type" not in form:
+        late = Behaviour.INVALID_REQUEST, _bad_request("grant_type is required")
+    elif form["grant_type"] != "refresh_token":
+        late = Behaviour.UNSUPPORTED_GRANT_TYPE, CANNED[Behaviour.UNSUPPORTED_GRANT_TYPE]
+    elif not form.get("refresh_token"):
+        late = Behaviour.INVALID_REQUEST, _bad_request("refresh_token is required")
+    return credentials[0], credentials[1], form.get("refresh_token", ""), None, late
+
+
 def _issued(answer: Issued) -> Canned:
     expires_in: int | str = answer.expires_in
     if answer.behaviour is Behaviour.OK_EXPIRES_IN_STRING:
@@ -173,59 +209,33 @@ class SandboxApp:
                 waiter.set_result(None)
 
     async def _token(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Read the request, let the sandbox decide under its lock once, wait out any latency, answer."""
         sandbox = self.sandbox
         if scope["method"] != "POST":
-            sandbox.reject(Behaviour.INVALID_REQUEST)
-            await _respond(send, canned(405, extra=[(b"allow", b"POST")]))
-            return
-        authorization = content_type = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value
-            elif name == b"content-type":
-                content_type = value
-        body = await _read_body(receive, _MAX_FORM)
-        if body is None:
-            sandbox.reject(Behaviour.INVALID_REQUEST)
-            await _respond(send, _TOO_LARGE)
-            return
-        form = _parse_form(body, content_type)
-        if isinstance(form, str):
-            sandbox.reject(Behaviour.INVALID_REQUEST)
-            await _respond(send, _bad_request(form))
-            return
-        credentials = _client_credentials(authorization, form)
-        if isinstance(credentials, Canned):
-            rejected = Behaviour.INVALID_CLIENT if credentials.status == 401 else Behaviour.INVALID_REQUEST
-            sandbox.reject(rejected)
-            await _respond(send, credentials)
-            return
-        client_id, secret = credentials
-        error: tuple[Behaviour, Canned] | None = None
-        if not sandbox.authenticate(client_id, secret):
-            error = Behaviour.INVALID_CLIENT, _invalid_client("unknown client or wrong secret")
-        elif "grant_type" not in form:
-            error = Behaviour.INVALID_REQUEST, _bad_request("grant_type is required")
-        elif form["grant_type"] != "refresh_token":
-            error = Behaviour.UNSUPPORTED_GRANT_TYPE, CANNED[Behaviour.UNSUPPORTED_GRANT_TYPE]
-        elif not form.get("refresh_token"):
-            error = Behaviour.INVALID_REQUEST, _bad_request("refresh_token is required")
-        if error is not None:
-            sandbox.reject(error[0])
-            await _respond(send, error[1])
-            return
-        answer = sandbox.refresh(client_id, form["refresh_token"])
-        if isinstance(answer, Issued):
-            await _respond(send, _issued(answer))
-        elif answer is Behaviour.RATE_LIMIT_HTTP_DATE:
-            retry_after = formatdate(time.time() + 120, usegmt=True).encode()
-            await _respond(send, canned(429, extra=[(b"retry-after", retry_after)]))
-        elif answer is Behaviour.HANG:
-            await self._hang(receive, send)
-        elif answer is Behaviour.RESET:
-            await _reset(receive, send)
+            request = _NOT_POST
         else:
-            await _respond(send, CANNED[answer])
+            body = await _read_body(receive, _MAX_FORM)
+            request = _TOO_LARGE_REQUEST if body is None else _token_request(scope["headers"], body)
+        answer, key = sandbox.token_request(*request)
+        try:
+            latency = sandbox.latency
+            if latency > 0:
+                await asyncio.sleep(latency)  # on the loop, lock free: requests overlap as at a slow provider
+            if isinstance(answer, Issued):
+                await _respond(send, _issued(answer))
+            elif isinstance(answer, Canned):
+                await _respond(send, answer)
+            elif answer is Behaviour.RATE_LIMIT_HTTP_DATE:
+                retry_after = formatdate(time.time() + 120, usegmt=True).encode()
+                await _respond(send, canned(429, extra=[(b"retry-after", retry_after)]))
+            elif answer is Behaviour.HANG:
+                await self._hang(receive, send)
+            elif answer is Behaviour.RESET:
+                await _reset(receive, send)
+            else:
+                await _respond(send, CANNED[answer])
+        finally:
+            sandbox.request_done(key)
 
     async def _hang(self, receive: Receive, send: Send) -> None:
         """Answer 504 only after ``hang_seconds``, unless the client leaves or the server stops first."""

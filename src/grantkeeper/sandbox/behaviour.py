@@ -125,6 +125,9 @@ CANNED: Final[dict[Behaviour, Canned]] = {
     ),
 }
 
+#: The answer to failed client authentication; its description sets it apart from ``INVALID_CLIENT``'s.
+UNKNOWN_CLIENT: Final = _code(401, "invalid_client", "unknown client or wrong secret", [WWW_AUTHENTICATE])
+
 #: Gateway timeout sent when a ``hang`` finally gives up.
 HANG_TIMEOUT: Final = canned(504, b"<html><body><h1>504 Gateway Time-out</h1></body></html>", _HTML)
 

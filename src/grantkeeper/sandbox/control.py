@@ -2,12 +2,17 @@
 
 Plain functions from (method, path, body) to (status, JSON object), keeping the rules apart from ASGI.
 Bad input changes nothing and gets a 400 naming what is wrong.
+
+``GET /_sandbox/stats`` keeps its original five fields, which existing callers compare exactly;
+``GET /_sandbox/stats/full`` has every ``SandboxStats`` field (``requests_by_second`` keys become strings,
+as JSON object keys must).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, Final
@@ -18,6 +23,7 @@ from grantkeeper.sandbox.state import Sandbox
 Result = tuple[int, dict[str, object]]
 MAX_BULK_GRANTS: Final = 1_000_000
 _BEHAVIOURS: Final = ", ".join(b.value for b in Behaviour)
+_BASIC_STATS: Final = ("requests", "refreshes_ok", "reuse_detected", "by_behaviour", "by_grant")
 
 
 class BadInputError(ValueError):
@@ -56,6 +62,15 @@ def _int(obj: dict[str, Any], key: str, default: int, maximum: int) -> int:
     return value
 
 
+def _seconds(obj: dict[str, Any], key: str, default: float | None = None) -> float:
+    value = obj.get(key, default)
+    if value is None:
+        raise BadInputError(f"{key} is required")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise BadInputError(f"{key} must be a finite number of seconds >= 0")
+    return float(value)
+
+
 def _behaviour(value: object) -> Behaviour:
     if isinstance(value, str):
         with contextlib.suppress(ValueError):
@@ -67,7 +82,8 @@ def _add_client(sandbox: Sandbox, body: dict[str, Any]) -> Result:
     rotate = body.get("rotate_refresh_tokens", True)
     if not isinstance(rotate, bool):
         raise BadInputError("rotate_refresh_tokens must be a boolean")
-    sandbox.add_client(_str(body, "client_id"), _str(body, "client_secret"), rotate)
+    grace = _seconds(body, "rotation_grace_seconds", 0.0)
+    sandbox.add_client(_str(body, "client_id"), _str(body, "client_secret"), rotate, grace)
     return _ok()
 
 
@@ -109,6 +125,34 @@ def _fractions(sandbox: Sandbox, body: dict[str, Any]) -> Result:
     return _ok()
 
 
+def _outage(sandbox: Sandbox) -> Result:
+    outage = sandbox.outage
+    return 200, {"behaviour": None if outage is None else outage.value}
+
+
+def _set_outage(sandbox: Sandbox, body: dict[str, Any]) -> Result:
+    if "behaviour" not in body:
+        raise BadInputError('body must be {"behaviour": NAME} or {"behaviour": null}')
+    raw = body["behaviour"]
+    sandbox.set_outage(None if raw is None else _behaviour(raw))
+    return _ok()
+
+
+def _end_outage(sandbox: Sandbox) -> Result:
+    sandbox.set_outage(None)
+    return _ok()
+
+
+def _set_latency(sandbox: Sandbox, body: dict[str, Any]) -> Result:
+    sandbox.set_latency(_seconds(body, "seconds"))
+    return _ok()
+
+
+def _stats(sandbox: Sandbox, full: bool) -> Result:
+    stats = asdict(sandbox.stats())
+    return 200, stats if full else {key: stats[key] for key in _BASIC_STATS}
+
+
 def _revoke(sandbox: Sandbox, grant_id: str) -> Result:
     sandbox.revoke(grant_id)
     return _ok()
@@ -139,7 +183,13 @@ def handle(sandbox: Sandbox, method: str, path: str, body: bytes) -> Result:
         ("POST", "clients"): lambda: _add_client(sandbox, _object(body)),
         ("POST", "grants"): lambda: _issue_grants(sandbox, _object(body)),
         ("PUT", "fractions"): lambda: _fractions(sandbox, _object(body)),
-        ("GET", "stats"): lambda: (200, asdict(sandbox.stats())),
+        ("GET", "outage"): lambda: _outage(sandbox),
+        ("PUT", "outage"): lambda: _set_outage(sandbox, _object(body)),
+        ("DELETE", "outage"): lambda: _end_outage(sandbox),
+        ("GET", "latency"): lambda: (200, {"seconds": sandbox.latency}),
+        ("PUT", "latency"): lambda: _set_latency(sandbox, _object(body)),
+        ("GET", "stats"): lambda: _stats(sandbox, full=False),
+        ("GET", "stats/full"): lambda: _stats(sandbox, full=True),
         ("POST", "stats/reset"): lambda: _reset_stats(sandbox),
     }
     try:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from grantkeeper.sandbox.behaviour import Behaviour
+from grantkeeper.sandbox.behaviour import Behaviour, Canned
+
+#: An answer the ASGI layer decided without the state (bad form, bad credentials ...) and how to count it.
+Rejection = tuple[Behaviour, Canned]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +28,14 @@ class SandboxStats:
     ``requests`` counts every token endpoint request; ``refreshes_ok`` the 200s carrying an access token;
     ``by_behaviour`` the answers by behaviour value (normal answers too: ``ok``, ``invalid_grant``,
     ``invalid_client`` ...); ``by_grant`` the refresh requests whose refresh token named a known grant.
+
+    The fields after ``by_grant`` came later and keep their defaults so older positional uses still work:
+    ``grace_uses`` counts refreshes with a rotated token inside its client's grace window (also counted in
+    ``refreshes_ok``, never in ``reuse_detected``); ``requests_by_second`` maps a wall-clock epoch second to
+    the token requests that arrived in it, and ``max_in_flight`` is the most token requests being handled at
+    once (from the sandbox taking the request up until its answer is sent), so benchmarks can check a
+    client's rate and concurrency limits from the provider's side. ``max_in_flight_by_client`` is the same
+    per authenticated client.
     """
 
     requests: int = 0
@@ -32,6 +43,10 @@ class SandboxStats:
     reuse_detected: int = 0
     by_behaviour: dict[str, int] = field(default_factory=dict)
     by_grant: dict[str, int] = field(default_factory=dict)
+    grace_uses: int = 0
+    requests_by_second: dict[int, int] = field(default_factory=dict)
+    max_in_flight: int = 0
+    max_in_flight_by_client: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +70,7 @@ class Grant:
         "grant_id",
         "lifetime",
         "refresh",
+        "replaced",
         "revoked",
         "scope",
         "script",
@@ -67,6 +83,9 @@ class Grant:
         self.scope = scope
         self.access = ""
         self.refresh = ""
+        # Refresh tokens rotated away while their client has a grace window, with the rotation's clock
+        # reading; None until the first one (most grants never need the dict).
+        self.replaced: dict[str, float] | None = None
         self.revoked = False
         self.default: Behaviour | None = None
         self.script: deque[Behaviour] = deque()
@@ -78,3 +97,5 @@ class Client:
 
     secret: str = field(repr=False)
     rotate: bool
+    #: How long a rotated-away refresh token stays usable (Okta 30 s, Xero 30 min); 0: reuse at once.
+    grace: float = 0.0

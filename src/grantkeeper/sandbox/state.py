@@ -7,53 +7,79 @@ write goes through one ``threading.Lock``; the token endpoint takes it once per 
 from __future__ import annotations
 
 import hmac
-import random
-import secrets
+import math
 import threading
-from collections import Counter
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from grantkeeper.sandbox.behaviour import TOKEN_ISSUING, Behaviour
-from grantkeeper.sandbox.model import Client, Grant, GrantTokens, Issued, SandboxStats
+from grantkeeper.sandbox.behaviour import TOKEN_ISSUING, UNKNOWN_CLIENT, Behaviour, Canned
+from grantkeeper.sandbox.counters import Counters
+from grantkeeper.sandbox.grants import GrantBook
+from grantkeeper.sandbox.model import Client, GrantTokens, Issued, Rejection, SandboxStats
 
 if TYPE_CHECKING:
     from grantkeeper.sandbox.app import SandboxApp
 
 
-def _token(prefix: str) -> str:
-    return prefix + secrets.token_urlsafe(24)
+#: What the ASGI layer is told to answer: tokens, a behaviour to act out, or a ready response.
+Answer = Issued | Behaviour | Canned
+
+
+def _seconds(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, not {value!r}")
+    return float(value)
 
 
 class Sandbox:
     """An OAuth 2.0 authorization server's refresh_token grant (RFC 6749 section 6), with scripted failures.
 
     ``seed`` makes ``set_fractions`` draws reproducible; ``hang_seconds`` is how long ``Behaviour.HANG``
-    keeps a request waiting before it answers 504.
+    keeps a request waiting before it answers 504. ``clock`` times rotation grace windows and ``wall_clock``
+    stamps ``requests_by_second``; tests inject their own to drive time instead of sleeping.
     """
 
-    def __init__(self, seed: int = 0, hang_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        hang_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         if hang_seconds < 0:
             raise ValueError("hang_seconds must be >= 0")
         self.hang_seconds = float(hang_seconds)
         self._lock = threading.Lock()
-        self._rng = random.Random(seed)  # noqa: S311 - reproducible test draws, not secrets
+        self._latency = 0.0
+        self._outage: Behaviour | None = None
         self._clients: dict[str, Client] = {}
-        self._grants: dict[str, Grant] = {}
-        self._by_refresh: dict[str, Grant] = {}  # current and rotated refresh tokens
-        self._by_access: dict[str, Grant] = {}  # current access tokens only
-        self._fractions: list[tuple[float, Behaviour]] = []  # cumulative upper bounds
-        self._next_id = 0
-        self._reset_counters()
+        self._stats = Counters(wall_clock)
+        self._book = GrantBook(seed, clock, self._stats)
 
     # --- configuration ---------------------------------------------------------------------------------
 
-    def add_client(self, client_id: str, client_secret: str, rotate_refresh_tokens: bool = True) -> None:
-        """Register (or replace) a confidential client (RFC 6749 section 2.3.1)."""
+    def add_client(
+        self,
+        client_id: str,
+        client_secret: str,
+        rotate_refresh_tokens: bool = True,
+        rotation_grace_seconds: float = 0.0,
+    ) -> None:
+        """Register (or replace) a confidential client (RFC 6749 section 2.3.1).
+
+        With ``rotation_grace_seconds`` > 0, a refresh token rotated away stays usable that long after its
+        rotation, as at Okta (30 s by default), Xero (30 min) or Auth0 (configurable): a client whose response
+        was lost retries with it and gets a normal rotation. The token that was current until then is the one
+        the client lost, so it stops working. Each rotation opens a window for the token it replaced; a grace
+        use opens none and does not restart one. Grace uses count in ``grace_uses`` (and ``refreshes_ok``);
+        outside its window (or with 0) a rotated token is reuse, as before: the grant is revoked.
+        """
         if not client_id or not client_secret:
             raise ValueError("client_id and client_secret must be non-empty")
+        grace = _seconds("rotation_grace_seconds", rotation_grace_seconds)
         with self._lock:
-            self._clients[client_id] = Client(client_secret, rotate_refresh_tokens)
+            self._clients[client_id] = Client(client_secret, rotate_refresh_tokens, grace)
 
     def issue_grant(
         self,
@@ -84,27 +110,20 @@ class Sandbox:
             if client_id not in self._clients:
                 raise ValueError(f"unknown client_id {client_id!r}")
             for _ in range(count):
-                self._next_id += 1
-                grant = Grant(f"grant-{self._next_id}", client_id, access_token_lifetime, scope)
-                grant.default = behaviour
-                grant.access, grant.refresh = _token("sbx-at-"), _token("sbx-rt-")
-                self._grants[grant.grant_id] = grant
-                self._by_access[grant.access] = grant
-                self._by_refresh[grant.refresh] = grant
-                issued.append(GrantTokens(grant.grant_id, grant.access, grant.refresh, access_token_lifetime))
+                issued.append(self._book.issue(client_id, access_token_lifetime, behaviour, scope))
         return issued
 
     def set_behaviour(self, grant_id: str, behaviour: Behaviour | None) -> None:
         """Make ``behaviour`` the grant's answer from now on; None restores normal refreshes."""
         value = None if behaviour is None else Behaviour(behaviour)
         with self._lock:
-            self._grant(grant_id).default = value
+            self._book.get(grant_id).default = value
 
     def script(self, grant_id: str, behaviours: Iterable[Behaviour]) -> None:
         """Queue one-shot answers for the grant's next refresh requests (after any already queued)."""
         values = [Behaviour(b) for b in behaviours]
         with self._lock:
-            self._grant(grant_id).script.extend(values)
+            self._book.get(grant_id).script.extend(values)
 
     def set_fractions(self, fractions: Mapping[Behaviour, float]) -> None:
         """Answer refreshes of unconfigured grants with each behaviour at its probability; {} clears."""
@@ -118,21 +137,52 @@ class Sandbox:
         if total > 1 + 1e-9:
             raise ValueError(f"fractions add up to {total:g}, more than 1")
         with self._lock:
-            self._fractions = cumulative
+            self._book.fractions = cumulative
+
+    def set_outage(self, behaviour: Behaviour | None) -> None:
+        """Answer every token request with ``behaviour`` (say ``UNAVAILABLE``) until called with None.
+
+        The outage answers first, before the form is checked or the client authenticated, as a gateway or
+        load balancer in front of the provider would: any grant, any token, valid or not, any method (a
+        POST's body is still read first, so keep-alive connections stay usable). ``latency`` still applies.
+        Counted in ``requests``, ``requests_by_second`` and ``by_behaviour``, not ``by_grant`` (no grant is
+        read).
+        """
+        value = None if behaviour is None else Behaviour(behaviour)
+        if value in TOKEN_ISSUING:
+            raise ValueError(f"an outage cannot issue tokens ({value}); pick an error behaviour")
+        with self._lock:
+            self._outage = value
+
+    @property
+    def outage(self) -> Behaviour | None:
+        return self._outage
+
+    def set_latency(self, seconds: float) -> None:
+        """Make every token response wait ``seconds`` before it is sent, as a distant or slow provider does.
+
+        The wait is on the event loop, without the lock, so requests overlap and ``max_in_flight`` shows how
+        many a client keeps open at once.
+        """
+        self._latency = _seconds("latency", seconds)
+
+    @property
+    def latency(self) -> float:
+        return self._latency
 
     def revoke(self, grant_id: str) -> None:
         """The user revoked access: every later refresh of the grant gets invalid_grant."""
         with self._lock:
-            self._grant(grant_id).revoked = True
+            self._book.get(grant_id).revoked = True
 
     def current_refresh_token(self, grant_id: str) -> str:
         with self._lock:
-            return self._grant(grant_id).refresh
+            return self._book.get(grant_id).refresh
 
     def describe(self, grant_id: str) -> dict[str, Any]:
         """The grant's state as JSON-ready values (the sandbox's tokens are fake, so they are included)."""
         with self._lock:
-            g = self._grant(grant_id)
+            g = self._book.get(grant_id)
             return {
                 "grant_id": g.grant_id,
                 "client_id": g.client_id,
@@ -145,13 +195,11 @@ class Sandbox:
 
     def stats(self) -> SandboxStats:
         with self._lock:
-            return SandboxStats(
-                self._requests, self._ok, self._reuse, dict(self._by_behaviour), dict(self._by_grant)
-            )
+            return self._stats.snapshot()
 
     def reset_stats(self) -> None:
         with self._lock:
-            self._reset_counters()
+            self._stats.reset()
 
     def asgi_app(self) -> SandboxApp:
         """A new ASGI application serving this sandbox (see ``grantkeeper.sandbox.app``)."""
@@ -169,80 +217,60 @@ class Sandbox:
             return False
         return hmac.compare_digest(client.secret.encode(), client_secret.encode())
 
-    def reject(self, answer: Behaviour) -> None:
-        """Count a token request answered before it reached a grant (bad client, bad form)."""
-        with self._lock:
-            self._requests += 1
-            self._by_behaviour[answer.value] += 1
+    def token_request(
+        self,
+        client_id: str,
+        client_secret: str,
+        refresh_token: str,
+        early: Rejection | None = None,
+        late: Rejection | None = None,
+    ) -> tuple[Answer, str | None]:
+        """Answer one token endpoint request under a single lock acquisition; call ``request_done`` after.
 
-    def refresh(self, client_id: str, refresh_token: str) -> Issued | Behaviour:
-        """Answer one refresh request from an authenticated client: tokens to send, or a behaviour to act out.
-
-        A configured behaviour (script, then default, then fractions) answers before the token is checked,
-        as a rate limiter or an outage in front of a real server would. Otherwise a current token rotates; a
-        rotated one is reuse (RFC 9700 section 4.14): the whole grant is revoked.
+        The ASGI layer passes what it read without state: ``early`` when the request could not be read
+        (wrong method, bad form or credentials), ``late`` when it is no usable refresh request (grant type,
+        missing token). In order: an outage answers everything; then ``early``; then client authentication
+        (``invalid_client``); then ``late``; then the refresh itself. Returns the answer and the key to hand
+        to ``request_done`` once it is sent.
         """
         with self._lock:
-            self._requests += 1
-            grant = self._by_refresh.get(refresh_token)
-            answer: Issued | Behaviour = Behaviour.INVALID_GRANT
-            behaviour: Behaviour | None = None
-            if grant is not None:
-                self._by_grant[grant.grant_id] += 1
-                if grant.script:
-                    behaviour = grant.script.popleft()
-                elif grant.default is not None:
-                    behaviour = grant.default
-                elif self._fractions:
-                    draw = self._rng.random()
-                    behaviour = next((b for bound, b in self._fractions if draw < bound), None)
-                if behaviour in TOKEN_ISSUING and behaviour is not Behaviour.OK:
-                    answer = Issued(behaviour, _token("sbx-at-"), grant.lifetime, None, grant.scope)
-                elif behaviour is not None and behaviour is not Behaviour.OK:
-                    answer = behaviour
-                elif grant.client_id != client_id:
-                    answer = Behaviour.INVALID_GRANT
-                elif refresh_token != grant.refresh:
-                    self._reuse += 1
-                    grant.revoked = True
-                elif not grant.revoked:
-                    answer = self._rotate(grant)
-            if isinstance(answer, Issued):
-                self._ok += 1
-                self._by_behaviour[answer.behaviour.value] += 1
-            else:
-                self._by_behaviour[answer.value] += 1
-            return answer
+            self._stats.arrive()
+            counted, answer, key = self._decide(client_id, client_secret, refresh_token, early, late)
+            self._stats.by_behaviour[counted.value] += 1
+            return answer, key
+
+    def request_done(self, key: str | None) -> None:
+        """The answer to a ``token_request`` has been sent (or given up); lock-free, for ``max_in_flight``."""
+        self._stats.finish(key)
 
     def revoke_token(self, token: str) -> bool:
         """RFC 7009: revoke the grant of a refresh token (current or rotated) or a current access token."""
         with self._lock:
-            grant = self._by_refresh.get(token) or self._by_access.get(token)
-            if grant is not None:
-                grant.revoked = True
-            return grant is not None
+            return self._book.revoke_token(token)
 
     # --- internals (lock held) -------------------------------------------------------------------------
 
-    def _rotate(self, grant: Grant) -> Issued:
-        self._by_access.pop(grant.access, None)
-        grant.access = _token("sbx-at-")
-        self._by_access[grant.access] = grant
-        new_refresh: str | None = None
-        if self._clients[grant.client_id].rotate:
-            new_refresh = grant.refresh = _token("sbx-rt-")
-            self._by_refresh[new_refresh] = grant
-        return Issued(Behaviour.OK, grant.access, grant.lifetime, new_refresh, grant.scope)
-
-    def _grant(self, grant_id: str) -> Grant:
-        grant = self._grants.get(grant_id)
-        if grant is None:
-            raise ValueError(f"unknown grant_id {grant_id!r}")
-        return grant
-
-    def _reset_counters(self) -> None:
-        self._requests = 0
-        self._ok = 0
-        self._reuse = 0
-        self._by_behaviour: Counter[str] = Counter()
-        self._by_grant: Counter[str] = Counter()
+    def _decide(
+        self,
+        client_id: str,
+        client_secret: str,
+        refresh_token: str,
+        early: Rejection | None,
+        late: Rejection | None,
+    ) -> tuple[Behaviour, Answer, str | None]:
+        """The behaviour to count, the answer, and the client key (set once the client authenticated)."""
+        if self._outage is not None:
+            return self._outage, self._outage, None
+        if early is not None:
+            return early[0], early[1], None
+        client = self._clients.get(client_id)
+        if client is None or not hmac.compare_digest(client.secret.encode(), client_secret.encode()):
+            return Behaviour.INVALID_CLIENT, UNKNOWN_CLIENT, None
+        self._stats.enter_client(client_id)
+        if late is not None:
+            return late[0], late[1], client_id
+        answer = self._book.refresh(client, client_id, refresh_token)
+        if isinstance(answer, Issued):
+            self._stats.ok += 1
+            return answer.behaviour, answer, client_id
+        return answer, answer, client_id
