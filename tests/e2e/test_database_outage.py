@@ -1,0 +1,79 @@
+"""PostgreSQL becomes unreachable while a refresh is in flight (issue 5): the rotated token waits in memory,
+no new refresh starts until the database answers, and nothing is lost when it comes back.
+
+The database sits behind a loopback TCP proxy the test cuts and restores, so the outage is real for the
+worker (connections reset, new ones refused) without stopping the server other tests share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from grantkeeper.adapters.db.engine import make_engine
+from grantkeeper.adapters.db.store import SqlStore
+from grantkeeper.service.cycle import RefreshService
+from tests.e2e.harness import Rig
+from tests.fixtures.tcp_proxy import TcpProxy, tcp_proxy
+
+LATENCY = 0.5  # seconds the sandbox takes to answer: the window in which the test cuts the database
+
+
+@pytest.fixture
+def proxy(postgres_server) -> Iterator[tuple[TcpProxy, str]]:
+    name = postgres_server.create(template=postgres_server.template)
+    url = make_url(postgres_server.url_for(name))
+    with tcp_proxy((url.host or "127.0.0.1", url.port or 5432)) as proxy:
+        yield proxy, url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    postgres_server.drop(name)
+
+
+async def wait_for(condition, within: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_refreshed_token_survives_a_database_outage_and_nothing_new_starts_meanwhile(
+    proxy, keyring, sandbox, sandbox_server, caplog
+):
+    cut, url = proxy
+    engine = make_engine(url)
+    rig = Rig(engine, SqlStore(engine, keyring), sandbox, sandbox_server.token_url)
+    service = RefreshService(
+        rig.store, rig.endpoint, rig.clock, rig.policy, concurrency=1,
+        max_attempt_duration=timedelta(seconds=10), rng=random.Random(0),
+    )  # fmt: skip
+    grants = [rig.connect(f"user-{i}")[1] for i in range(3)]
+    sandbox.set_latency(LATENCY)
+
+    with caplog.at_level(logging.INFO, logger="grantkeeper"):
+        cycle = asyncio.create_task(service.run_cycle())
+        await wait_for(lambda: sandbox.stats().requests == 1)
+        cut.cut()  # the first answer is on its way; the database is gone
+        await wait_for(lambda: any(getattr(r, "action", "") == "commit_failed" for r in caplog.records))
+        await asyncio.sleep(2.5)
+        assert sandbox.stats().requests == 1  # nothing new started while the answer waited in memory
+        assert not service.runner.gate.is_open
+        cut.restore()
+        report = await asyncio.wait_for(cycle, timeout=30)
+
+    assert report.refreshed == 3
+    assert report.lease_conflicts == 0
+    assert sandbox.stats().reuse_detected == 0
+    stored = {
+        rig.store.read_tokens(rig.tenant_id, record.connection_id).refresh_token  # type: ignore[union-attr]
+        for record in rig.store.list_connections(rig.tenant_id)
+    }
+    assert stored == {sandbox.current_refresh_token(grant.grant_id) for grant in grants}  # none lost
+    assert any(getattr(r, "action", "") == "commit_recovered" for r in caplog.records)
+    for grant in grants:
+        assert grant.refresh_token not in caplog.text
+    await rig.close()
