@@ -23,6 +23,7 @@ from grantkeeper.core.model import (
     OutcomeClass,
     PauseWorkflows,
     ResumeWorkflows,
+    RetryProviderNow,
     TokenSet,
     Transition,
 )
@@ -91,6 +92,8 @@ def _succeed(
         effects.append(Notify(NotificationType.RECOVERED, email=False))
     if state.status is not ConnectionStatus.CONNECTED:
         effects.append(ResumeWorkflows())
+    if state.consecutive_transient_failures >= policy.provider_recovery_threshold:
+        effects.append(RetryProviderNow())
     new_state = ConnectionState(
         last_refreshed_at=now,
         last_failure_at=state.last_failure_at,

@@ -143,7 +143,18 @@ class FlagProvider:
     error: ErrorInfo
 
 
-Effect = Notify | PauseWorkflows | ResumeWorkflows | FlagProvider
+@dataclass(frozen=True)
+class RetryProviderNow:
+    """The provider answers again after transient trouble: the other connections of this provider that are
+    backing off from transient failures are due now, not at the end of their (possibly hour-long) backoff.
+
+    Backoff protects a provider while it is down; once one refresh proves it is up, waiting out every other
+    connection's backoff would only leave users with expired tokens. The provider's rate limit, if set,
+    spreads the catch-up.
+    """
+
+
+Effect = Notify | PauseWorkflows | ResumeWorkflows | FlagProvider | RetryProviderNow
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,15 @@ class Policy:
     max_backoff: timedelta = timedelta(hours=6)
     config_retry_interval: timedelta = timedelta(minutes=30)
     refresh_spread: timedelta = timedelta(minutes=5)
+    provider_recovery_threshold: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("warning_threshold", "disconnect_threshold", "rate_limit_notice_threshold"):
+        for name in (
+            "warning_threshold",
+            "disconnect_threshold",
+            "rate_limit_notice_threshold",
+            "provider_recovery_threshold",
+        ):
             if getattr(self, name) < 1:
                 raise InvalidSettingError(f"{name} must be at least 1")
         for name in (
@@ -101,3 +107,14 @@ def transient_backoff(
     if retry_after is not None:
         delay = max(delay, retry_after)
     return min(delay, policy.max_backoff)
+
+
+def probe_horizon(now: datetime, policy: Policy) -> datetime:
+    """How far ahead a provider's next retry may lie while its connections back off from transient failures.
+
+    Backoff spares a provider that is down, but if every connection waits hours, nobody notices when it is
+    back. So once per cycle at least one of its failing connections is tried (a probe): when the earliest
+    scheduled retry lies beyond this horizon, that connection is made due now. Its success then wakes the
+    others (``RetryProviderNow``), so all recover within about one cycle of the provider's return.
+    """
+    return now + policy.auth_retry_interval

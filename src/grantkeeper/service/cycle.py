@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
 from grantkeeper.core.model import ConnectionStatus
-from grantkeeper.core.policy import Policy
+from grantkeeper.core.policy import Policy, probe_horizon
 from grantkeeper.ports import ClaimedConnection, Clock, ConnectionStore, TokenEndpoint
 from grantkeeper.service.attempt import AttemptResult, AttemptRunner
 from grantkeeper.service.report import CycleReport, failing_providers
@@ -56,6 +56,7 @@ class RefreshService:
             raise ValueError("lease_ttl must be longer than max_attempt_duration")
         self._store = store
         self._clock = clock
+        self._policy = policy
         self._concurrency = concurrency
         self.owner = owner or default_owner()
         self.lease_ttl = lease_ttl
@@ -73,6 +74,8 @@ class RefreshService:
         """Refresh every connection due now (all tenants unless one is named)."""
         report = CycleReport(started_at=self._clock.now())
         due_at = report.started_at
+        horizon_at = probe_horizon(due_at, self._policy)
+        report.probes = await self.runner.in_store_thread(self._store.schedule_probes, due_at, horizon_at)
 
         async def claim(limit: int) -> tuple[list[ClaimedConnection], bool]:
             claims = await self.runner.in_store_thread(

@@ -50,6 +50,7 @@ class CycleReport:
     lease_conflicts: int = 0
     lost_rotations: int = 0
     recovered_in_flight: int = 0
+    probes: int = 0
     provider_alerts: list[str] = field(default_factory=list)
     rows: list[AttemptRow] = field(default_factory=list)
 
@@ -93,6 +94,7 @@ class CycleReport:
             "lease_conflicts": self.lease_conflicts,
             "lost_rotations": self.lost_rotations,
             "recovered_in_flight": self.recovered_in_flight,
+            "probes": self.probes,
             "provider_alerts": list(self.provider_alerts),
         }
         if verbose:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Update, and_, bindparam, exists, select, update
+from sqlalchemy import Connection, Update, and_, bindparam, exists, or_, select, update
 
 from grantkeeper.adapters.db.fanout import DEFAULT_DIGEST_HOUR, Fanout, NotificationFanout
 from grantkeeper.adapters.db.rows import FieldCipher, state_values
@@ -34,6 +34,7 @@ from grantkeeper.core.model import (
     OutcomeClass,
     PauseWorkflows,
     ResumeWorkflows,
+    RetryProviderNow,
     TokenSet,
     Transition,
 )
@@ -271,6 +272,8 @@ def apply_effects(
                     EventType.WORKFLOW_RESUMED,
                     {"workflow_id": workflow_id, "name": name, "connection_id": connection_id},
                 )
+        elif isinstance(effect, RetryProviderNow):
+            retry_provider_now(connection, provider_id, at)
         elif isinstance(effect, FlagProvider):
             reason = f"{effect.error.code}: {effect.error.description}"
             if flag_provider(connection, provider_id, reason, at):
@@ -344,6 +347,51 @@ def resume_unblocked(connection: Connection, workflow_ids: list[str], at: dateti
         .returning(_w.id, _w.name)
     )
     return sorted((row.id, row.name) for row in connection.execute(statement))
+
+
+def retry_provider_now(connection: Connection, provider_id: str, at: datetime) -> None:
+    """Make the provider's connections that back off from transient failures due now (``RetryProviderNow``).
+
+    Only connected rows with a transient streak whose next attempt lies ahead; leased rows are left to their
+    worker, whose commit will schedule them anyway.
+    """
+    connection.execute(
+        update(connections)
+        .where(
+            _c.provider_id == provider_id,
+            _c.status == ConnectionStatus.CONNECTED.value,
+            _c.consecutive_transient_failures > 0,
+            _c.next_attempt_at > at,
+            or_(_c.lease_expires_at.is_(None), _c.lease_expires_at < at),
+        )
+        .values(next_attempt_at=at)
+    )
+
+
+def schedule_probes(connection: Connection, now: datetime, horizon_at: datetime) -> int:
+    """For each provider whose connections all back off beyond ``horizon_at``, make the one due soonest due
+    now (see ``core.policy.probe_horizon``); returns how many probes were scheduled.
+
+    One index probe per provider (``ix_connections_transient`` keeps only failing rows, by provider and time).
+    """
+    probed = 0
+    for provider_id in connection.scalars(select(providers.c.id)):
+        earliest = (
+            select(_c.id, _c.next_attempt_at)
+            .where(
+                _c.provider_id == provider_id,
+                _c.consecutive_transient_failures > 0,
+                _c.status == ConnectionStatus.CONNECTED.value,
+            )
+            .order_by(_c.next_attempt_at)
+            .limit(1)
+        )
+        row = connection.execute(earliest).first()
+        if row is None or row.next_attempt_at is None or row.next_attempt_at <= horizon_at:
+            continue
+        connection.execute(update(connections).where(_c.id == row.id).values(next_attempt_at=now))
+        probed += 1
+    return probed
 
 
 def clear_provider_flag(connection: Connection, provider_id: str) -> None:

@@ -191,6 +191,10 @@ class SqlStore:
         with write_transaction(self._engine) as connection:
             return starts.start_attempts(connection, claims, now, attempt_ttl)
 
+    def schedule_probes(self, now: datetime, horizon_at: datetime) -> int:
+        with write_transaction(self._engine) as connection:
+            return commits.schedule_probes(connection, now, horizon_at)
+
     def commit_attempt(self, commit: AttemptCommit) -> bool:
         with write_transaction(self._engine) as connection:
             return commits.commit_attempt(connection, self._cipher, commit, digest_hour=self._digest_hour)

@@ -137,6 +137,14 @@ connections = Table(
         postgresql_where=text("in_flight_since IS NOT NULL"),
         sqlite_where=text("in_flight_since IS NOT NULL"),
     ),
+    # Connections backing off from transient failures, per provider: a provider's recovery wakes them.
+    Index(
+        "ix_connections_transient",
+        "provider_id",
+        "next_attempt_at",
+        postgresql_where=text("consecutive_transient_failures > 0"),
+        sqlite_where=text("consecutive_transient_failures > 0"),
+    ),
 )
 
 workflows = Table(

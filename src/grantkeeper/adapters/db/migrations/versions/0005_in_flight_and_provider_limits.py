@@ -6,8 +6,9 @@ Create Date: 2026-11-28
 
 ``connections.in_flight_since`` is written just before a refresh request leaves and cleared with its result;
 found set by the next attempt, it means a worker died with an answer we never stored (a possibly lost
-rotation). The partial index serves the per-provider count of attempts in flight, which only ever sees the
-few rows that are. ``providers`` gains the operator's limits and the shared token bucket that enforces the
+rotation). Two partial indexes: the attempts in flight, for the per-provider concurrency count, and the
+connections backing off from transient failures, which a provider's recovery makes due at once; each holds
+only the few rows concerned. ``providers`` gains the operator's limits and the token bucket that enforces the
 rate limit (its level and when it was last refilled).
 """
 
@@ -33,6 +34,13 @@ def upgrade() -> None:
         postgresql_where=sa.text("in_flight_since IS NOT NULL"),
         sqlite_where=sa.text("in_flight_since IS NOT NULL"),
     )
+    op.create_index(
+        "ix_connections_transient",
+        "connections",
+        ["provider_id", "next_attempt_at"],
+        postgresql_where=sa.text("consecutive_transient_failures > 0"),
+        sqlite_where=sa.text("consecutive_transient_failures > 0"),
+    )
     op.add_column("providers", sa.Column("max_concurrency", sa.Integer(), nullable=True))
     op.add_column("providers", sa.Column("rate_limit_per_second", sa.Float(), nullable=True))
     op.add_column("providers", sa.Column("rate_tokens", sa.Float(), nullable=True))
@@ -43,6 +51,7 @@ def downgrade() -> None:
     for column in ("rate_refilled_at", "rate_tokens", "rate_limit_per_second", "max_concurrency"):
         with op.batch_alter_table("providers") as batch:
             batch.drop_column(column)
+    op.drop_index("ix_connections_transient", table_name="connections")
     op.drop_index("ix_connections_in_flight", table_name="connections")
     with op.batch_alter_table("connections") as batch:
         batch.drop_column("in_flight_since")
