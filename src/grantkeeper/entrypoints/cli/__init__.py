@@ -7,6 +7,7 @@ from grantkeeper.entrypoints.cli import (  # noqa: F401  (registers the commands
     outbox,
     refresh,
     serve,
+    simulate,
 )
 from grantkeeper.entrypoints.cli.app import app
 

@@ -1,0 +1,79 @@
+"""What to simulate: the fleet, the provider's faults, the worker fleet's capacity and the policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from grantkeeper.core.errors import InvalidInputError
+from grantkeeper.core.policy import Policy
+from grantkeeper.service.simulation_faults import FaultModel
+
+#: Beyond this a run takes hours; a sample of 100,000 already puts the sampling error well under 1%.
+MAX_SIMULATED_CONNECTIONS = 1_000_000
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """What to simulate. ``sample`` simulates that many connections and scales counts to ``connections``."""
+
+    connections: int = 10_000
+    sample: int | None = None
+    duration: timedelta = timedelta(days=7)
+    token_lifetime: timedelta = timedelta(hours=1)
+    faults: FaultModel = field(default_factory=FaultModel)
+    latency: timedelta = timedelta(milliseconds=200)
+    read_timeout: timedelta = timedelta(seconds=15)
+    concurrency: int = 32
+    workers: int | None = None
+    connections_per_user: int = 1
+    poll_interval: timedelta = timedelta(seconds=5)
+    policy: Policy = field(default_factory=Policy)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive_counts = {
+            "connections": self.connections,
+            "concurrency": self.concurrency,
+            "connections per user": self.connections_per_user,
+        }
+        for name, count in positive_counts.items():
+            if count < 1:
+                raise InvalidInputError(f"{name} must be at least 1, got {count}")
+        if self.sample is not None and not 1 <= self.sample <= self.connections:
+            raise InvalidInputError(f"sample must be between 1 and connections ({self.connections:,})")
+        if self.simulated_connections > MAX_SIMULATED_CONNECTIONS:
+            raise InvalidInputError(
+                f"simulating more than {MAX_SIMULATED_CONNECTIONS:,} connections takes too long; "
+                "simulate a sample and scale it up (--sample 100000)"
+            )
+        if self.workers is not None and self.workers < 1:
+            raise InvalidInputError(f"workers must be at least 1, got {self.workers}")
+        self._check_durations()
+        for outage in self.faults.outages:
+            if outage.start >= self.duration:
+                raise InvalidInputError(f"an outage starting at {outage.start} is after the simulation ends")
+
+    def _check_durations(self) -> None:
+        durations = {
+            "duration": self.duration,
+            "token lifetime": self.token_lifetime,
+            "latency": self.latency,
+            "read timeout": self.read_timeout,
+            "poll interval": self.poll_interval,
+        }
+        for name, value in durations.items():
+            if value <= timedelta(0):
+                raise InvalidInputError(f"{name} must be longer than zero")
+        if self.duration > timedelta(days=366):
+            raise InvalidInputError("duration must be at most 366 days")
+        if self.poll_interval < timedelta(milliseconds=100):
+            raise InvalidInputError("poll interval must be at least 0.1 seconds")
+
+    @property
+    def simulated_connections(self) -> int:
+        return self.sample if self.sample is not None else self.connections
+
+    @property
+    def scale(self) -> float:
+        return self.connections / self.simulated_connections

@@ -1,0 +1,275 @@
+"""The event loop of the simulation: connections bucketed by the poll that claims them, one ``step`` each.
+
+Per attempt the loop does the least it can (one draw, one ``step``, one append), because a week of one-hour
+tokens for 100,000 connections is some 20 million attempts. Everything a report needs is counted in
+``Tally``; nothing per attempt is kept.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from datetime import UTC, datetime, timedelta
+
+from grantkeeper.core.machine import step
+from grantkeeper.core.model import ConnectionState, ConnectionStatus, Effect, Notify
+from grantkeeper.service.simulation_config import SimulationConfig
+from grantkeeper.service.simulation_faults import ProviderAnswers, success
+from grantkeeper.service.simulation_tally import (
+    AUTH_CAUSES,
+    OUTAGE,
+    RATE_LIMITED,
+    REVOKED,
+    SERVER_ERROR,
+    SPURIOUS_INVALID_GRANT,
+    SUCCEEDED,
+    TIMED_OUT,
+    Tally,
+    Truth,
+)
+
+#: The instant virtual time starts at; any instant would do, the policy only looks at differences.
+SIMULATION_START_AT = datetime(2030, 1, 1, tzinfo=UTC)
+_CONNECTED = ConnectionStatus.CONNECTED
+#: How many refresh periods of healthy history each connection gets before the start.
+WARMUP_PERIODS = 3
+
+
+def seeded(seed: int, stream: str) -> random.Random:
+    """Independent, reproducible random streams, so turning one fault up leaves the others' draws alone."""
+    return random.Random(f"{seed}:{stream}")  # noqa: S311 - simulation, not security
+
+
+class TickQueue:
+    """Connections bucketed by the poll that will claim them; a heap orders the buckets.
+
+    A poll takes every connection due at its instant, so bucketing by poll is exact and makes scheduling
+    one append instead of a heap push per attempt.
+    """
+
+    def __init__(self, poll_seconds: float) -> None:
+        self._poll_seconds = poll_seconds
+        self._buckets: dict[int, list[int]] = {}
+        self._ticks: list[int] = []
+
+    def push(self, index: int, due_seconds: float, after_tick: int) -> None:
+        tick = math.ceil(due_seconds / self._poll_seconds)
+        if tick <= after_tick:
+            tick = after_tick + 1  # a poll takes only what was due when it began
+        bucket = self._buckets.get(tick)
+        if bucket is None:
+            self._buckets[tick] = [index]
+            heapq.heappush(self._ticks, tick)
+        else:
+            bucket.append(index)
+
+    def pop(self) -> tuple[int, list[int]] | None:
+        if not self._ticks:
+            return None
+        tick = heapq.heappop(self._ticks)
+        return tick, self._buckets.pop(tick)
+
+
+class Simulation:
+    """One run: the connections' states, the truth about their grants, the queue and the tally."""
+
+    def __init__(self, config: SimulationConfig, shard: int = 0, count: int | None = None) -> None:
+        """Simulate ``count`` connections (all by default) as shard ``shard``, with its share of the fleet."""
+        self.config = config
+        count = config.simulated_connections if count is None else count
+        self._shard = shard
+        self._start_at = SIMULATION_START_AT
+        self._poll_seconds = config.poll_interval.total_seconds()
+        self._end_seconds = config.duration.total_seconds()
+        self._answers = ProviderAnswers.build(config.faults, self._start_at)
+        self._outages = [
+            (o.start.total_seconds(), (o.start + o.duration).total_seconds()) for o in config.faults.outages
+        ]
+        self._fault_rng = self._rng("faults")
+        self._jitter_rng = self._rng("jitter")
+        share = count / config.simulated_connections / config.scale
+        slots = None if config.workers is None else config.workers * config.concurrency * share
+        self._seconds_per_slot = None if slots is None else 1.0 / slots
+        self._free_at_seconds = 0.0
+        self._is_overloaded = False
+        self.tally = Tally(config, self._end_seconds, count)
+        self._queue = TickQueue(self._poll_seconds)
+        self._states: list[ConnectionState] = []
+        self._due_seconds: list[float] = []
+        self._revoked_seconds = self._draw_revocations(count)
+        self._first_rejected_seconds: dict[int, float] = {}
+        self._populate(count)
+
+    def _rng(self, stream: str) -> random.Random:
+        return seeded(self.config.seed, f"{stream}:{self._shard}")
+
+    def _draw_revocations(self, count: int) -> list[float]:
+        """When each grant is revoked, in seconds from the start; infinity for never within the run."""
+        hazard = self.config.faults.revocation_hazard_per_second()
+        if hazard == 0.0:
+            return [math.inf] * count
+        if math.isinf(hazard):
+            return [0.0] * count
+        rng = self._rng("revocations")
+        draws = (rng.expovariate(hazard) for _ in range(count))
+        return [at if at <= self._end_seconds else math.inf for at in draws]
+
+    def _populate(self, count: int) -> None:
+        """Start in steady state: each connection as the real policy left it after a few healthy refreshes.
+
+        Everyone starting at once would put the whole fleet into the first poll, and a uniform spread over a
+        guessed refresh period still bunches up where the guess and the policy's real (jittered) period
+        disagree. So each connection is refreshed successfully by ``step`` from a uniform instant a few
+        periods back until its next refresh falls after the start, which is the policy's own steady state.
+        """
+        policy, start_at = self.config.policy, self._start_at
+        rng = self._rng("setup")
+        lifetime = self.config.token_lifetime
+        first = step(ConnectionState(), success(start_at, lifetime), policy, start_at, rng).state
+        warmup = (first.next_attempt_at or start_at + lifetime) - start_at
+        for index in range(count):
+            at = start_at - WARMUP_PERIODS * warmup * rng.random()
+            state = ConnectionState()
+            while at < start_at:
+                state = step(state, success(at, lifetime), policy, at, rng).state
+                at = state.next_attempt_at or start_at
+            self._states.append(state)
+            due_seconds = (at - start_at).total_seconds()
+            self._due_seconds.append(due_seconds)
+            self._queue.push(index, due_seconds, after_tick=-1)
+
+    def execute(self) -> None:
+        last_tick = math.floor(self._end_seconds / self._poll_seconds)
+        while (claimed := self._queue.pop()) is not None:
+            tick, batch = claimed
+            if tick > last_tick:
+                break
+            if self._is_overloaded:
+                self.tally.backlog_at_end += len(batch)
+            else:
+                self._run_poll(tick, batch)
+
+    def _run_poll(self, tick: int, batch: list[int]) -> None:
+        """Refresh what one poll claimed: all at the poll's instant, or as the fleet's slots free up.
+
+        With a limited fleet the batch is taken a second's worth at a time (the attempts the fleet starts per
+        second at the nominal latency); a chunk shares its start instant, and the next chunk starts when the
+        chunk's slot time (latency per attempt, read timeout per timeout) has been served.
+        """
+        poll_at = tick * self._poll_seconds
+        seconds_per_slot = self._seconds_per_slot
+        if seconds_per_slot is None:
+            self._attempt(tick, batch, poll_at)
+            return
+        latency, extra = (
+            self.tally.latency_seconds,
+            self.tally.read_timeout_seconds - self.tally.latency_seconds,
+        )
+        per_second = max(1, int(1 / (latency * seconds_per_slot)))
+        for position in range(0, len(batch), per_second):
+            at = max(poll_at, self._free_at_seconds)
+            if at > self._end_seconds:
+                self.tally.backlog_at_end += len(batch) - position
+                self._is_overloaded = True
+                return
+            chunk = batch[position : position + per_second]
+            timeouts = self._attempt(tick, chunk, at)
+            self._free_at_seconds = at + (len(chunk) * latency + timeouts * extra) * seconds_per_slot
+
+    def _attempt(self, tick: int, indices: list[int], at: float) -> int:
+        """Refresh ``indices`` at the instant ``at``; returns how many timed out.
+
+        This is the hot loop, so it reads attributes into locals once and leaves rare work to helpers.
+        """
+        answers, policy, jitter, tally = self._answers, self.config.policy, self._jitter_rng, self.tally
+        states, due_seconds, revoked_seconds = self._states, self._due_seconds, self._revoked_seconds
+        draw, push, start_at = self._fault_rng.random, self._queue.push, self._start_at
+        lags, causes, due_by_minute, timeouts_by_due_minute = (
+            tally.lags,
+            tally.causes,
+            tally.due_by_minute,
+            tally.timeouts_by_due_minute,
+        )
+        rate_limit_bound, server_error_bound, timeout_bound, invalid_grant_bound = answers.bounds
+        now = start_at + timedelta(seconds=at)
+        succeeded = success(now, self.config.token_lifetime)
+        is_outage = any(start <= at < end for start, end in self._outages)
+        timeouts_before = causes[TIMED_OUT]
+        for index in indices:
+            due_at = due_seconds[index]
+            lag = at - due_at
+            lag_key = int(lag * 10) if lag < 600 else int(lag) * 10
+            lags[lag_key] = lags.get(lag_key, 0) + 1
+            due_by_minute[int(due_at // 60)] += 1
+            roll = draw()
+            if is_outage:
+                cause, outcome = OUTAGE, answers.server_error
+            elif roll >= invalid_grant_bound:
+                if revoked_seconds[index] <= at:
+                    cause, outcome = REVOKED, answers.rejected
+                else:
+                    cause, outcome = SUCCEEDED, succeeded
+            elif roll < rate_limit_bound:
+                cause, outcome = RATE_LIMITED, answers.rate_limited
+            elif roll < server_error_bound:
+                cause, outcome = SERVER_ERROR, answers.server_error
+            elif roll < timeout_bound:
+                cause, outcome = TIMED_OUT, answers.timed_out
+                timeouts_by_due_minute[int(due_at // 60)] += 1
+            else:
+                cause, outcome = SPURIOUS_INVALID_GRANT, answers.rejected
+            causes[cause] += 1
+            transition = step(states[index], outcome, policy, now, jitter)
+            state = transition.state
+            states[index] = state
+            if transition.effects:
+                self._record_effects(index, transition.effects)
+            if cause != SUCCEEDED and not self._record_failure(index, cause, state, at):
+                continue
+            next_attempt_at = state.next_attempt_at
+            if next_attempt_at is not None:
+                due = (next_attempt_at - start_at).total_seconds()
+                due_seconds[index] = due
+                push(index, due, tick)
+        timeouts = causes[TIMED_OUT] - timeouts_before
+        tally.attempts_by_minute[int(at // 60)] += len(indices)
+        return timeouts
+
+    def _record_failure(self, index: int, cause: int, state: ConnectionState, at: float) -> bool:
+        """Count streaks and disconnections; says whether the connection is still attempted (connected)."""
+        if state.status is not _CONNECTED:
+            self._record_disconnection(index, at)
+            return False
+        if cause in AUTH_CAUSES:
+            if state.consecutive_failures == 1:
+                self._first_rejected_seconds[index] = at
+            return True
+        streak = state.consecutive_transient_failures
+        if streak == 1:
+            self.tally.transient_streaks += 1
+        if streak == self.config.policy.rate_limit_notice_threshold:
+            self.tally.transient_streaks_reaching_notice += 1
+        return True
+
+    def _record_effects(self, index: int, effects: tuple[Effect, ...]) -> None:
+        for effect in effects:
+            if isinstance(effect, Notify):
+                self.tally.notify(index, effect)
+
+    def _record_disconnection(self, index: int, at_seconds: float) -> None:
+        revoked_seconds = self._revoked_seconds[index]
+        if revoked_seconds > at_seconds:
+            self.tally.false_disconnections += 1
+            return
+        first_rejected = self._first_rejected_seconds.pop(index, at_seconds)
+        self.tally.record_true_disconnection(at_seconds - revoked_seconds, at_seconds - first_rejected)
+
+    def result(self) -> tuple[Tally, Truth]:
+        """The tally, and what only the simulator knows: the grants revoked, and those still connected."""
+        revoked = [
+            state.status is _CONNECTED
+            for state, revoked_seconds in zip(self._states, self._revoked_seconds, strict=True)
+            if revoked_seconds <= self._end_seconds
+        ]
+        return self.tally, Truth(revocations=len(revoked), undetected_revocations=sum(revoked))

@@ -1,0 +1,159 @@
+"""What a simulation found, as one frozen value that prints as JSON (``to_dict``) or as a table.
+
+Counts and rates are for the whole fleet: when only a sample was simulated they are scaled up by ``scale``
+(and say so in ``note``). Per-user figures, lags and delays are per connection and are never scaled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SimulationReport:
+    connections: int
+    simulated_connections: int
+    scale: float
+    days: float
+    token_lifetime_seconds: float
+    users: int
+    attempts: int
+    successes: int
+    failures_by_class: Mapping[str, int]
+    failures_by_cause: Mapping[str, int]
+    false_disconnections: int
+    true_disconnections: int
+    revocations: int
+    undetected_revocations: int
+    revocation_to_disconnection_minutes_p50: float | None
+    revocation_to_disconnection_minutes_max: float | None
+    first_rejection_to_disconnection_minutes_max: float | None
+    notifications_by_type: Mapping[str, int]
+    emails: int
+    notifications_per_user_mean: float
+    notifications_per_user_max: int
+    transient_streaks: int
+    transient_streaks_reaching_notice: int
+    refreshes_per_minute_peak: float
+    refreshes_per_minute_mean: float
+    attempts_per_second_peak: float
+    lag_p50_seconds: float
+    lag_p99_seconds: float
+    latency_seconds: float
+    concurrency: int
+    workers: int | None
+    workers_needed: int
+    due_per_second_peak: float
+    workers_formula: str
+    backlog_at_end: int
+    wall_seconds: float
+    note: str
+
+    @property
+    def notifications_total(self) -> int:
+        return sum(self.notifications_by_type.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, grouped the way an operator reads it."""
+        return {
+            "connections": self.connections,
+            "simulated_connections": self.simulated_connections,
+            "scale": self.scale,
+            "note": self.note,
+            "days": self.days,
+            "token_lifetime_seconds": self.token_lifetime_seconds,
+            "attempts": self.attempts,
+            "successes": self.successes,
+            "failures": {"by_class": dict(self.failures_by_class), "by_cause": dict(self.failures_by_cause)},
+            "false_disconnections": self.false_disconnections,
+            "true_disconnections": self.true_disconnections,
+            "revocations": {
+                "revoked": self.revocations,
+                "disconnected": self.true_disconnections,
+                "undetected_at_end": self.undetected_revocations,
+                "revocation_to_disconnection_minutes_p50": self.revocation_to_disconnection_minutes_p50,
+                "revocation_to_disconnection_minutes_max": self.revocation_to_disconnection_minutes_max,
+                "first_rejection_to_disconnection_minutes_max": (
+                    self.first_rejection_to_disconnection_minutes_max
+                ),
+            },
+            "notifications": {
+                "total": self.notifications_total,
+                "by_type": dict(self.notifications_by_type),
+                "emails": self.emails,
+                "users": self.users,
+                "per_user_mean": self.notifications_per_user_mean,
+                "per_user_max": self.notifications_per_user_max,
+            },
+            "transient_streaks": {
+                "started": self.transient_streaks,
+                "reached_notice_threshold": self.transient_streaks_reaching_notice,
+            },
+            "refresh_rate": {
+                "per_minute_peak": self.refreshes_per_minute_peak,
+                "per_minute_mean": self.refreshes_per_minute_mean,
+                "per_second_peak": self.attempts_per_second_peak,
+            },
+            "lag_seconds": {"p50": self.lag_p50_seconds, "p99": self.lag_p99_seconds},
+            "capacity": {
+                "latency_ms": round(self.latency_seconds * 1000, 3),
+                "concurrency_per_worker": self.concurrency,
+                "workers": self.workers,  # None: unlimited
+                "workers_needed": self.workers_needed,
+                "due_per_second_peak": self.due_per_second_peak,
+                "workers_formula": self.workers_formula,
+                "backlog_at_end": self.backlog_at_end,
+            },
+            "wall_seconds": self.wall_seconds,
+        }
+
+    def rows(self) -> list[tuple[str, str]]:
+        """(metric, value) rows for the human-readable table."""
+
+        def num(value: float | None, digits: int = 1) -> str:
+            return "-" if value is None else f"{value:,.{digits}f}"
+
+        by_type = ", ".join(f"{name} {count:,}" for name, count in self.notifications_by_type.items())
+        by_cause = ", ".join(f"{name} {count:,}" for name, count in self.failures_by_cause.items() if count)
+        return [
+            ("connections", f"{self.connections:,} ({self.simulated_connections:,} simulated)"),
+            ("simulated time", f"{self.days:g} day(s), tokens live {self.token_lifetime_seconds:g} s"),
+            ("attempts", f"{self.attempts:,} ({self.successes:,} succeeded)"),
+            ("failures", by_cause or "none"),
+            ("false disconnections", f"{self.false_disconnections:,}"),
+            ("true disconnections", f"{self.true_disconnections:,} of {self.revocations:,} revoked"),
+            (
+                "revocation -> disconnection",
+                f"p50 {num(self.revocation_to_disconnection_minutes_p50)} min, "
+                f"max {num(self.revocation_to_disconnection_minutes_max)} min",
+            ),
+            ("notifications", f"{self.notifications_total:,} ({by_type or 'none'}); {self.emails:,} emails"),
+            (
+                "notifications per user",
+                f"mean {self.notifications_per_user_mean:.3f}, max {self.notifications_per_user_max}",
+            ),
+            (
+                "refreshes per minute",
+                f"peak {num(self.refreshes_per_minute_peak)}, mean {num(self.refreshes_per_minute_mean)}",
+            ),
+            ("lag due -> attempted", f"p50 {self.lag_p50_seconds:.1f} s, p99 {self.lag_p99_seconds:.1f} s"),
+            ("workers", "unlimited" if self.workers is None else str(self.workers)),
+            ("workers needed", f"{self.workers_needed:,}: {self.workers_formula}"),
+            ("wall time", f"{self.wall_seconds:.1f} s"),
+        ]
+
+
+def percentile(histogram: Mapping[float, int], fraction: float) -> float:
+    """The smallest bucket value at or below which ``fraction`` of the counted values lie (0 when empty)."""
+    total = sum(histogram.values())
+    if total == 0:
+        return 0.0
+    wanted = fraction * total
+    seen = 0
+    for value in sorted(histogram):
+        seen += histogram[value]
+        if seen >= wanted:
+            return value
+    return max(histogram)

@@ -1,0 +1,197 @@
+"""The capacity simulator: the real policy over virtual time against a fault model, checked against DESIGN."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from grantkeeper.core.errors import InvalidInputError
+from grantkeeper.service import simulation
+from grantkeeper.service.simulation import FaultModel, Outage, SimulationConfig, SimulationReport, simulate
+
+DAY = timedelta(days=1)
+CYCLE_MINUTES = 5
+
+
+def run(connections: int = 200, duration: timedelta = DAY, **kwargs: Any) -> SimulationReport:
+    return simulate(SimulationConfig(connections=connections, duration=duration, **kwargs))
+
+
+def comparable(report: SimulationReport) -> dict[str, Any]:
+    data = report.to_dict()
+    del data["wall_seconds"]
+    return data
+
+
+def test_no_faults_means_no_failures_no_notifications_and_a_refresh_about_every_fifty_minutes():
+    report = run(connections=200)
+
+    assert report.attempts == report.successes
+    assert sum(report.failures_by_class.values()) == 0
+    assert report.notifications_total == 0
+    assert report.false_disconnections == report.true_disconnections == 0
+    # one-hour tokens are refreshed 10 minutes before expiry, moved earlier by at most a tenth of their life:
+    # every 44 to 50 minutes, so about 29 to 33 refreshes a day
+    per_connection_day = report.attempts / 200
+    assert 28 <= per_connection_day <= 34
+    assert report.lag_p99_seconds < 5  # unlimited fleet: the only wait is for the next 5-second poll
+
+
+def test_frequent_429s_give_one_notice_per_streak_that_reaches_five_and_never_disconnect():
+    report = run(duration=timedelta(hours=12), faults=FaultModel(rate_limit=0.5))
+
+    notices = report.notifications_by_type["integration_rate_limit"]
+    assert report.false_disconnections == 0
+    assert report.failures_by_cause["rate_limited"] > 0
+    assert 0 < notices == report.transient_streaks_reaching_notice < report.transient_streaks
+    assert report.notifications_by_type["integration_warning"] == 0
+    assert report.notifications_by_type["integration_disconnected"] == 0
+    # every notice is followed by one recovery, except for streaks still running at the end
+    assert notices - 5 <= report.notifications_by_type["integration_recovered"] <= notices
+
+
+def test_one_hour_outage_gives_each_connection_one_notice_one_recovery_and_no_disconnection():
+    outage = Outage(start=timedelta(hours=2), duration=timedelta(hours=1))
+    report = run(connections=200, duration=timedelta(hours=8), faults=FaultModel(outages=(outage,)))
+
+    # every connection is due within the hour (refreshes are under 50 minutes apart) and fails five times
+    # within four minutes of backoff, so each gets exactly one notice, then one recovery after the outage
+    assert report.failures_by_cause["outage"] > 200 * 5
+    assert report.false_disconnections == 0
+    assert report.notifications_by_type["integration_rate_limit"] == 200
+    assert report.notifications_by_type["integration_recovered"] == 200
+    assert report.notifications_per_user_max == 2
+    assert report.emails == 0
+
+
+def test_revoked_grants_are_disconnected_within_three_cycles_of_the_first_rejection():
+    report = run(connections=200, faults=FaultModel(revocations_per_day=0.3))
+
+    assert report.true_disconnections > 0
+    assert report.false_disconnections == 0
+    assert report.true_disconnections + report.undetected_revocations == report.revocations
+    assert report.first_rejection_to_disconnection_minutes_max is not None
+    assert report.first_rejection_to_disconnection_minutes_max <= 3 * CYCLE_MINUTES
+    # grantkeeper learns of a revocation at the next refresh (under 50 minutes), then needs two more tries
+    assert report.revocation_to_disconnection_minutes_max is not None
+    assert report.revocation_to_disconnection_minutes_max <= 50 + 3 * CYCLE_MINUTES
+    assert report.notifications_by_type["integration_disconnected"] == report.true_disconnections
+    assert report.notifications_by_type["integration_warning"] == report.true_disconnections
+    assert report.emails == 2 * report.true_disconnections
+
+
+def test_spurious_invalid_grants_are_the_only_fault_that_disconnects_a_live_grant():
+    report = run(connections=200, duration=timedelta(hours=12), faults=FaultModel(spurious_invalid_grant=0.4))
+
+    assert report.revocations == 0
+    assert report.false_disconnections > 0  # three in a row, a cycle apart
+    assert report.notifications_by_type["integration_warning"] > report.false_disconnections
+
+
+def test_the_same_seed_gives_the_same_report_and_another_seed_another():
+    faults = FaultModel(rate_limit=0.1, server_error=0.05, timeout=0.02, revocations_per_day=0.1)
+    first = run(duration=timedelta(hours=6), faults=faults, seed=7)
+    again = run(duration=timedelta(hours=6), faults=faults, seed=7)
+    other = run(duration=timedelta(hours=6), faults=faults, seed=8)
+
+    assert comparable(first) == comparable(again)
+    assert comparable(first) != comparable(other)
+
+
+def test_shards_give_the_same_report_on_one_cpu_or_several(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(simulation, "SHARD_CONNECTIONS", 100)
+    config = SimulationConfig(
+        connections=300, duration=timedelta(hours=6), faults=FaultModel(rate_limit=0.3), seed=3
+    )
+
+    alone = simulate(config, processes=1)
+    forked = simulate(config, processes=2)
+
+    assert comparable(alone) == comparable(forked)
+    assert alone.users == 300
+
+
+def test_a_sample_scales_counts_and_rates_but_not_per_user_figures():
+    faults = FaultModel(rate_limit=0.3)
+    whole = run(connections=400, duration=timedelta(hours=4), faults=faults)
+    sampled = run(connections=4000, sample=400, duration=timedelta(hours=4), faults=faults)
+
+    assert sampled.attempts == 10 * whole.attempts
+    assert sampled.notifications_total == 10 * whole.notifications_total
+    assert sampled.refreshes_per_minute_peak == pytest.approx(10 * whole.refreshes_per_minute_peak)
+    assert sampled.notifications_per_user_mean == whole.notifications_per_user_mean
+    assert sampled.lag_p99_seconds == whole.lag_p99_seconds
+    assert sampled.users == 4000
+    assert sampled.note.startswith("sampled 400 of 4,000, counts scaled \N{MULTIPLICATION SIGN}10")
+
+
+def test_workers_needed_is_peak_attempts_per_second_times_latency_over_concurrency():
+    report = run(
+        connections=10_000_000,
+        sample=5000,
+        duration=timedelta(hours=3),
+        latency=timedelta(milliseconds=200),
+        concurrency=32,
+    )
+
+    # attempts count in the minute they fell due; with an unlimited fleet that is within a poll of when made
+    assert report.due_per_second_peak == pytest.approx(report.attempts_per_second_peak, rel=0.05)
+    assert report.workers_needed == math.ceil(report.due_per_second_peak * 0.2 / 32)
+    assert report.workers_needed > 10
+    assert report.workers_formula.startswith("ceil(peak attempts/s x latency / concurrency per worker)")
+    assert report.workers_formula.endswith(f"= {report.workers_needed}")
+
+
+def test_timeouts_hold_a_slot_for_the_read_timeout_so_more_workers_are_needed():
+    common: dict[str, Any] = {"connections": 1_000_000, "sample": 500, "duration": timedelta(hours=2)}
+    calm = run(**common)
+    slow = run(**common, faults=FaultModel(timeout=0.1), read_timeout=timedelta(seconds=15))
+
+    assert slow.workers_needed > 3 * calm.workers_needed
+    assert "read timeout" in slow.workers_formula
+
+
+def test_with_the_workers_needed_the_lag_stays_small_and_with_too_few_it_grows():
+    common: dict[str, Any] = {"connections": 2_000_000, "sample": 4000, "duration": timedelta(hours=3)}
+    needed = run(**common).workers_needed
+
+    enough = run(**common, workers=needed)
+    starved = run(**common, workers=max(1, needed // 4))
+
+    # the demand (attempts by the minute they fell due), not the throttled attempts, decides the number
+    assert abs(enough.workers_needed - needed) <= 1
+    assert abs(starved.workers_needed - needed) <= 1
+
+    assert enough.lag_p99_seconds < 15
+    assert starved.lag_p99_seconds > 600
+    # what is due but not yet attempted when the simulation ends: seconds of work, or more than a minute's
+    assert enough.backlog_at_end <= 5 * enough.due_per_second_peak
+    assert starved.backlog_at_end > 60 * starved.due_per_second_peak
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda: FaultModel(rate_limit=-0.1), "429 rate must be between 0 and 1"),
+        (lambda: FaultModel(rate_limit=0.6, server_error=0.5), "add up to 1.1"),
+        (lambda: FaultModel(revocations_per_day=float("nan")), "revocations per day"),
+        (lambda: SimulationConfig(connections=0), "connections must be at least 1"),
+        (lambda: SimulationConfig(connections=10**7), r"simulate a sample and scale it up \(--sample"),
+        (lambda: SimulationConfig(connections=10, sample=11), "sample must be between 1 and"),
+        (lambda: SimulationConfig(workers=0), "workers must be at least 1"),
+        (lambda: SimulationConfig(duration=timedelta(0)), "duration must be longer than zero"),
+        (lambda: Outage(start=timedelta(hours=1), duration=timedelta(0)), "outage must last"),
+        (
+            lambda: SimulationConfig(
+                duration=DAY, faults=FaultModel(outages=(Outage(timedelta(days=2), timedelta(hours=1)),))
+            ),
+            "after the simulation ends",
+        ),
+    ],
+)
+def test_bad_input_is_refused_with_a_clear_message(make, words):
+    with pytest.raises(InvalidInputError, match=words):
+        make()
