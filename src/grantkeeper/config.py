@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     max_idle_days: int = Field(default=7, ge=1)
     stale_after_hours: int = Field(default=24, ge=1)
     max_backoff_seconds: int = Field(default=6 * 3600, ge=1)
+    transient_backoff_base_seconds: float = Field(default=15.0, gt=0, le=3600)
+    # refresh times move earlier by a random part of this, so connections do not stay bunched together
+    refresh_spread_seconds: float = Field(default=300.0, ge=0, le=86400)
 
     connect_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
     read_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
@@ -73,4 +76,6 @@ class Settings(BaseSettings):
             max_idle_interval=timedelta(days=self.max_idle_days),
             stale_after=timedelta(hours=self.stale_after_hours),
             max_backoff=timedelta(seconds=self.max_backoff_seconds),
+            transient_backoff_base=timedelta(seconds=self.transient_backoff_base_seconds),
+            refresh_spread=timedelta(seconds=self.refresh_spread_seconds),
         )
