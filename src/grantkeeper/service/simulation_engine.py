@@ -13,7 +13,8 @@ import random
 from datetime import UTC, datetime, timedelta
 
 from grantkeeper.core.machine import step
-from grantkeeper.core.model import ConnectionState, ConnectionStatus, Effect, Notify
+from grantkeeper.core.model import ConnectionState, ConnectionStatus, Effect, Notify, RetryProviderNow
+from grantkeeper.core.policy import probe_horizon
 from grantkeeper.service.simulation_config import SimulationConfig
 from grantkeeper.service.simulation_faults import ProviderAnswers, success
 from grantkeeper.service.simulation_tally import (
@@ -34,6 +35,8 @@ SIMULATION_START_AT = datetime(2030, 1, 1, tzinfo=UTC)
 _CONNECTED = ConnectionStatus.CONNECTED
 #: How many refresh periods of healthy history each connection gets before the start.
 WARMUP_PERIODS = 3
+#: The entry a poll's bucket holds when that poll must also run the scheduler's provider probe.
+PROBE = -1
 
 
 def seeded(seed: int, stream: str) -> random.Random:
@@ -53,7 +56,8 @@ class TickQueue:
         self._buckets: dict[int, list[int]] = {}
         self._ticks: list[int] = []
 
-    def push(self, index: int, due_seconds: float, after_tick: int) -> None:
+    def push(self, index: int, due_seconds: float, after_tick: int) -> int:
+        """File ``index`` under the first poll at or after ``due_seconds`` (and after ``after_tick``)."""
         tick = math.ceil(due_seconds / self._poll_seconds)
         if tick <= after_tick:
             tick = after_tick + 1  # a poll takes only what was due when it began
@@ -63,6 +67,7 @@ class TickQueue:
             heapq.heappush(self._ticks, tick)
         else:
             bucket.append(index)
+        return tick
 
     def pop(self) -> tuple[int, list[int]] | None:
         if not self._ticks:
@@ -97,6 +102,13 @@ class Simulation:
         self._queue = TickQueue(self._poll_seconds)
         self._states: list[ConnectionState] = []
         self._due_seconds: list[float] = []
+        self._tick_of: list[int] = []  # the poll each connection is filed under; older filings are stale
+        # connections backing off from transient failures, for the scheduler's probes and provider wake-ups
+        self._backing_off: set[int] = set()
+        self._backoff_heap: list[tuple[float, int]] = []
+        self._probe_seconds = probe_horizon(start_at := SIMULATION_START_AT, config.policy) - start_at
+        self._cycle_seconds = config.policy.cycle_interval.total_seconds()
+        self._is_probe_filed = False
         self._revoked_seconds = self._draw_revocations(count)
         self._first_rejected_seconds: dict[int, float] = {}
         self._populate(count)
@@ -137,14 +149,21 @@ class Simulation:
             self._states.append(state)
             due_seconds = (at - start_at).total_seconds()
             self._due_seconds.append(due_seconds)
-            self._queue.push(index, due_seconds, after_tick=-1)
+            self._tick_of.append(self._queue.push(index, due_seconds, after_tick=-1))
 
     def execute(self) -> None:
         last_tick = math.floor(self._end_seconds / self._poll_seconds)
         while (claimed := self._queue.pop()) is not None:
-            tick, batch = claimed
+            tick, filed = claimed
             if tick > last_tick:
                 break
+            tick_of = self._tick_of
+            # a wake-up may file a connection twice in one poll; the poll still takes it once
+            batch = list(dict.fromkeys(index for index in filed if index >= 0 and tick_of[index] == tick))
+            if PROBE in filed:
+                self._probe(tick, batch)
+            if not batch:
+                continue
             if self._is_overloaded:
                 self.tally.backlog_at_end += len(batch)
             else:
@@ -224,14 +243,18 @@ class Simulation:
             state = transition.state
             states[index] = state
             if transition.effects:
-                self._record_effects(index, transition.effects)
+                self._record_effects(index, transition.effects, tick, at)
             if cause != SUCCEEDED and not self._record_failure(index, cause, state, at):
                 continue
             next_attempt_at = state.next_attempt_at
             if next_attempt_at is not None:
                 due = (next_attempt_at - start_at).total_seconds()
                 due_seconds[index] = due
-                push(index, due, tick)
+                self._tick_of[index] = push(index, due, tick)
+                if cause != SUCCEEDED:
+                    self._back_off(index, due, tick)
+            if cause == SUCCEEDED and index in self._backing_off:
+                self._backing_off.discard(index)
         timeouts = causes[TIMED_OUT] - timeouts_before
         tally.attempts_by_minute[int(at // 60)] += len(indices)
         return timeouts
@@ -239,6 +262,7 @@ class Simulation:
     def _record_failure(self, index: int, cause: int, state: ConnectionState, at: float) -> bool:
         """Count streaks and disconnections; says whether the connection is still attempted (connected)."""
         if state.status is not _CONNECTED:
+            self._backing_off.discard(index)
             self._record_disconnection(index, at)
             return False
         if cause in AUTH_CAUSES:
@@ -252,10 +276,46 @@ class Simulation:
             self.tally.transient_streaks_reaching_notice += 1
         return True
 
-    def _record_effects(self, index: int, effects: tuple[Effect, ...]) -> None:
+    def _record_effects(self, index: int, effects: tuple[Effect, ...], tick: int, at: float) -> None:
         for effect in effects:
             if isinstance(effect, Notify):
                 self.tally.notify(index, effect)
+            elif isinstance(effect, RetryProviderNow):
+                self._wake(index, tick, at)
+
+    # --- the scheduler's provider recovery, as the real store does it -----------------------------------
+
+    def _back_off(self, index: int, due: float, tick: int) -> None:
+        """A transient failure: remember it for probes, and file a probe check a cycle ahead if none is."""
+        self._backing_off.add(index)
+        heapq.heappush(self._backoff_heap, (due, index))
+        if not self._is_probe_filed:
+            self._queue.push(PROBE, tick * self._poll_seconds + self._cycle_seconds, tick)
+            self._is_probe_filed = True
+
+    def _wake(self, waker: int, tick: int, at: float) -> None:
+        """``RetryProviderNow``: every other connection backing off is due at the next poll."""
+        for index in self._backing_off:
+            if index != waker and self._due_seconds[index] > at:
+                self._due_seconds[index] = at
+                self._tick_of[index] = self._queue.push(index, at, tick)
+
+    def _probe(self, tick: int, batch: list[int]) -> None:
+        """``schedule_probes``: if no backing-off connection retries within the horizon, one does now."""
+        self._is_probe_filed = False
+        at = tick * self._poll_seconds
+        heap, backing_off, due_seconds = self._backoff_heap, self._backing_off, self._due_seconds
+        while heap and (heap[0][1] not in backing_off or heap[0][0] != due_seconds[heap[0][1]]):
+            heapq.heappop(heap)  # stale: recovered, disconnected or rescheduled since
+        if not heap:
+            return
+        due, index = heap[0]
+        if due > at + self._probe_seconds.total_seconds():
+            due_seconds[index] = at
+            self._tick_of[index] = tick
+            batch.append(index)
+        self._queue.push(PROBE, at + self._cycle_seconds, tick)
+        self._is_probe_filed = True
 
     def _record_disconnection(self, index: int, at_seconds: float) -> None:
         revoked_seconds = self._revoked_seconds[index]
