@@ -42,6 +42,7 @@ async def test_an_answer_lost_in_flight_at_a_strict_provider_is_a_lost_rotation_
     assert state.in_flight_since is None
     assert report.lost_rotations == 1
     assert report.as_dict()["lost_rotations"] == 1
+    assert rig.store.count_by_disconnect_reason(rig.tenant_id)["lost_rotation"] == 1  # `status` shows it
     assert rig.notification_types() == ["integration_disconnected"]  # the user must reconnect; told once
     assert {w.name: w.status for w in rig.store.list_workflows(rig.tenant_id)} == {"daily-sync": "paused"}
     (record,) = [r for r in caplog.records if getattr(r, "action", None) == "lost_rotation"]

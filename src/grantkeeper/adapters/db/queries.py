@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Select, bindparam, func, or_, select
 
 from grantkeeper.adapters.db.rows import FieldCipher, attempt_from_row, record_from_row
 from grantkeeper.adapters.db.tables import connections, outbox, providers, refresh_attempts
-from grantkeeper.core.model import ConnectionStatus
+from grantkeeper.core.model import ConnectionStatus, DisconnectReason
 from grantkeeper.ports import AttemptRecord, ConnectionRecord, OutboxRecord, StoredTokens
 
 _c = connections.c
@@ -114,6 +114,20 @@ def count_by_status(connection: Connection, tenant_id: str) -> dict[str, int]:
     query = select(_c.status, func.count()).where(_c.tenant_id == tenant_id).group_by(_c.status)
     for status, count in connection.execute(query):
         counts[status] = count
+    return counts
+
+
+def count_by_disconnect_reason(connection: Connection, tenant_id: str) -> dict[str, int]:
+    """Connections needing reauthorization, by why: ``lost_rotation`` is ours to explain, not the user's."""
+    counts = dict.fromkeys((reason.value for reason in DisconnectReason), 0)
+    query = (
+        select(_c.disconnect_reason, func.count())
+        .where(_c.tenant_id == tenant_id, _c.status == ConnectionStatus.NEEDS_REAUTHORIZATION.value)
+        .group_by(_c.disconnect_reason)
+    )
+    for reason, count in connection.execute(query):
+        if reason is not None:
+            counts[reason] = count
     return counts
 
 

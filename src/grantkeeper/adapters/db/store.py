@@ -241,6 +241,10 @@ class SqlStore:
         with write_transaction(self._engine) as connection:
             return inbox.mark_notification_read(connection, tenant_id, notification_id)
 
+    def count_by_disconnect_reason(self, tenant_id: str) -> dict[str, int]:
+        with read_transaction(self._engine) as connection:
+            return queries.count_by_disconnect_reason(connection, tenant_id)
+
     def count_by_status(self, tenant_id: str) -> dict[str, int]:
         with read_transaction(self._engine) as connection:
             return queries.count_by_status(connection, tenant_id)

@@ -62,6 +62,18 @@ class Metrics:
             "Attempts whose commit found the lease taken by another worker.",
             registry=self.registry,
         )
+        self.lost_rotations = Counter(
+            "grantkeeper_lost_rotations",
+            "Connections disconnected because a worker died with a rotated refresh token in flight.",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.recovered_in_flight = Counter(
+            "grantkeeper_recovered_in_flight",
+            "Attempts that succeeded after an earlier attempt's answer was lost with its worker.",
+            ["provider"],
+            registry=self.registry,
+        )
         self.registry.register(_StatusCollector(status_counts))
 
     def observe_attempt(self, result: AttemptResult) -> None:
@@ -73,6 +85,10 @@ class Metrics:
                 self.notifications.labels(content.type.value, channel).inc()
         if not result.is_committed:
             self.lease_conflicts.inc()
+        if result.is_lost_rotation:
+            self.lost_rotations.labels(provider).inc()
+        if result.is_recovered_in_flight:
+            self.recovered_in_flight.labels(provider).inc()
 
     def observe_cycle(self, report: CycleReport) -> None:
         self.cycle_duration.observe(report.duration.total_seconds())

@@ -268,6 +268,7 @@ def status_command(tenant: TenantOption = "default", json_output: JsonOption = F
     with runtime() as rt:
         tenant_id = rt.store.ensure_tenant(tenant)
         counts = rt.store.count_by_status(tenant_id)
+        reasons = rt.store.count_by_disconnect_reason(tenant_id)
         failing = [connection_dict(r) for r in rt.store.list_failing(tenant_id, 20)]
         recent = [notification_dict(n) for n in rt.store.list_notifications(tenant_id, 10)]
         destinations = rt.store.list_destinations(tenant_id)
@@ -277,6 +278,7 @@ def status_command(tenant: TenantOption = "default", json_output: JsonOption = F
     summary = {
         "counts": by_status,
         "total": sum(counts.values()),
+        "disconnect_reasons": reasons,
         "failing": failing,
         "notifications": recent,
         "destinations": {
@@ -290,6 +292,12 @@ def status_command(tenant: TenantOption = "default", json_output: JsonOption = F
         print_json(summary)
         return
     console.print(table("Connections by status", ("status", "count"), by_status.items()))
+    console.print(table("Needing reauthorization, by reason", ("reason", "count"), reasons.items()))
+    if reasons.get("lost_rotation"):
+        console.print(
+            f"{reasons['lost_rotation']} connection(s) lost their rotated refresh token when a worker died "
+            "mid-refresh; their users must reconnect (see the log lines with action lost_rotation)"
+        )
     console.print(connections_table(failing, "Failing connections (latest 20)"))
     console.print(notifications_table(recent, "Recent notifications"))
     console.print(table("Outbox by status", ("status", "count"), outbox_counts.items()))
