@@ -95,9 +95,12 @@ def _is_plain(commit: AttemptCommit) -> bool:
 
 def _state_columns(parameters: dict[str, Any]) -> tuple[str, ...]:
     """The columns an attempt's UPDATE sets (its statement's cache key): all but the fence and timestamp."""
-    return tuple(
-        sorted(name for name in parameters if not name.startswith("fence_") and name != "updated_at")
-    )
+    return _columns_of(tuple(parameters))
+
+
+@functools.lru_cache(maxsize=64)
+def _columns_of(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sorted(name for name in names if not name.startswith("fence_") and name != "updated_at"))
 
 
 def _update_group(connection: Connection, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
