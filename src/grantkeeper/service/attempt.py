@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import ParamSpec, TypeVar
 
 from grantkeeper.core.classify import missing_refresh_token
@@ -53,6 +53,15 @@ class AttemptResult:
     notifications: tuple[NotificationContent, ...]
     is_committed: bool
     duration: timedelta = timedelta(0)
+    started_at: datetime | None = None
+
+    @property
+    def lag(self) -> timedelta | None:
+        """How late the attempt started after the connection came due: are the workers keeping up?"""
+        due_at = self.claim.state.next_attempt_at
+        if self.started_at is None or due_at is None:
+            return None
+        return max(self.started_at - due_at, timedelta(0))
 
     @property
     def is_lost_rotation(self) -> bool:
@@ -153,7 +162,9 @@ class AttemptRunner:
         )
         commit = AttemptCommit(claim, outcome, transition, record, notifications)
         is_committed = await self._commit(commit)
-        result = AttemptResult(claim, outcome, transition, notifications, is_committed, duration)
+        result = AttemptResult(
+            claim, outcome, transition, notifications, is_committed, duration, started_at=started_at
+        )
         if is_committed:
             _report_in_flight(result)
         if self._on_attempt is not None:

@@ -51,6 +51,7 @@ class CycleReport:
     lost_rotations: int = 0
     recovered_in_flight: int = 0
     probes: int = 0
+    lags: list[float] = field(default_factory=list)  # seconds from due to started, per attempt
     provider_alerts: list[str] = field(default_factory=list)
     rows: list[AttemptRow] = field(default_factory=list)
 
@@ -74,6 +75,9 @@ class CycleReport:
         self.lease_conflicts += not result.is_committed
         self.lost_rotations += result.is_lost_rotation
         self.recovered_in_flight += result.is_recovered_in_flight
+        lag = result.lag
+        if lag is not None:
+            self.lags.append(lag.total_seconds())
         self.rows.append(_row(result))
 
     def as_dict(self, *, verbose: bool = False) -> dict[str, object]:
@@ -95,11 +99,24 @@ class CycleReport:
             "lost_rotations": self.lost_rotations,
             "recovered_in_flight": self.recovered_in_flight,
             "probes": self.probes,
+            "lag_seconds": _percentiles(self.lags),
             "provider_alerts": list(self.provider_alerts),
         }
         if verbose:
             summary["connections"] = [_row_dict(row) for row in self.rows]
         return summary
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    """p50, p99 and max of the lags (nearest rank); None when nothing was attempted."""
+    if not values:
+        return {"p50": None, "p99": None, "max": None}
+    ordered = sorted(values)
+
+    def rank(fraction: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))], 3)
+
+    return {"p50": rank(0.5), "p99": rank(0.99), "max": round(ordered[-1], 3)}
 
 
 def _row(result: AttemptResult) -> AttemptRow:

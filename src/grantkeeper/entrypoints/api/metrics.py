@@ -74,6 +74,12 @@ class Metrics:
             ["provider"],
             registry=self.registry,
         )
+        self.lag = Histogram(
+            "grantkeeper_refresh_lag_seconds",
+            "How late refresh attempts start after their connection came due (are the workers keeping up?).",
+            buckets=(0.5, 1, 5, 10, 30, 60, 300, 900, 3600),
+            registry=self.registry,
+        )
         self.registry.register(_StatusCollector(status_counts))
 
     def observe_attempt(self, result: AttemptResult) -> None:
@@ -85,6 +91,9 @@ class Metrics:
                 self.notifications.labels(content.type.value, channel).inc()
         if not result.is_committed:
             self.lease_conflicts.inc()
+        lag = result.lag
+        if lag is not None:
+            self.lag.observe(lag.total_seconds())
         if result.is_lost_rotation:
             self.lost_rotations.labels(provider).inc()
         if result.is_recovered_in_flight:
