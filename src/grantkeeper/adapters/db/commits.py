@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Update, and_, bindparam, exists, or_, select, update
 
+from grantkeeper.adapters.db import hotpath
 from grantkeeper.adapters.db.fanout import DEFAULT_DIGEST_HOUR, Fanout, NotificationFanout
 from grantkeeper.adapters.db.rows import FieldCipher, state_values
 from grantkeeper.adapters.db.tables import (
@@ -75,11 +76,15 @@ def commit_attempts(
             plain.setdefault(_state_columns(parameters), []).append((index, parameters))
         else:
             answers[index] = commit_attempt(connection, cipher, commit, digest_hour=digest_hour)
+    hot = hotpath.for_connection(connection)
     for columns, group in plain.items():
         try:
             with connection.begin_nested():
-                _update_group(connection, columns, [parameters for _, parameters in group])
-                connection.execute(_INSERT_ATTEMPT, [_attempt_row(batch[index]) for index, _ in group])
+                rows = [_driver_values(hot, parameters) for _, parameters in group]
+                if hot.update(connection, columns, rows) != len(rows):
+                    raise _FenceMissedError
+                attempts = [_driver_values(hot, _attempt_row(batch[index])) for index, _ in group]
+                hot.insert_attempts(connection, attempts)
         except _FenceMissedError:
             for index, _ in group:
                 answers[index] = commit_attempt(connection, cipher, batch[index], digest_hour=digest_hour)
@@ -103,10 +108,11 @@ def _columns_of(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(name for name in names if not name.startswith("fence_") and name != "updated_at"))
 
 
-def _update_group(connection: Connection, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-    changed = connection.execute(_fenced_update(columns), rows).rowcount
-    if changed != len(rows):
-        raise _FenceMissedError
+def _driver_values(hot: hotpath.HotPath, values: dict[str, Any]) -> dict[str, Any]:
+    """Values as the driver takes them: instants converted (``hotpath``); the rest are already plain."""
+    return {
+        name: hot.time_in(value) if isinstance(value, datetime) else value for name, value in values.items()
+    }
 
 
 def commit_attempt(

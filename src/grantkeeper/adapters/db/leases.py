@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import CTE, ColumnElement, Connection, Row, and_, bindparam, or_, select, update
 
 from grantkeeper.adapters.crypto import DecryptionError
+from grantkeeper.adapters.db import hotpath
 from grantkeeper.adapters.db.catalog import providers_by_id
 from grantkeeper.adapters.db.rows import FieldCipher, state_from_row
 from grantkeeper.adapters.db.tables import connections
@@ -71,9 +72,11 @@ def claim_due(
     tenant_id: str | None,
 ) -> list[ClaimedConnection]:
     now = lease.now
-    due = _due_ids(now, limit, tenant_id)
-    # a refresh never needs the access token: not decrypting it saves an AES-GCM open per connection
-    claimed = _lease(connection, cipher, lease, _c.id == due.c.id, with_access_token=False)
+    hot = hotpath.for_connection(connection)
+    # the same statement as ``_due_ids`` with ``_lease``, sent raw (see ``hotpath``); a refresh never needs
+    # the access token, so it is neither returned nor decrypted
+    rows = hot.claim(connection, now, lease.expires_at, lease.owner, limit, tenant_id)
+    claimed = _claimed_rows(connection, cipher, lease, rows, hot)
     if len(claimed) > limit:  # the guard for the planner trap described in _due_ids; rolls the claim back
         raise StoreError(f"claim matched {len(claimed)} rows for a limit of {limit}; nothing was leased")
     return sorted(claimed, key=lambda claim: (claim.state.next_attempt_at or now, claim.connection_id))
@@ -148,6 +151,43 @@ def _lease(
             claimed.append(_claimed(row, providers[row.provider_id], cipher, with_access_token))
         except (DecryptionError, KeyError):
             unreadable.append(row.id)
+    if unreadable:
+        _park_unreadable(connection, lease, unreadable)
+    return claimed
+
+
+def _claimed_rows(
+    connection: Connection, cipher: FieldCipher, lease: Lease, rows: Sequence[Any], hot: hotpath.HotPath
+) -> list[ClaimedConnection]:
+    """``_lease``'s second half for raw rows in ``hotpath.CLAIM_COLUMNS`` order."""
+    providers = _readable_providers(connection, cipher, {row[2] for row in rows})
+    claimed: list[ClaimedConnection] = []
+    unreadable: list[str] = []
+    for row in rows:
+        connection_id, tenant_id, provider_id, user_id, email, refresh_token_enc, version, owner = row[:8]
+        try:
+            refresh_token = cipher.open_optional(
+                "connections", connection_id, "refresh_token", refresh_token_enc
+            )
+            provider = providers[provider_id]
+        except (DecryptionError, KeyError):
+            unreadable.append(connection_id)
+            continue
+        claimed.append(
+            ClaimedConnection(
+                connection_id=connection_id,
+                tenant_id=tenant_id,
+                user_id=user_id,
+                email=email,
+                provider=provider,
+                state=hot.state(row),
+                refresh_token=refresh_token,
+                access_token=None,
+                version=version,
+                lease_owner=owner,
+                lease_expires_at=lease.expires_at,
+            )
+        )
     if unreadable:
         _park_unreadable(connection, lease, unreadable)
     return claimed

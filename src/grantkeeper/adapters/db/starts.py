@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, func, select, update
 
+from grantkeeper.adapters.db import hotpath
 from grantkeeper.adapters.db.tables import connections, providers
 from grantkeeper.ports import AttemptStarts, ClaimedConnection
 
@@ -127,18 +128,6 @@ def _take_tokens(
     return _Allowance(taken, wait_seconds)
 
 
-#: One attempt's mark, fenced like its commit; run as executemany for a whole batch.
-_MARK = (
-    update(connections)
-    .where(
-        _c.id == bindparam("mark_id"),
-        _c.version == bindparam("mark_version"),
-        _c.lease_owner == bindparam("mark_owner"),
-    )
-    .values(in_flight_since=bindparam("mark_at"), lease_expires_at=bindparam("mark_deadline_at"))
-)
-
-
 def _mark(
     connection: Connection, claims: Sequence[ClaimedConnection], now: datetime, deadline_at: datetime
 ) -> frozenset[str]:
@@ -146,23 +135,20 @@ def _mark(
     lost), the batch is marked again row by row under a savepoint so the answer says exactly which."""
     if not claims:
         return frozenset()
+    hot = hotpath.for_connection(connection)
+    at, deadline = hot.time_in(now), hot.time_in(deadline_at)  # converted once for the whole batch
     rows = [
-        {
-            "mark_id": claim.connection_id,
-            "mark_version": claim.version,
-            "mark_owner": claim.lease_owner,
-            "mark_at": now,
-            "mark_deadline_at": deadline_at,
-        }
+        {"id": claim.connection_id, "version": claim.version, "owner": claim.lease_owner, "at": at,
+         "deadline_at": deadline}
         for claim in claims
-    ]
+    ]  # fmt: skip
     savepoint = connection.begin_nested()
-    if connection.execute(_MARK, rows).rowcount == len(rows):
+    if hot.mark(connection, rows) == len(rows):
         savepoint.commit()
         return frozenset(claim.connection_id for claim in claims)
     savepoint.rollback()
     return frozenset(
         claim.connection_id
         for claim, row in zip(claims, rows, strict=True)
-        if connection.execute(_MARK, row).rowcount == 1
+        if hot.mark(connection, [row]) == 1
     )

@@ -1,0 +1,193 @@
+"""The refresh path's three statements, sent to the driver directly: claim due rows, mark starts, commit.
+
+Each runs thousands of times a second in a busy worker, and a profile put SQLAlchemy's per-row work (binding
+and processing about ten instants per connection through the generic type chain) above the database's own.
+So these statements are plain SQL per dialect, run with ``exec_driver_sql``: values go in already in the
+driver's form (instants converted once per batch where they are shared) and come out raw, converted here.
+Everything else in the store stays on SQLAlchemy Core; the column types' formats are the same
+(``types.UTCDateTime``), which ``tests/integration/test_store_hotpath.py`` checks against the Core path.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from grantkeeper.adapters.db.tables import connections
+from grantkeeper.core.model import ConnectionState, ConnectionStatus, DisconnectReason, ErrorInfo
+
+#: The columns a claim returns, in order: what a refresh needs and nothing else (no access token).
+CLAIM_COLUMNS = (
+    "id", "tenant_id", "provider_id", "user_id", "email", "refresh_token_enc", "version", "lease_owner",
+    "lease_expires_at", "status", "consecutive_failures", "consecutive_transient_failures",
+    "last_refreshed_at", "last_failure_at", "failing_since", "last_error_code", "last_error_description",
+    "disconnect_reason", "expires_at", "next_attempt_at", "warning_sent", "rate_limit_notice_sent",
+    "in_flight_since",
+)  # fmt: skip
+
+_CLAIM = """WITH due_connections AS MATERIALIZED (
+SELECT id FROM connections
+WHERE status = 'connected' AND next_attempt_at <= :now
+AND (lease_expires_at IS NULL OR lease_expires_at < :now){tenant}
+ORDER BY next_attempt_at LIMIT :limit{lock})
+UPDATE connections SET lease_owner = :owner, lease_expires_at = :expires_at, version = connections.version + 1
+FROM due_connections WHERE connections.id = due_connections.id
+RETURNING {columns}"""
+
+_MARK = """UPDATE connections SET in_flight_since = :at, lease_expires_at = :deadline_at
+WHERE id = :id AND version = :version AND lease_owner = :owner"""
+
+_INSERT_ATTEMPT = """INSERT INTO refresh_attempts
+(connection_id, tenant_id, provider_id, attempted_at, outcome, http_status, error_code, duration_ms)
+VALUES (:connection_id, :tenant_id, :provider_id, :attempted_at, :outcome, :http_status, :error_code,
+:duration_ms)"""
+
+_NAMED = re.compile(r":([a-z_]+)")
+
+
+def _sqlite_time_in(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("the store refuses a naive datetime; pass an aware one (e.g. datetime.now(UTC))")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _sqlite_time_out(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _postgresql_time_in(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("the store refuses a naive datetime; pass an aware one (e.g. datetime.now(UTC))")
+    return value
+
+
+def _postgresql_time_out(value: datetime | None) -> datetime | None:
+    return None if value is None else value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class HotPath:
+    """The dialect's SQL text and value converters; one per engine dialect (``for_dialect``)."""
+
+    dialect: str
+    time_in: Callable[[datetime], Any]
+    time_out: Callable[[Any], datetime | None]
+
+    def sql(self, text: str) -> str:
+        """``:name`` placeholders in the driver's style (sqlite3 takes them as they are; psycopg wants
+        ``%(name)s``)."""
+        return text if self.dialect == "sqlite" else _NAMED.sub(r"%(\1)s", text)
+
+    def optional_time(self, value: datetime | None) -> Any:
+        return None if value is None else self.time_in(value)
+
+    # --- claim -------------------------------------------------------------------------------------------
+
+    @functools.cached_property
+    def _claim_sql(self) -> dict[bool, str]:
+        prefix = "connections." if self.dialect == "postgresql" else ""
+        columns = ", ".join(prefix + name for name in CLAIM_COLUMNS)
+        lock = "\nFOR UPDATE SKIP LOCKED" if self.dialect == "postgresql" else ""
+        return {
+            has_tenant: self.sql(
+                _CLAIM.format(
+                    tenant="\nAND tenant_id = :tenant_id" if has_tenant else "", lock=lock, columns=columns
+                )
+            )
+            for has_tenant in (False, True)
+        }
+
+    def claim(
+        self,
+        connection: Connection,
+        now: datetime,
+        expires_at: datetime,
+        owner: str,
+        limit: int,
+        tenant_id: str | None,
+    ) -> Sequence[Any]:
+        """Lease up to ``limit`` due rows, oldest due first; raw rows in ``CLAIM_COLUMNS`` order."""
+        parameters: dict[str, Any] = {
+            "now": self.time_in(now),
+            "expires_at": self.time_in(expires_at),
+            "owner": owner,
+            "limit": limit,
+        }
+        if tenant_id is not None:
+            parameters["tenant_id"] = tenant_id
+        return connection.exec_driver_sql(self._claim_sql[tenant_id is not None], parameters).all()
+
+    def state(self, row: Sequence[Any]) -> ConnectionState:
+        """A claimed row's policy state (the columns from ``status`` on, in ``CLAIM_COLUMNS`` order)."""
+        (
+            status, failures, transient, refreshed_at, failed_at, failing_since, error_code,
+            error_description, reason, expires_at, next_attempt_at, warned, noticed, in_flight_since,
+        ) = row[9:]  # fmt: skip
+        time_out = self.time_out
+        return ConnectionState(
+            status=ConnectionStatus(status),
+            consecutive_failures=failures,
+            consecutive_transient_failures=transient,
+            last_refreshed_at=time_out(refreshed_at),
+            last_failure_at=time_out(failed_at),
+            failing_since=time_out(failing_since),
+            last_error=None if error_code is None else ErrorInfo(error_code, error_description or ""),
+            disconnect_reason=None if reason is None else DisconnectReason(reason),
+            expires_at=time_out(expires_at),
+            next_attempt_at=time_out(next_attempt_at),
+            warning_sent=bool(warned),
+            rate_limit_notice_sent=bool(noticed),
+            in_flight_since=time_out(in_flight_since),
+        )
+
+    # --- starts ------------------------------------------------------------------------------------------
+
+    @functools.cached_property
+    def _mark_sql(self) -> str:
+        return self.sql(_MARK)
+
+    def mark(self, connection: Connection, rows: list[dict[str, Any]]) -> int:
+        """Mark claims in flight (``id``, ``version``, ``owner``, ``at``, ``deadline_at`` each, the instants
+        already converted); returns how many rows changed in all."""
+        return int(connection.exec_driver_sql(self._mark_sql, rows).rowcount)
+
+    # --- commits -----------------------------------------------------------------------------------------
+
+    @functools.lru_cache(maxsize=16)  # noqa: B019 - one HotPath per dialect, alive for the process
+    def update_sql(self, columns: tuple[str, ...]) -> str:
+        """The fenced UPDATE of an attempt's state and tokens (as ``commits._fenced_update``)."""
+        unknown = set(columns) - set(connections.c.keys())
+        if unknown:  # names come from ``rows.state_values``, never from input; this keeps it that way
+            raise ValueError(f"not columns of connections: {sorted(unknown)}")
+        assignments = ", ".join(f"{name} = :{name}" for name in columns)
+        return self.sql(
+            f"UPDATE connections SET {assignments}, lease_owner = NULL, lease_expires_at = NULL, "  # noqa: S608
+            "version = version + 1, updated_at = :updated_at "
+            "WHERE id = :fence_id AND version = :fence_version AND lease_owner = :fence_owner"
+        )
+
+    def update(self, connection: Connection, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> int:
+        return int(connection.exec_driver_sql(self.update_sql(columns), rows).rowcount)
+
+    @functools.cached_property
+    def _insert_attempt_sql(self) -> str:
+        return self.sql(_INSERT_ATTEMPT)
+
+    def insert_attempts(self, connection: Connection, rows: list[dict[str, Any]]) -> None:
+        connection.exec_driver_sql(self._insert_attempt_sql, rows)
+
+
+_SQLITE = HotPath("sqlite", _sqlite_time_in, _sqlite_time_out)
+_POSTGRESQL = HotPath("postgresql", _postgresql_time_in, _postgresql_time_out)
+
+
+def for_connection(connection: Connection) -> HotPath:
+    return _SQLITE if connection.dialect.name == "sqlite" else _POSTGRESQL

@@ -1,0 +1,93 @@
+"""The raw-SQL refresh path (``adapters/db/hotpath.py``) reads and writes exactly what the SQLAlchemy Core
+path does, on both databases: states round-trip, instants keep their stored format, nothing is lost."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import text
+
+from grantkeeper.adapters.db import SqlStore
+from grantkeeper.core.model import (
+    ConnectionState,
+    ConnectionStatus,
+    DisconnectReason,
+    ErrorInfo,
+    Outcome,
+    OutcomeClass,
+    TokenSet,
+)
+from grantkeeper.ports import ProviderConfig
+from tests.fixtures.db import LEASE_TTL, T0, attempt_commit, new_connection
+
+RICH = ConnectionState(
+    consecutive_failures=1,
+    consecutive_transient_failures=4,
+    last_refreshed_at=T0 - timedelta(days=1, microseconds=7),
+    last_failure_at=T0 - timedelta(minutes=3),
+    failing_since=T0 - timedelta(hours=2),
+    last_error=ErrorInfo("http_503", "HTTP 503"),
+    expires_at=T0 + timedelta(minutes=1),
+    next_attempt_at=T0,
+    warning_sent=True,
+    rate_limit_notice_sent=True,
+    in_flight_since=T0 - timedelta(seconds=40),
+)
+
+
+def test_a_state_written_by_the_hot_path_reads_back_the_same_through_core_and_through_a_claim(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    (connection_id,) = store.import_connections(tenant_id, [new_connection("u1", next_attempt_at=T0)], T0)
+    claim = store.claim_due(T0, 1, "w1", LEASE_TTL)[0]
+    outcome = Outcome(OutcomeClass.TRANSIENT, 503, ErrorInfo("http_503", "HTTP 503"))
+    assert store.commit_attempts([attempt_commit(claim, outcome, RICH)]) == [True]  # the raw executemany
+
+    record = store.get_connection(tenant_id, connection_id)  # Core
+    assert record is not None
+    assert record.state == RICH
+    (again,) = store.claim_due(T0, 1, "w2", LEASE_TTL)  # raw claim
+    assert again.state == RICH
+    assert again.version == claim.version + 2  # the commit and this claim
+    (attempt,) = store.attempts_for(connection_id)
+    assert (attempt.attempted_at, attempt.outcome, attempt.http_status) == (T0, OutcomeClass.TRANSIENT, 503)
+
+
+def test_disconnected_states_and_tokens_survive_the_hot_path(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    (connection_id,) = store.import_connections(tenant_id, [new_connection("u1", next_attempt_at=T0)], T0)
+    claim = store.claim_due(T0, 1, "w1", LEASE_TTL)[0]
+    tokens = TokenSet("at-new", "rt-new", expires_at=T0 + timedelta(hours=1))
+    state = ConnectionState(last_refreshed_at=T0, expires_at=tokens.expires_at, next_attempt_at=T0)
+    store.commit_attempts([attempt_commit(claim, Outcome(OutcomeClass.SUCCESS, 200, tokens=tokens), state)])
+    stored = store.read_tokens(tenant_id, connection_id)
+    assert stored is not None
+    assert (stored.refresh_token, stored.access_token) == ("rt-new", "at-new")
+
+    claim = store.claim_due(T0, 1, "w2", LEASE_TTL)[0]
+    gone = ConnectionState(
+        status=ConnectionStatus.NEEDS_REAUTHORIZATION,
+        disconnect_reason=DisconnectReason.LOST_ROTATION,
+        last_error=ErrorInfo("invalid_grant", ""),
+    )
+    store.commit_attempts([attempt_commit(claim, Outcome(OutcomeClass.AUTH, 400), gone)])
+    record = store.get_connection(tenant_id, connection_id)
+    assert record is not None
+    assert record.state == gone
+
+
+def test_instants_keep_one_stored_format_whichever_path_wrote_them(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    ids = store.import_connections(
+        tenant_id, [new_connection(f"u{i}", next_attempt_at=T0) for i in range(2)], T0
+    )  # Core writes both
+    claim = store.claim_due(T0, 1, "w1", LEASE_TTL)[0]
+    store.commit_attempts([attempt_commit(claim, Outcome(OutcomeClass.TRANSIENT, 503), RICH)])  # raw
+    with store.engine.connect() as connection:
+        query = text("SELECT id, next_attempt_at FROM connections ORDER BY next_attempt_at, id")
+        stored = dict(connection.execute(query).all())
+    assert set(stored) == set(ids)
+    if store.engine.dialect.name == "sqlite":  # text: both rows in SQLAlchemy's fixed-width format
+        assert {value for value in stored.values()} == {"2025-03-01 12:00:00.000000"}
