@@ -142,7 +142,9 @@ def classify_response(
     retry_after = parse_retry_after(response.retry_after, now)
     # An unknown code is kept as provider text, so secrets are cut out before the code is read: a server that
     # echoes the request (``{"error": "bad token <the token>"}``) must not get the token into ``last_error``.
-    code = profile.extract_error_code(_redact_strings(body, redact)) if body is not None else None
+    code = profile.extract_error_code(body) if body is not None else None
+    if code is not None and body is not None:  # read again from a redacted copy: only errors echo secrets
+        code = profile.extract_error_code(_redact_strings(body, redact))
     klass = profile.error_classes.get(code) if code is not None else None
     if klass is not None and code is not None:
         description = sanitize(body.get("error_description"), redact) if body is not None else ""

@@ -123,11 +123,15 @@ def get_provider(
     return None if row is None else provider_from_row(row, cipher)
 
 
+_PROVIDERS_BY_ID = select(providers).where(providers.c.id.in_(bindparam("provider_ids", expanding=True)))
+
+
 def providers_by_id(
     connection: Connection, cipher: FieldCipher, provider_ids: Iterable[str]
 ) -> dict[str, ProviderConfig]:
-    query = select(providers).where(providers.c.id.in_(set(provider_ids)))
-    return {row.id: provider_from_row(row, cipher) for row in connection.execute(query)}
+    """Built once with an expanding parameter: every claim batch runs it."""
+    rows = connection.execute(_PROVIDERS_BY_ID, {"provider_ids": sorted(set(provider_ids))})
+    return {row.id: provider_from_row(row, cipher) for row in rows}
 
 
 def provider_ids_by_name(connection: Connection, tenant_id: str, names: Iterable[str]) -> dict[str, str]:

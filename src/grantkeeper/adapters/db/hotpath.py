@@ -52,11 +52,11 @@ _NAMED = re.compile(r":([a-z_]+)")
 
 
 def _sqlite_time_in(value: datetime) -> str:
-    if value.tzinfo is None:
-        raise ValueError("the store refuses a naive datetime; pass an aware one (e.g. datetime.now(UTC))")
     if value.tzinfo is not UTC:
+        if value.tzinfo is None:
+            raise ValueError("the store refuses a naive datetime; pass an aware one (e.g. datetime.now(UTC))")
         value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00" SQLAlchemy's format never had
 
 
 def _sqlite_time_out(value: str | None) -> datetime | None:

@@ -1,6 +1,23 @@
-"""Map what aiohttp raises to the ``NetworkFault`` it means, and describe it without leaking a secret.
+"""Map what the token client's transport raises to the ``NetworkFault`` it means, and describe it safely.
 
-The exception tree as far as it matters here (aiohttp >= 3.10.10; more specific classes are tested first)::
+Every request goes through the lean HTTP/1.1 transport (``lean.py``, ADR 0008); its exceptions
+(``lean_errors.py``) and what they mean::
+
+    LeanHttpError
+    +-- InvalidURLError          a URL it cannot send to (no IDNA form, bad port)        -> protocol_error
+    +-- ConnectTimeoutError      pool wait + DNS + TCP + TLS past connect_timeout        -> connect_timeout
+    +-- ConnectError             by its ``os_error`` (an OSError), see _connect_fault:
+    |                              socket.gaierror                                       -> dns_failure
+    |                              ssl.SSLError (certificate, handshake)                 -> tls_error
+    |                              TimeoutError (the kernel gave up)                     -> connect_timeout
+    |                              ECONNRESET / EPIPE / ECONNABORTED                     -> connection_reset
+    |                              refused, unreachable, anything else                   -> connection_refused
+    +-- ReadTimeoutError         no byte for read_timeout, or past connect + read        -> read_timeout
+    +-- ConnectionClosedError    closed or reset before a complete response              -> connection_reset
+    +-- ProtocolError            not HTTP/1.1 (httptools.HttpParserError), bad gzip      -> protocol_error
+
+aiohttp's tree, as the token client raised it before ADR 0008 (aiohttp >= 3.10.10; more specific classes are
+tested first). Nothing raises these here any more; the mapping stays, pinned by its tests, until both go::
 
     TimeoutError (asyncio.TimeoutError)           aiohttp's total deadline ran out     -> read_timeout
     aiohttp.ClientError
@@ -29,6 +46,13 @@ import ssl
 
 import aiohttp
 
+from grantkeeper.adapters.http.lean_errors import (
+    ConnectError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    LeanHttpError,
+    ReadTimeoutError,
+)
 from grantkeeper.core.classify import sanitize
 from grantkeeper.core.model import NetworkFault
 
@@ -41,13 +65,21 @@ _RESET_TYPES = (
     BrokenPipeError,
 )
 _TLS_TYPES = (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch, ssl.SSLError)
+_LEAN_FAULTS: tuple[tuple[type[LeanHttpError], NetworkFault], ...] = (
+    (ConnectTimeoutError, NetworkFault.CONNECT_TIMEOUT),
+    (ReadTimeoutError, NetworkFault.READ_TIMEOUT),
+    (ConnectionClosedError, NetworkFault.CONNECTION_RESET),
+)
 
 #: Everything the transport may raise for reasons outside our code; the token client catches exactly these.
-TRANSPORT_ERRORS = (aiohttp.ClientError, OSError)  # asyncio.TimeoutError is the builtin (an OSError) on 3.11
+#: (asyncio.TimeoutError is the builtin TimeoutError, an OSError, on 3.11.)
+TRANSPORT_ERRORS = (LeanHttpError, aiohttp.ClientError, OSError)
 
 
 def network_fault(exc: BaseException) -> NetworkFault:
     """The fault ``exc`` stands for; only called for instances of ``TRANSPORT_ERRORS``."""
+    if isinstance(exc, LeanHttpError):
+        return _lean_fault(exc)
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return NetworkFault.CONNECT_TIMEOUT
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
@@ -61,6 +93,15 @@ def network_fault(exc: BaseException) -> NetworkFault:
     if isinstance(exc, _RESET_TYPES) or (isinstance(exc, OSError) and exc.errno in _RESET_ERRNOS):
         return NetworkFault.CONNECTION_RESET
     return NetworkFault.PROTOCOL_ERROR
+
+
+def _lean_fault(exc: LeanHttpError) -> NetworkFault:
+    if isinstance(exc, ConnectError):
+        return _connect_fault(exc.os_error)
+    for kind, fault in _LEAN_FAULTS:
+        if isinstance(exc, kind):
+            return fault
+    return NetworkFault.PROTOCOL_ERROR  # InvalidURLError, ProtocolError
 
 
 def _connect_fault(os_error: OSError) -> NetworkFault:
@@ -83,8 +124,9 @@ def _connect_fault(os_error: OSError) -> NetworkFault:
 def describe(exc: BaseException, secrets: tuple[str, ...]) -> str:
     """A one-line ``Type: message`` with every secret cut out.
 
-    aiohttp's messages hold the host, sometimes the URL, never the request body or headers; the redaction is
-    there anyway because a future version, or an exception chained from a proxy, might quote more.
+    The lean transport's messages name the host, the port and the reason, never the request line's target,
+    a header or the body; aiohttp's hold the host, sometimes the URL. The redaction is there anyway, because
+    an ``OSError`` quoted in a message, or a future version, might say more.
     """
     message = str(exc)
     text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__

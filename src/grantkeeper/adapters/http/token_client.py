@@ -1,6 +1,7 @@
-"""The token endpoint client: one RFC 6749 section 6 refresh_token grant per call, over one pooled session.
+"""The token endpoint client: one RFC 6749 section 6 refresh_token grant per call, over pooled connections.
 
-It also revokes tokens (RFC 7009, ``revoke``) over the same session, when an app deletes a connection.
+It also revokes tokens (RFC 7009, ``revoke``) over the same connections, when an app deletes a connection.
+Both go through the lean HTTP/1.1 transport (``lean.py``; ADR 0008 says why not aiohttp).
 
 Everything the provider or the network does becomes an ``Outcome`` (DESIGN section 2): the wire format and the
 classification live in ``core``, so this module only sends, reads with limits, and maps exceptions to faults.
@@ -10,7 +11,6 @@ RFC 9700 section 4.14.2), so a failure is reported and the scheduler decides whe
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import re
@@ -19,9 +19,8 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import quote_plus
 
-import aiohttp
-
 from grantkeeper.adapters.http.faults import TRANSPORT_ERRORS, describe, network_fault
+from grantkeeper.adapters.http.lean import LeanClient, check_field_value
 from grantkeeper.adapters.http.revocation import (
     INVALID_REVOCATION_URL,
     NO_REVOCATION_ENDPOINT,
@@ -46,16 +45,16 @@ _log = logging.getLogger(__name__)
 
 #: A token response is a few kilobytes at most (a JWT id_token included); anything far bigger is not one.
 MAX_BODY_BYTES = 64 * 1024
-_DNS_CACHE_TTL_SECONDS = 300
 
 
 class HttpTokenEndpoint:
-    """``TokenEndpoint`` over aiohttp (RFC 6749 section 6, client authentication per section 2.3.1).
+    """``TokenEndpoint`` over keep-alive HTTP/1.1 (RFC 6749 section 6, client authentication per 2.3.1).
 
-    The session is created lazily inside the running event loop, because aiohttp binds it to the loop, and
-    is shared by every refresh so connections to a provider are reused. ``connect_timeout`` bounds getting a
-    connection (pool wait, DNS, TCP and TLS); ``read_timeout`` bounds each wait for data; the whole exchange
-    is also capped at their sum so a server that drips bytes cannot hold a refresh forever.
+    The transport is created lazily inside the running event loop, which it is bound to, and is shared by
+    every refresh so connections to a provider are reused. ``connect_timeout`` bounds getting a connection
+    (pool wait, DNS, TCP and TLS); ``read_timeout`` bounds each wait for data; the whole exchange is also
+    capped at their sum so a server that drips bytes cannot hold a refresh forever. ``max_connections`` and
+    ``max_connections_per_host`` count connections in use or being opened.
     """
 
     def __init__(
@@ -75,19 +74,15 @@ class HttpTokenEndpoint:
             raise ValueError("max_connections and max_connections_per_host must be at least 1")
         if max_body_bytes < 1:
             raise ValueError("max_body_bytes must be at least 1")
+        check_field_value("User-Agent", user_agent)
         self._clock = clock
-        self._timeout = aiohttp.ClientTimeout(
-            total=connect_timeout + read_timeout,
-            connect=connect_timeout,
-            sock_connect=connect_timeout,
-            sock_read=read_timeout,
-        )
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
         self._max_connections = max_connections
         self._max_connections_per_host = max_connections_per_host or max_connections
         self._max_body_bytes = max_body_bytes
         self._user_agent = user_agent
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: LeanClient | None = None
 
     async def __aenter__(self) -> Self:
         return self
@@ -98,10 +93,10 @@ class HttpTokenEndpoint:
         await self.close()
 
     async def close(self) -> None:
-        """Close the pooled connections; a later ``refresh`` opens a new session."""
-        session, self._session, self._loop = self._session, None, None
-        if session is not None and not session.closed:
-            await session.close()
+        """Close the pooled connections; a later ``refresh`` opens new ones."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
 
     async def refresh(self, provider: ProviderConfig, refresh_token: str) -> Outcome:
         """Perform one refresh and classify it; never raises for anything the provider or the network does.
@@ -119,18 +114,8 @@ class HttpTokenEndpoint:
                 outcome = Outcome(OutcomeClass.CONFIG, None, error)
             else:
                 outcome = await self._exchange(provider, refresh_token)
-        _log.debug(
-            "token refresh for provider %s: %s",
-            provider.name,
-            outcome.klass.value,
-            extra={
-                "action": "token_refresh",
-                "provider": provider.name,
-                "outcome": outcome.klass.value,
-                "http_status": outcome.http_status,
-                "error_code": outcome.error.code if outcome.error else None,
-            },
-        )
+        if _log.isEnabledFor(logging.DEBUG):  # it runs for every refresh: skip building the extra fields
+            _log_refresh(provider, outcome)
         return outcome
 
     async def _exchange(self, provider: ProviderConfig, refresh_token: str) -> Outcome:
@@ -220,21 +205,18 @@ class HttpTokenEndpoint:
         """POST the form (RFC 6749 section 6 / appendix B, RFC 7009 section 2.1) without following redirects;
         read at most the cap.
 
-        Returns the response and whether its body was over the cap (the body is then empty and unread).
+        Returns the response and whether its body was over the cap (the body is then empty, and the
+        connection that carried it closed with the rest unread).
         """
-        session = self._ensure_session()
-        body = encode_form(request.form)
-        async with session.post(url, data=body, headers=request.headers, allow_redirects=False) as response:
-            content = await _read_capped(response, self._max_body_bytes)
-            raw = RawResponse(
-                status=response.status,
-                content_type=response.headers.get("Content-Type", ""),
-                body=content or b"",
-                retry_after=response.headers.get("Retry-After"),
-            )
-            if content is None:
-                response.close()  # the rest of the body is never read, so the connection cannot be reused
-            return raw, content is None
+        client = self._client or self._new_client()
+        response = await client.post(url, request.headers, encode_form(request.form))
+        raw = RawResponse(
+            status=response.status,
+            content_type=response.header(b"content-type") or "",
+            body=response.body,
+            retry_after=response.header(b"retry-after"),
+        )
+        return raw, response.is_oversized
 
     def _oversized(self, raw: RawResponse, started_at: datetime) -> Outcome:
         """A 2xx body past the cap cannot be read: transient, stored tokens untouched.
@@ -246,39 +228,32 @@ class HttpTokenEndpoint:
         error = ErrorInfo("malformed_response", f"response body over {self._max_body_bytes} bytes")
         return Outcome(OutcomeClass.TRANSIENT, raw.status, error, retry_after)
 
-    def _ensure_session(self) -> aiohttp.ClientSession:
-        """The shared session, made on first use in this loop; using it from another loop is a bug."""
-        loop = asyncio.get_running_loop()
-        if self._session is not None and not self._session.closed:
-            if self._loop is not loop:
-                raise RuntimeError("HttpTokenEndpoint is bound to another event loop; make one per loop")
-            return self._session
-        connector = aiohttp.TCPConnector(
-            limit=self._max_connections,
-            limit_per_host=self._max_connections_per_host,
-            ttl_dns_cache=_DNS_CACHE_TTL_SECONDS,
+    def _new_client(self) -> LeanClient:
+        """The shared transport, made on first use in this loop; using it from another loop is a bug."""
+        self._client = LeanClient(
+            connect_timeout=self._connect_timeout,
+            read_timeout=self._read_timeout,
+            max_connections=self._max_connections,
+            max_connections_per_host=self._max_connections_per_host,
+            max_body_bytes=self._max_body_bytes,
+            user_agent=self._user_agent,
         )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=self._timeout,
-            headers={"User-Agent": self._user_agent},
-            cookie_jar=aiohttp.DummyCookieJar(),  # one session serves every tenant: share no cookies
-            raise_for_status=False,
-        )
-        self._loop = loop
-        return self._session
+        return self._client
 
 
-async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
-    """The (decompressed) body, or None as soon as it is known to exceed ``limit`` bytes."""
-    if response.content_length is not None and response.content_length > limit:
-        return None
-    body = bytearray()
-    async for chunk in response.content.iter_any():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
+def _log_refresh(provider: ProviderConfig, outcome: Outcome) -> None:
+    _log.debug(
+        "token refresh for provider %s: %s",
+        provider.name,
+        outcome.klass.value,
+        extra={
+            "action": "token_refresh",
+            "provider": provider.name,
+            "outcome": outcome.klass.value,
+            "http_status": outcome.http_status,
+            "error_code": outcome.error.code if outcome.error else None,
+        },
+    )
 
 
 def _secrets_of(provider: ProviderConfig, token: str, request: TokenRequest) -> tuple[str, ...]:
