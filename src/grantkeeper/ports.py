@@ -335,6 +335,14 @@ class ConnectionStore(Protocol):
 
     def commit_attempts(self, batch: Sequence[AttemptCommit]) -> list[bool]: ...
 
+    def commit_and_start(
+        self,
+        batch: Sequence[AttemptCommit],
+        claims: Sequence[ClaimedConnection],
+        now: datetime,
+        attempt_ttl: timedelta,
+    ) -> tuple[list[bool], AttemptStarts]: ...
+
     def release(self, claim: ClaimedConnection) -> None: ...
 
     def reconnect(

@@ -162,3 +162,18 @@ def test_limits_are_listed_with_the_provider(store: SqlStore, tenant_id: str) ->
     store.add_provider(tenant_id, replace(new_provider("slow"), max_concurrency=7, rate_limit_per_second=2.5))
     listed = {p.name: p for p in store.list_providers(tenant_id)}["slow"]
     assert (listed.max_concurrency, listed.rate_limit_per_second) == (7, 2.5)
+
+
+def test_commits_and_starts_share_one_call_and_a_freed_slot_counts_at_once(
+    store: SqlStore, tenant_id: str
+) -> None:
+    store.add_provider(tenant_id, replace(new_provider(), max_concurrency=1))
+    _import(store, tenant_id, 2)
+    first, second = store.claim_due(T0, 2, "w", LEASE_TTL)
+    assert store.start_attempts([first], T0, ATTEMPT_TTL).started == {first.connection_id}
+    done = attempt_commit(first, Outcome(OutcomeClass.TRANSIENT, 503), ConnectionState(next_attempt_at=T0))
+
+    committed, starts = store.commit_and_start([done], [second], T0, ATTEMPT_TTL)
+
+    assert committed == [True]
+    assert starts.started == {second.connection_id}  # the commit freed the only slot first

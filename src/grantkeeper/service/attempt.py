@@ -31,7 +31,6 @@ from grantkeeper.ports import (
     NotificationContent,
     TokenEndpoint,
 )
-from grantkeeper.service.batching import Batcher
 from grantkeeper.service.starting import StartGate
 
 log = logging.getLogger("grantkeeper.refresh")
@@ -120,7 +119,6 @@ class AttemptRunner:
         # (one writer at a time anyway), and on PostgreSQL batches grow instead of round trips multiplying.
         self.store_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grantkeeper-store")
         self.gate = StartGate(store, clock, max_attempt_duration, self.store_executor)
-        self._commits: Batcher[AttemptCommit, bool] = Batcher(store.commit_attempts, self.store_executor)
         self._store = store
         self._endpoint = endpoint
         self._clock = clock
@@ -188,7 +186,7 @@ class AttemptRunner:
         failures = 0
         while True:
             try:
-                is_committed = await self._commits.submit(commit)
+                is_committed = await self.gate.commit(commit)
             except Exception as exc:  # the store is down or broken; tokens are never in its messages
                 if failures == 0:
                     self.gate.hold()

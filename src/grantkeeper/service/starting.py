@@ -18,11 +18,13 @@ from concurrent.futures import Executor
 from dataclasses import replace
 from datetime import timedelta
 
-from grantkeeper.ports import ClaimedConnection, Clock, ConnectionStore
+from grantkeeper.ports import AttemptCommit, ClaimedConnection, Clock, ConnectionStore
 from grantkeeper.service.batching import Batcher
 
 log = logging.getLogger("grantkeeper.refresh")
 
+#: A start's answer: the claim with its attempt lease, seconds to wait for the provider's limits, or None.
+StartAnswer = ClaimedConnection | float | None
 #: Waits between tries while the database does not answer a start (it is checked again each time).
 _UNREACHABLE_RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
 
@@ -36,8 +38,8 @@ class StartGate:
         self._store = store
         self._clock = clock
         self._attempt_ttl = attempt_ttl
-        self._batcher: Batcher[ClaimedConnection, ClaimedConnection | float | None] = Batcher(
-            self._start_batch, executor
+        self._batcher: Batcher[ClaimedConnection | AttemptCommit, StartAnswer | bool] = Batcher(
+            self._store_batch, executor
         )
         self._open = asyncio.Event()
         self._open.set()
@@ -76,18 +78,33 @@ class StartGate:
                 )
                 await asyncio.sleep(delay)
                 continue
+            if isinstance(answer, bool):
+                raise TypeError("a start was answered like a commit")  # a bug in _store_batch
             if isinstance(answer, float):  # held back by the provider's limits
                 await asyncio.sleep(answer)
                 continue
             return answer
 
-    def _start_batch(self, claims: list[ClaimedConnection]) -> list[ClaimedConnection | float | None]:
-        """One ``start_attempts`` call; per claim: the started claim, seconds to wait, or None (lost)."""
-        starts = self._store.start_attempts(claims, self._clock.now(), self._attempt_ttl)
-        answers: list[ClaimedConnection | float | None] = []
-        for claim in claims:
-            if claim.connection_id in starts.started:
-                answers.append(replace(claim, lease_expires_at=starts.lease_expires_at))
+    async def commit(self, commit: AttemptCommit) -> bool:
+        """Store an attempt's result, in the same transaction as the starts and results of the same tick."""
+        answer = await self._batcher.submit(commit)
+        if not isinstance(answer, bool):
+            raise TypeError("a commit was answered like a start")  # a bug in _store_batch
+        return answer
+
+    def _store_batch(self, items: list[ClaimedConnection | AttemptCommit]) -> list[StartAnswer | bool]:
+        """One ``commit_and_start`` call. Per item: a commit's bool, or a start's started claim, seconds to
+        wait for the provider's limits, or None (its lease was lost)."""
+        batch = [item for item in items if isinstance(item, AttemptCommit)]
+        claims = [item for item in items if not isinstance(item, AttemptCommit)]
+        committed, starts = self._store.commit_and_start(batch, claims, self._clock.now(), self._attempt_ttl)
+        results = iter(committed)
+        answers: list[StartAnswer | bool] = []
+        for item in items:
+            if isinstance(item, AttemptCommit):
+                answers.append(next(results))
+            elif item.connection_id in starts.started:
+                answers.append(replace(item, lease_expires_at=starts.lease_expires_at))
             else:
-                answers.append(starts.waits.get(claim.connection_id))
+                answers.append(starts.waits.get(item.connection_id))
         return answers
