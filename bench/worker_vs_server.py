@@ -178,10 +178,13 @@ async def authlib_refresher(path: Path, key: bytes, token_url: str) -> dict[str,
 
 
 def run_role(args: argparse.Namespace) -> None:
+    """Both clients run on uvloop, as ``grantkeeper worker`` does (``cli.app.run_async``)."""
+    from grantkeeper.entrypoints.cli.app import run_async
+
     if args.role == "engine":
-        result = asyncio.run(engine_cycle(args.url, args.key))
+        result = run_async(engine_cycle(args.url, args.key))
     else:
-        result = asyncio.run(authlib_refresher(Path(args.url), bytes.fromhex(args.key), args.token_url))
+        result = run_async(authlib_refresher(Path(args.url), bytes.fromhex(args.key), args.token_url))
     print(json.dumps(result))
 
 

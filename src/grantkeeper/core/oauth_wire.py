@@ -9,6 +9,7 @@ corner (Basic credentials, numeric-string ``expires_in``, HTTP-date ``Retry-Afte
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -43,8 +44,11 @@ class RawResponse:
     retry_after: str | None = None
 
 
+@functools.lru_cache(maxsize=256)
 def basic_credentials(client_id: str, client_secret: str) -> str:
-    """RFC 6749 section 2.3.1: each part is form-urlencoded before joining, then base64 (so ':' is safe)."""
+    """RFC 6749 section 2.3.1: each part is form-urlencoded before joining, then base64 (so ':' is safe).
+
+    Memoised: a pure function of a provider's credentials, asked for on every refresh."""
     pair = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
     return "Basic " + base64.b64encode(pair.encode()).decode("ascii")
 

@@ -115,7 +115,7 @@ class RefreshService:
     async def _drain(self, claim: Claimer, report: CycleReport) -> None:
         """Keep ``concurrency`` attempts in flight, leasing ahead so workers never wait on the store."""
         queue: asyncio.Queue[ClaimedConnection | None] = asyncio.Queue(maxsize=self._concurrency)
-        batch_size = max(self._concurrency * 2, 64)  # larger claims amortise the per-statement cost
+        batch_size = max(self._concurrency * 2, 128)  # larger claims amortise the per-statement cost
 
         async def feed() -> None:
             is_last = False
