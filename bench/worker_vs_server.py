@@ -11,6 +11,10 @@ taking turns within each round so they see the same machine:
 - ``engine``: grantkeeper's whole refresh cycle in one process (claim due rows in batches, record them in
   flight, refresh over aiohttp, run the policy, grouped fenced commits with AES-GCM-encrypted tokens) over N
   due connections with rotating refresh tokens, concurrency 32.
+- ``bare``: the issue's reference point, a bare loop with no engine: aiohttp posting refresh grants,
+  AES-GCM sealing the new tokens, and SQLite writes in batches of up to 200 rows (``executemany``), same
+  concurrency. It shows what any Python client on this machine can reach, so engine/bare says what the
+  engine itself costs.
 - ``authlib``: what a user writes by hand: 32 asyncio tasks, each with an Authlib ``AsyncOAuth2Client``
   (httpx), refreshing rows of a SQLite table and writing the AES-GCM-encrypted new tokens back, one
   transaction per refresh, concurrency 32.
@@ -37,7 +41,7 @@ import time
 from pathlib import Path
 
 from refresh_throughput import control, issue, seed
-from support import CLIENT_ID, CLIENT_SECRET, fresh_database, free_port, stop
+from support import CLIENT_ID, CLIENT_SECRET, free_port, fresh_database, stop
 
 SERVER_CPU, CLIENT_CPU = 0, 1
 CONCURRENCY = 32
@@ -66,36 +70,37 @@ def start_sandbox() -> tuple[subprocess.Popen[str], str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def wrk(base: str, tmp: Path, seconds: int) -> str:
+def wrk(base: str, tmp: Path, seconds: int, concurrency: int) -> str:
     """One wrk run with grants of its own (a run rotates its tokens; reusing them would be reuse)."""
-    tokens = [g["refresh_token"] for g in issue(base, CONCURRENCY * 4)]
+    tokens = [g["refresh_token"] for g in issue(base, concurrency * 4)]
     auth = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
     script = tmp / "refresh.lua"
     script.write_text(_LUA % {"tokens": ", ".join(f'"{t}"' for t in tokens), "auth": auth})
-    command = ["taskset", "-c", str(CLIENT_CPU), "wrk", "-t1", f"-c{CONCURRENCY}", "-s", str(script)]
+    command = ["taskset", "-c", str(CLIENT_CPU), "wrk", "-t1", f"-c{concurrency}", "-s", str(script)]
     out = subprocess.run([*command, f"-d{seconds}s", base], check=True, capture_output=True, text=True).stdout
     if "Non-2xx" in out:
         raise SystemExit(f"wrk saw errors:\n{out}")
     return out
 
 
-def raw_capacity(base: str, tmp: Path, seconds: int) -> float:
+def raw_capacity(base: str, tmp: Path, seconds: int, concurrency: int) -> float:
     """wrk on the client CPU; a warm-up run first, then the measured one."""
-    wrk(base, tmp, 2)
-    out = wrk(base, tmp, seconds)
+    wrk(base, tmp, 2, concurrency)
+    out = wrk(base, tmp, seconds, concurrency)
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     assert match is not None, out
     return float(match.group(1))
 
 
-def child(role: str, args: list[str]) -> dict[str, float]:
+def child(role: str, concurrency: int, args: list[str]) -> dict[str, float]:
     """Run one measured client in its own process, pinned to the client CPU."""
-    command = ["taskset", "-c", str(CLIENT_CPU), sys.executable, __file__, "--role", role, *args]
+    command = ["taskset", "-c", str(CLIENT_CPU), sys.executable, __file__, "--role", role,
+               "--concurrency", str(concurrency), *args]  # fmt: skip
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return dict(json.loads(out.strip().splitlines()[-1]))
 
 
-async def engine_cycle(url: str, key: str) -> dict[str, float]:
+async def engine_cycle(url: str, key: str, concurrency: int) -> dict[str, float]:
     from grantkeeper.adapters.clock import SystemClock
     from grantkeeper.adapters.crypto import Keyring
     from grantkeeper.adapters.db.engine import make_engine
@@ -107,8 +112,7 @@ async def engine_cycle(url: str, key: str) -> dict[str, float]:
     engine = make_engine(url)
     store = SqlStore(engine, Keyring.parse(key))
     clock = SystemClock()
-    endpoint = HttpTokenEndpoint(clock, max_connections=CONCURRENCY)
-    concurrency = int(os.environ.get("BENCH_CONCURRENCY", CONCURRENCY))
+    endpoint = HttpTokenEndpoint(clock, max_connections=concurrency)
     service = RefreshService(store, endpoint, clock, Policy(), concurrency=concurrency)
     started, cpu = time.perf_counter(), time.process_time()
     report = await service.run_cycle()
@@ -132,7 +136,7 @@ def authlib_table(path: Path, key: bytes, tokens: list[str]) -> None:
         db.executemany("INSERT INTO tokens VALUES (?, ?, ?, ?)", rows)
 
 
-async def authlib_refresher(path: Path, key: bytes, token_url: str) -> dict[str, float]:
+async def authlib_refresher(path: Path, key: bytes, token_url: str, concurrency: int) -> dict[str, float]:
     """The refresher a user would write: Authlib's async client, AES-GCM, one SQLite commit per refresh."""
     from authlib.integrations.httpx_client import AsyncOAuth2Client
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -171,7 +175,53 @@ async def authlib_refresher(path: Path, key: bytes, token_url: str) -> dict[str,
                 done += 1
 
     started, cpu = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(work() for _ in range(CONCURRENCY)))
+    await asyncio.gather(*(work() for _ in range(concurrency)))
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    db.close()
+    return {"refreshed": done, "seconds": elapsed, "cpu_seconds": cpu}
+
+
+async def bare_loop(path: Path, key: bytes, token_url: str, concurrency: int) -> dict[str, float]:
+    """aiohttp + AES-GCM + batched SQLite writes, nothing else: the floor any Python refresher stands on."""
+    import aiohttp
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    aead = AESGCM(key)
+    db = sqlite3.connect(path, check_same_thread=False)
+    db.execute("PRAGMA synchronous=NORMAL")
+    rows = db.execute("SELECT id, refresh FROM tokens").fetchall()
+    auth = aiohttp.BasicAuth(CLIENT_ID, CLIENT_SECRET)
+    pending: list[tuple[bytes, bytes, float, int]] = []
+    done = 0
+
+    def flush(batch: list[tuple[bytes, bytes, float, int]]) -> None:
+        with db:
+            db.executemany("UPDATE tokens SET refresh = ?, access = ?, expires_at = ? WHERE id = ?", batch)
+
+    async def work(session: aiohttp.ClientSession) -> None:
+        nonlocal done, pending
+        while rows:
+            row_id, stored = rows.pop()
+            aad = str(row_id).encode()
+            refresh = aead.decrypt(stored[:12], stored[12:], aad).decode()
+            form = {"grant_type": "refresh_token", "refresh_token": refresh}
+            async with session.post(token_url, data=form, auth=auth) as response:
+                token = await response.json()
+            sealed = []
+            for name in ("refresh_token", "access_token"):
+                nonce = os.urandom(12)
+                sealed.append(nonce + aead.encrypt(nonce, token[name].encode(), aad))
+            pending.append((sealed[0], sealed[1], time.time() + token["expires_in"], row_id))
+            done += 1
+            if len(pending) >= 200:
+                batch, pending = pending, []
+                await asyncio.to_thread(flush, batch)
+
+    started, cpu = time.perf_counter(), time.process_time()
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.gather(*(work(session) for _ in range(concurrency)))
+    flush(pending)
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     db.close()
     return {"refreshed": done, "seconds": elapsed, "cpu_seconds": cpu}
@@ -182,30 +232,42 @@ def run_role(args: argparse.Namespace) -> None:
     from grantkeeper.entrypoints.cli.app import run_async
 
     if args.role == "engine":
-        result = run_async(engine_cycle(args.url, args.key))
+        result = run_async(engine_cycle(args.url, args.key, args.concurrency))
+    elif args.role == "bare":
+        path, key = Path(args.url), bytes.fromhex(args.key)
+        result = run_async(bare_loop(path, key, args.token_url, args.concurrency))
     else:
-        result = run_async(authlib_refresher(Path(args.url), bytes.fromhex(args.key), args.token_url))
+        path, key = Path(args.url), bytes.fromhex(args.key)
+        result = run_async(authlib_refresher(path, key, args.token_url, args.concurrency))
     print(json.dumps(result))
 
 
-def one_round(kind: str, n: int, seconds: int, base: str, tmp: Path) -> dict[str, float]:
+def one_round(kind: str, n: int, seconds: int, base: str, tmp: Path, concurrency: int) -> dict[str, float]:
     from grantkeeper.adapters.crypto import Keyring, generate_key_line
 
     token_url = base + "/oauth/token"
-    raw = raw_capacity(base, tmp, seconds)
+    raw = raw_capacity(base, tmp, seconds, concurrency)
     key = generate_key_line("bench")
     with fresh_database(kind, tmp, f"engine{time.monotonic_ns()}") as url:
         seed(url, Keyring.parse(key), token_url, issue(base, n))
-        engine = child("engine", ["--url", url, "--key", key])
+        engine = child("engine", concurrency, ["--url", url, "--key", key])
     assert engine["refreshed"] == n, engine
+    table, aes_key = tmp / f"bare{time.monotonic_ns()}.db", os.urandom(32)
+    authlib_table(table, aes_key, [g["refresh_token"] for g in issue(base, n)])
+    bare = child("bare", concurrency, ["--url", str(table), "--key", aes_key.hex(), "--token-url", token_url])
+    assert bare["refreshed"] == n, bare
     table, aes_key = tmp / f"authlib{time.monotonic_ns()}.db", os.urandom(32)
     authlib_table(table, aes_key, [g["refresh_token"] for g in issue(base, n // 4)])
-    authlib = child("authlib", ["--url", str(table), "--key", aes_key.hex(), "--token-url", token_url])
+    authlib = child(
+        "authlib", concurrency, ["--url", str(table), "--key", aes_key.hex(), "--token-url", token_url]
+    )
     assert authlib["refreshed"] == n // 4, authlib
     return {
         "raw_per_s": raw,
         "engine_per_s": n / engine["seconds"],
         "engine_cpu_us": engine["cpu_seconds"] / n * 1e6,
+        "bare_per_s": n / bare["seconds"],
+        "bare_cpu_us": bare["cpu_seconds"] / n * 1e6,
         "authlib_per_s": authlib["refreshed"] / authlib["seconds"],
         "authlib_cpu_us": authlib["cpu_seconds"] / authlib["refreshed"] * 1e6,
     }
@@ -219,7 +281,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20_000, help="due connections per engine run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
-    parser.add_argument("--role", choices=("engine", "authlib"), help=argparse.SUPPRESS)
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help="every client's, wrk's too")
+    parser.add_argument("--role", choices=("engine", "bare", "authlib"), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
     parser.add_argument("--token-url", help=argparse.SUPPRESS)
@@ -230,23 +293,29 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
     print(
-        "| database | raw (wrk) /s | engine /s | engine CPU µs/refresh | Authlib /s | engine/raw | engine/Authlib |"
+        "| database | concurrency | raw (wrk) /s | engine /s | engine CPU µs | bare loop /s | bare CPU µs "
+        "| Authlib /s | engine/raw | bare/raw | engine/bare | engine/Authlib |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for kind in args.database or ["sqlite"]:
         proc, base = start_sandbox()
         try:
             with tempfile.TemporaryDirectory() as tmp:
-                rounds = [one_round(kind, args.n, args.seconds, base, Path(tmp)) for _ in range(args.rounds)]
+                rounds = [
+                    one_round(kind, args.n, args.seconds, base, Path(tmp), args.concurrency)
+                    for _ in range(args.rounds)
+                ]
             reuse = control(base, "GET", "/_sandbox/stats")["reuse_detected"]
         finally:
             stop(proc)
         median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+        m = median
         print(
-            f"| {kind} | {median['raw_per_s']:,.0f} | {median['engine_per_s']:,.0f} | "
-            f"{median['engine_cpu_us']:.0f} | {median['authlib_per_s']:,.0f} | "
-            f"{median['engine_per_s'] / median['raw_per_s']:.2f} | "
-            f"{median['engine_per_s'] / median['authlib_per_s']:.1f} |",
+            f"| {kind} | {args.concurrency} | {m['raw_per_s']:,.0f} | {m['engine_per_s']:,.0f} | "
+            f"{m['engine_cpu_us']:.0f} | {m['bare_per_s']:,.0f} | {m['bare_cpu_us']:.0f} | "
+            f"{m['authlib_per_s']:,.0f} | {m['engine_per_s'] / m['raw_per_s']:.2f} | "
+            f"{m['bare_per_s'] / m['raw_per_s']:.2f} | {m['engine_per_s'] / m['bare_per_s']:.2f} | "
+            f"{m['engine_per_s'] / m['authlib_per_s']:.1f} |",
             flush=True,
         )
         print(json.dumps({"database": kind, "rounds": rounds, "reuse_detected": reuse}), file=sys.stderr)
