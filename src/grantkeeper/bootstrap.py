@@ -27,7 +27,7 @@ from grantkeeper.core.errors import InvalidSettingError
 from grantkeeper.core.links import derive_link_key
 from grantkeeper.core.policy import Policy
 from grantkeeper.ports import ChannelSender, Clock
-from grantkeeper.service.attempt import AttemptResult
+from grantkeeper.service.attempt import START_MARGIN, AttemptResult
 from grantkeeper.service.cycle import RefreshService, default_owner
 from grantkeeper.service.dispatch import Dispatcher
 
@@ -123,8 +123,8 @@ class Runtime:
             read_timeout=settings.read_timeout_seconds,
             max_connections=max(concurrency or settings.concurrency, 10),
         )
-        attempt_budget = timedelta(
-            seconds=settings.connect_timeout_seconds + settings.read_timeout_seconds + 5
+        attempt_budget = (
+            timedelta(seconds=settings.connect_timeout_seconds + settings.read_timeout_seconds) + START_MARGIN
         )
         service = RefreshService(
             self.store,

@@ -37,8 +37,14 @@ class StoreError(GrantkeeperError):
     ├── DuplicateWorkflowError   the tenant already has a workflow of that name
     ├── UnknownDestinationError  a Slack, Discord or webhook destination id the tenant does not have
     ├── TenantKeyExistsError     the tenant already has an API key and the caller did not ask to replace it
+    ├── StoreUnavailableError    the database did not answer (down, restarting, unreachable): try again
     └── SchemaOutdatedError      the database schema is not the one this code expects: run migrate
     """
+
+
+class StoreUnavailableError(StoreError):
+    """The database could not be reached or dropped the connection; nothing of the call was done, and the
+    same call may succeed later (the refresh path holds its answers in memory meanwhile)."""
 
 
 class UnknownProviderError(StoreError, LookupError):
@@ -311,7 +317,14 @@ class ConnectionStore(Protocol):
     ) -> list[ConnectionRecord]: ...
 
     def claim_due(
-        self, now: datetime, limit: int, owner: str, lease_ttl: timedelta, tenant_id: str | None = None
+        self,
+        now: datetime,
+        limit: int,
+        owner: str,
+        lease_ttl: timedelta,
+        tenant_id: str | None = None,
+        *,
+        leased_at: datetime | None = None,
     ) -> list[ClaimedConnection]: ...
 
     def claim_ids(

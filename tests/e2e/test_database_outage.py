@@ -8,6 +8,7 @@ worker (connections reset, new ones refused) without stopping the server other t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Iterator
@@ -76,4 +77,38 @@ async def test_a_refreshed_token_survives_a_database_outage_and_nothing_new_star
     assert any(getattr(r, "action", "") == "commit_recovered" for r in caplog.records)
     for grant in grants:
         assert grant.refresh_token not in caplog.text
+    await rig.close()
+
+
+async def test_a_worker_stopped_during_the_outage_frees_its_gate_and_the_lost_answer_is_named(
+    proxy, keyring, sandbox, sandbox_server, caplog
+):
+    cut, url = proxy
+    engine = make_engine(url)
+    rig = Rig(engine, SqlStore(engine, keyring), sandbox, sandbox_server.token_url)
+    service = RefreshService(
+        rig.store, rig.endpoint, rig.clock, rig.policy, concurrency=1,
+        max_attempt_duration=timedelta(seconds=10), rng=random.Random(0),
+    )  # fmt: skip
+    connection_id, _ = rig.connect("user-0")
+    sandbox.set_latency(LATENCY)
+
+    with caplog.at_level(logging.INFO, logger="grantkeeper"):
+        cycle = asyncio.create_task(service.run_cycle())
+        await wait_for(lambda: sandbox.stats().requests == 1)
+        cut.cut()
+        await wait_for(lambda: any(getattr(r, "action", "") == "commit_failed" for r in caplog.records))
+        assert not service.runner.gate.is_open
+        cycle.cancel()  # the worker is told to stop while its answer waits for the database
+        with contextlib.suppress(asyncio.CancelledError):
+            await cycle
+
+    assert service.runner.gate.is_open  # a held gate would have stopped this worker for good
+    assert any(getattr(r, "action", "") == "commit_abandoned" for r in caplog.records)
+    cut.restore()
+    sandbox.set_latency(0)
+    rig.clock.advance(timedelta(seconds=11))  # the abandoned attempt's deadline
+    report = await service.run_cycle()
+    assert report.lost_rotations == 1  # the answer died with the stopped worker, and it says so
+    assert rig.state(connection_id).disconnect_reason is not None
     await rig.close()

@@ -135,3 +135,18 @@ def test_without_rng_the_schedule_is_exact():
 def test_negative_spread_is_refused():
     with pytest.raises(InvalidSettingError, match="refresh_spread"):
         Policy(refresh_spread=timedelta(seconds=-1))
+
+
+def test_only_a_refused_refresh_token_is_read_as_a_lost_rotation():
+    consent = Outcome(OutcomeClass.REAUTH_REQUIRED, 400, ErrorInfo("consent_required"))
+    gone = step(IN_FLIGHT, consent, POLICY, T0, random.Random(0)).state
+    assert gone.disconnect_reason is DisconnectReason.REAUTH_REQUIRED  # the user's, as always
+    bare_401 = Outcome(OutcomeClass.AUTH, 401, ErrorInfo("unauthorized"))
+    counted = step(IN_FLIGHT, bare_401, POLICY, T0, random.Random(0)).state
+    assert counted.status is ConnectionStatus.CONNECTED
+    assert counted.consecutive_failures == 1
+    assert counted.in_flight_since is None
+    for code in ("invalid_grant", "invalid_refresh_token", "bad_refresh_token"):
+        refused = Outcome(OutcomeClass.AUTH, 400, ErrorInfo(code))
+        lost = step(IN_FLIGHT, refused, POLICY, T0, random.Random(0)).state
+        assert lost.disconnect_reason is DisconnectReason.LOST_ROTATION

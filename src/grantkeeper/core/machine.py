@@ -68,7 +68,7 @@ def step(
     )
     if outcome.klass is OutcomeClass.TRANSIENT:
         return _transient_failure(failed, outcome, policy, now, rng, stale)
-    if state.in_flight_since is not None and not stale and state.status is ConnectionStatus.CONNECTED:
+    if _is_lost_rotation(state, outcome, stale):
         return _lost_rotation(failed)
     return _auth_failure(replace(failed, in_flight_since=None), outcome, policy, now, rng, stale)
 
@@ -162,6 +162,27 @@ def _auth_failure(
         warned = replace(counted, warning_sent=True)
         return Transition(warned, (Notify(NotificationType.WARNING, email=True),))
     return Transition(counted)
+
+
+#: Error codes meaning "this refresh token is not (or no longer) valid": what a token rotated away answers.
+#: Slack and GitHub name it their own way (DESIGN section 2's provider codes for a bad refresh token).
+REJECTED_REFRESH_TOKEN_CODES = frozenset({"invalid_grant", "invalid_refresh_token", "bad_refresh_token"})
+
+
+def _is_lost_rotation(state: ConnectionState, outcome: Outcome, stale: bool) -> bool:
+    """The stored refresh token is refused right after an attempt whose answer we never stored.
+
+    Only that refusal: consent required or an app uninstalled is the user's ``reauth_required``, and a bare
+    401 or an unknown 4xx counts as the user's failure as always.
+    """
+    return (
+        state.in_flight_since is not None
+        and not stale
+        and state.status is ConnectionStatus.CONNECTED
+        and outcome.klass is OutcomeClass.AUTH
+        and outcome.error is not None
+        and outcome.error.code in REJECTED_REFRESH_TOKEN_CODES
+    )
 
 
 def _lost_rotation(state: ConnectionState) -> Transition:

@@ -29,6 +29,7 @@ from grantkeeper.ports import (
     Clock,
     ConnectionStore,
     NotificationContent,
+    StoreUnavailableError,
     TokenEndpoint,
 )
 from grantkeeper.service.starting import StartGate
@@ -40,6 +41,8 @@ R = TypeVar("R")
 #: Waits between commit retries while the database does not answer; the last one repeats until
 #: ``commit_patience`` runs out, because a rotated refresh token exists only in memory until it lands.
 _COMMIT_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
+#: Of the attempt budget, what is not the request's own timeouts (bootstrap adds this to them).
+START_MARGIN = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,9 @@ class AttemptRunner:
         self._policy = policy
         self._rng = rng
         self._max_attempt_duration = max_attempt_duration
+        # the request itself (connect + read timeouts); the rest of the attempt budget covers recording the
+        # start and the commit (bootstrap gives the budget 5 s beyond the timeouts)
+        self._request_budget = max_attempt_duration - min(START_MARGIN, max_attempt_duration / 5)
 
     async def run(self, claim: ClaimedConnection) -> AttemptResult | None:
         """Refresh one leased connection; None when the lease is too close to expiry to start safely."""
@@ -135,6 +141,11 @@ class AttemptRunner:
         started = await self.gate.start(claim)  # recorded in flight, within the provider's limits
         if started is None:
             return None  # the lease was lost while it waited
+        if self._clock.now() + self._request_budget >= started.lease_expires_at:
+            # Recording the start took so long (a slow transaction, a busy loop) that the request could
+            # outlive its lease: give it back unsent rather than risk a second worker's refresh beside it.
+            await self.in_store_thread(self._store.release, started)
+            return None
         return await self._attempt(started)
 
     async def in_store_thread(self, call: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
@@ -180,53 +191,67 @@ class AttemptRunner:
     async def _commit(self, commit: AttemptCommit) -> bool:
         """Commit, retrying while the database is unreachable: a rotated refresh token exists only in memory
         until this succeeds. Meanwhile the start gate is held, so no new refresh starts (and no new answer
-        piles up) until the database answers; after ``commit_patience`` the attempt is given up, loudly."""
+        piles up) until the database answers; after ``commit_patience`` the attempt is given up, loudly.
+        Any other failure (a bug, a value the database refuses) is this attempt's alone: logged, not retried,
+        and the gate stays open for the others."""
         connection_id = commit.claim.connection_id
         give_up_at = time.monotonic() + self._commit_patience.total_seconds()
         failures = 0
-        while True:
-            try:
-                is_committed = await self.gate.commit(commit)
-            except Exception as exc:  # the store is down or broken; tokens are never in its messages
-                if failures == 0:
-                    self.gate.hold()
-                failures += 1
-                delay = _COMMIT_RETRY_DELAYS[min(failures - 1, len(_COMMIT_RETRY_DELAYS) - 1)]
-                if time.monotonic() + delay > give_up_at:
-                    self.gate.release_hold()
-                    log.error(
-                        "gave up committing %s after %d tries (%s); its answer is lost and the next "
-                        "attempt will tell whether the provider rotated the token",
+        try:
+            while True:
+                try:
+                    is_committed = await self.gate.commit(commit)
+                except StoreUnavailableError as exc:
+                    if failures == 0:
+                        self.gate.hold()
+                    failures += 1
+                    delay = _COMMIT_RETRY_DELAYS[min(failures - 1, len(_COMMIT_RETRY_DELAYS) - 1)]
+                    if time.monotonic() + delay > give_up_at:
+                        _log_abandoned(connection_id, f"{failures} tries: {exc}")
+                        return False
+                    log.warning(
+                        "commit failed for %s (database unavailable: %s); keeping the answer in memory and "
+                        "retrying in %.1fs",
+                        connection_id,
+                        exc,
+                        delay,
+                        extra={"action": "commit_failed", "connection_id": connection_id},
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                except Exception as exc:  # not the database being away: retrying would not help
+                    _log_abandoned(connection_id, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+                    return False
+                if failures:
+                    log.info(
+                        "committed %s after %d failed tries",
                         connection_id,
                         failures,
-                        type(exc).__name__,
-                        extra={"action": "commit_abandoned", "connection_id": connection_id},
+                        extra={"action": "commit_recovered", "connection_id": connection_id},
                     )
-                    return False
-                log.warning(
-                    "commit failed for %s (%s); keeping the answer in memory and retrying in %.1fs",
-                    connection_id,
-                    type(exc).__name__,
-                    delay,
-                    extra={"action": "commit_failed", "connection_id": connection_id},
-                )
-                await asyncio.sleep(delay)
-                continue
+                if not is_committed:
+                    log.warning(
+                        "lease lost before commit for %s",
+                        connection_id,
+                        extra={"action": "lease_lost", "connection_id": connection_id},
+                    )
+                return is_committed
+        except asyncio.CancelledError:
+            _log_abandoned(connection_id, "the worker is stopping")
+            raise
+        finally:
             if failures:
-                self.gate.release_hold()
-                log.info(
-                    "committed %s after %d failed tries",
-                    connection_id,
-                    failures,
-                    extra={"action": "commit_recovered", "connection_id": connection_id},
-                )
-            if not is_committed:
-                log.warning(
-                    "lease lost before commit for %s",
-                    commit.claim.connection_id,
-                    extra={"action": "lease_lost", "connection_id": commit.claim.connection_id},
-                )
-            return is_committed
+                self.gate.release_hold()  # also when cancelled: a held gate would stop this worker for good
+
+
+def _log_abandoned(connection_id: str, why: str) -> None:
+    log.error(
+        "gave up committing %s (%s); its answer is lost and the next attempt will tell whether the "
+        "provider rotated the token",
+        connection_id,
+        why,
+        extra={"action": "commit_abandoned", "connection_id": connection_id},
+    )
 
 
 def _report_in_flight(result: AttemptResult) -> None:

@@ -1,4 +1,4 @@
-"""A refresh cycle: lease due connections in batches, refresh them concurrently (bounded), commit each alone.
+"""A refresh cycle: lease due connections in batches, refresh them concurrently (bounded), commit in groups.
 
 A cycle takes only connections due at its start. Every attempt schedules the next one after that instant, so
 a cycle always ends, even against a provider that fails fast forever.
@@ -13,7 +13,7 @@ import random
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from grantkeeper.core.model import ConnectionStatus
 from grantkeeper.core.policy import Policy, probe_horizon
@@ -57,6 +57,7 @@ class RefreshService:
         self._store = store
         self._clock = clock
         self._policy = policy
+        self._probed_at: datetime | None = None
         self._concurrency = concurrency
         self.owner = owner or default_owner()
         self.lease_ttl = lease_ttl
@@ -74,12 +75,21 @@ class RefreshService:
         """Refresh every connection due now (all tenants unless one is named)."""
         report = CycleReport(started_at=self._clock.now())
         due_at = report.started_at
-        horizon_at = probe_horizon(due_at, self._policy)
-        report.probes = await self.runner.in_store_thread(self._store.schedule_probes, due_at, horizon_at)
+        if self._probed_at is None or due_at - self._probed_at >= self._policy.auth_retry_interval:
+            # once per cycle, not per poll: a probe is a real user's refresh against a provider that is down
+            self._probed_at = due_at
+            horizon_at = probe_horizon(due_at, self._policy)
+            report.probes = await self.runner.in_store_thread(self._store.schedule_probes, due_at, horizon_at)
 
         async def claim(limit: int) -> tuple[list[ClaimedConnection], bool]:
             claims = await self.runner.in_store_thread(
-                self._store.claim_due, due_at, limit, self.owner, self.lease_ttl, tenant_id
+                self._store.claim_due,
+                due_at,
+                limit,
+                self.owner,
+                self.lease_ttl,
+                tenant_id,
+                leased_at=self._clock.now(),  # a long cycle's late claims get whole leases too
             )
             return claims, len(claims) < limit
 

@@ -1,9 +1,9 @@
 """The start gate: every attempt is recorded in flight before its request leaves, in batches.
 
 Recording each start alone would cost a database round trip per refresh; instead the attempts that ask in
-the same moment share one ``store.start_attempts`` call, and those that ask while it runs share the next. The
-store applies the providers' concurrency and rate limits in that same call, so the gate is also where an
-attempt waits for its provider's turn.
+the same moment share one store call, and those that ask while it runs share the next. The same call stores
+the answers that arrived meanwhile (``commit_and_start``: one transaction per tick), and applies the
+providers' concurrency and rate limits, so the gate is also where an attempt waits for its provider's turn.
 
 The gate also stops new starts while the database is unreachable: a start that cannot be recorded never
 leaves, and a worker holding refreshed tokens it could not commit closes the gate (``hold``) until a commit
@@ -18,7 +18,7 @@ from concurrent.futures import Executor
 from dataclasses import replace
 from datetime import timedelta
 
-from grantkeeper.ports import AttemptCommit, ClaimedConnection, Clock, ConnectionStore
+from grantkeeper.ports import AttemptCommit, ClaimedConnection, Clock, ConnectionStore, StoreUnavailableError
 from grantkeeper.service.batching import Batcher
 
 log = logging.getLogger("grantkeeper.refresh")
@@ -55,7 +55,9 @@ class StartGate:
         self._open.clear()
 
     def release_hold(self) -> None:
-        self._holds = max(self._holds - 1, 0)
+        if self._holds < 1:
+            raise RuntimeError("release_hold without a hold")  # a miscount would hide a stuck gate
+        self._holds -= 1
         if self._holds == 0:
             self._open.set()
 
@@ -66,7 +68,7 @@ class StartGate:
             await self._open.wait()
             try:
                 answer = await self._batcher.submit(claim)
-            except Exception as exc:  # the database did not answer: nothing was sent, try again later
+            except StoreUnavailableError as exc:  # nothing was sent: try again when the database answers
                 delay = _UNREACHABLE_RETRY_SECONDS[min(failures, len(_UNREACHABLE_RETRY_SECONDS) - 1)]
                 failures += 1
                 log.warning(

@@ -33,7 +33,7 @@ CLAIM_COLUMNS = (
 
 _CLAIM = """WITH due_connections AS MATERIALIZED (
 SELECT id FROM connections
-WHERE status = 'connected' AND next_attempt_at <= :now
+WHERE status = 'connected' AND next_attempt_at <= :due_at
 AND (lease_expires_at IS NULL OR lease_expires_at < :now){tenant}
 ORDER BY next_attempt_at LIMIT :limit{lock})
 UPDATE connections SET lease_owner = :owner, lease_expires_at = :expires_at, version = connections.version + 1
@@ -48,7 +48,7 @@ _INSERT_ATTEMPT = """INSERT INTO refresh_attempts
 VALUES (:connection_id, :tenant_id, :provider_id, :attempted_at, :outcome, :http_status, :error_code,
 :duration_ms)"""
 
-_NAMED = re.compile(r":([a-z_]+)")
+_NAMED = re.compile(r":([a-z_][a-z0-9_]*)")
 
 
 def _sqlite_time_in(value: datetime) -> str:
@@ -108,14 +108,17 @@ class HotPath:
     def claim(
         self,
         connection: Connection,
+        due_at: datetime,
         now: datetime,
         expires_at: datetime,
         owner: str,
         limit: int,
         tenant_id: str | None,
     ) -> Sequence[Any]:
-        """Lease up to ``limit`` due rows, oldest due first; raw rows in ``CLAIM_COLUMNS`` order."""
+        """Lease up to ``limit`` rows due at ``due_at`` and free at ``now``, oldest due first; raw rows in
+        ``CLAIM_COLUMNS`` order."""
         parameters: dict[str, Any] = {
+            "due_at": self.time_in(due_at),
             "now": self.time_in(now),
             "expires_at": self.time_in(expires_at),
             "owner": owner,

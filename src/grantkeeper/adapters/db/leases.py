@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CTE, ColumnElement, Connection, Row, and_, bindparam, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Row, and_, bindparam, or_, select, update
 
 from grantkeeper.adapters.crypto import DecryptionError
 from grantkeeper.adapters.db import hotpath
@@ -70,31 +70,21 @@ def claim_due(
     lease: Lease,
     limit: int,
     tenant_id: str | None,
+    *,
+    due_at: datetime | None = None,
 ) -> list[ClaimedConnection]:
-    now = lease.now
+    """Rows due at ``due_at`` (default: the lease's start) and free at the lease's start, oldest due first.
+
+    The statement is ``hotpath``'s (a MATERIALIZED CTE of due ids joined by an UPDATE, see
+    ``outbox._due_ids`` for why); a refresh never needs the access token, so it is not even returned.
+    """
+    now = due_at or lease.now
     hot = hotpath.for_connection(connection)
-    # the same statement as ``_due_ids`` with ``_lease``, sent raw (see ``hotpath``); a refresh never needs
-    # the access token, so it is neither returned nor decrypted
-    rows = hot.claim(connection, now, lease.expires_at, lease.owner, limit, tenant_id)
+    rows = hot.claim(connection, now, lease.now, lease.expires_at, lease.owner, limit, tenant_id)
     claimed = _claimed_rows(connection, cipher, lease, rows, hot)
-    if len(claimed) > limit:  # the guard for the planner trap described in _due_ids; rolls the claim back
+    if len(claimed) > limit:  # the guard for the planner trap of a rescanned subquery; rolls the claim back
         raise StoreError(f"claim matched {len(claimed)} rows for a limit of {limit}; nothing was leased")
     return sorted(claimed, key=lambda claim: (claim.state.next_attempt_at or now, claim.connection_id))
-
-
-def _due_ids(now: datetime, limit: int, tenant_id: str | None) -> CTE:
-    """The ids to lease, as a MATERIALIZED common table expression, evaluated exactly once.
-
-    As a plain ``IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)`` PostgreSQL may plan the subquery as the
-    inner side of a nested loop and rescan it per outer row; every rescan skips the rows this very UPDATE
-    already changed and yields the next n, so one claim leased the whole table (seen on a fresh, unanalysed
-    table). Joining the CTE (``UPDATE ... FROM``) lets the planner drive from the n ids to the primary key.
-    """
-    due = select(_c.id).where(is_due(now))
-    if tenant_id is not None:
-        due = due.where(_c.tenant_id == tenant_id)
-    due = due.order_by(_c.next_attempt_at).limit(limit).with_for_update(skip_locked=True)
-    return due.cte("due_connections").prefix_with("MATERIALIZED")
 
 
 def claim_ids(
@@ -134,7 +124,6 @@ def _lease(
     cipher: FieldCipher,
     lease: Lease,
     *conditions: ColumnElement[bool],
-    with_access_token: bool = True,
 ) -> list[ClaimedConnection]:
     statement = (
         update(connections)
@@ -148,7 +137,7 @@ def _lease(
     unreadable: list[str] = []
     for row in rows:
         try:
-            claimed.append(_claimed(row, providers[row.provider_id], cipher, with_access_token))
+            claimed.append(_claimed(row, providers[row.provider_id], cipher))
         except (DecryptionError, KeyError):
             unreadable.append(row.id)
     if unreadable:
@@ -237,10 +226,7 @@ def _park_unreadable(connection: Connection, lease: Lease, connection_ids: list[
     connection.execute(statement)
 
 
-def _claimed(
-    row: Row[Any], provider: ProviderConfig, cipher: FieldCipher, with_access_token: bool
-) -> ClaimedConnection:
-    access_token = row.access_token_enc if with_access_token else None
+def _claimed(row: Row[Any], provider: ProviderConfig, cipher: FieldCipher) -> ClaimedConnection:
     return ClaimedConnection(
         connection_id=row.id,
         tenant_id=row.tenant_id,
@@ -249,7 +235,7 @@ def _claimed(
         provider=provider,
         state=state_from_row(row),
         refresh_token=cipher.open_optional("connections", row.id, "refresh_token", row.refresh_token_enc),
-        access_token=cipher.open_optional("connections", row.id, "access_token", access_token),
+        access_token=cipher.open_optional("connections", row.id, "access_token", row.access_token_enc),
         version=row.version,
         lease_owner=row.lease_owner,
         lease_expires_at=row.lease_expires_at,
@@ -265,10 +251,17 @@ def lease_holder(connection: Connection, tenant_id: str, connection_id: str, now
 
 
 def release(connection: Connection, claim: ClaimedConnection) -> bool:
-    """Give a lease back early (the attempt was abandoned); a no-op when the lease is no longer ours."""
+    """Give a lease back early (the attempt was abandoned, its request never sent); a no-op when the lease
+    is no longer ours. ``in_flight_since`` goes back to what the claim found: a start recorded for a request
+    that never left must not look like a lost answer."""
     statement = (
         update(connections)
         .where(_c.id == claim.connection_id, _c.version == claim.version, _c.lease_owner == claim.lease_owner)
-        .values(lease_owner=None, lease_expires_at=None, version=_c.version + 1)
+        .values(
+            lease_owner=None,
+            lease_expires_at=None,
+            version=_c.version + 1,
+            in_flight_since=claim.state.in_flight_since,
+        )
     )
     return connection.execute(statement).rowcount == 1

@@ -8,10 +8,12 @@ connection.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from grantkeeper.adapters.crypto import Keyring
 from grantkeeper.adapters.db import (
@@ -49,12 +51,27 @@ from grantkeeper.ports import (
     OutboxRecord,
     ProviderConfig,
     StoredTokens,
+    StoreUnavailableError,
     TenantRecord,
     UserPreferences,
     WorkflowRecord,
 )
 
 __all__ = ["SqlStore"]
+
+
+@contextmanager
+def _unavailable_as_store_error() -> Iterator[None]:
+    """Connectivity failures (the server down, restarting, or the connection dropped) as the port's
+    ``StoreUnavailableError``, so the service can tell "try again later" from a bug without knowing SQL."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        raise StoreUnavailableError(str(exc.orig or exc).splitlines()[0][:200] if str(exc) else "") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise StoreUnavailableError("the database connection was lost") from exc
+        raise
 
 
 class SqlStore:
@@ -161,12 +178,20 @@ class SqlStore:
             return leases.lease_holder(connection, tenant_id, connection_id, now)
 
     def claim_due(
-        self, now: datetime, limit: int, owner: str, lease_ttl: timedelta, tenant_id: str | None = None
+        self,
+        now: datetime,
+        limit: int,
+        owner: str,
+        lease_ttl: timedelta,
+        tenant_id: str | None = None,
+        *,
+        leased_at: datetime | None = None,
     ) -> list[ClaimedConnection]:
+        """Lease up to ``limit`` connections due at ``now``; the lease runs from ``leased_at`` (the present,
+        by default ``now``), so a cycle that takes longer than a lease still leases what it claims late."""
+        lease = leases.Lease(leased_at or now, owner, lease_ttl)
         with write_transaction(self._engine) as connection:
-            return leases.claim_due(
-                connection, self._cipher, leases.Lease(now, owner, lease_ttl), limit, tenant_id
-            )
+            return leases.claim_due(connection, self._cipher, lease, limit, tenant_id, due_at=now)
 
     def claim_ids(
         self,
@@ -216,8 +241,10 @@ class SqlStore:
     ) -> tuple[list[bool], AttemptStarts]:
         """``commit_attempts`` then ``start_attempts`` in one transaction: a busy worker's every tick has
         answers to store and requests to send, and one transaction is half the cost of two. Commits go first,
-        so the slots they free count for the starts."""
-        with write_transaction(self._engine) as connection:
+        so the slots they free count for the starts. A database that does not answer raises
+        ``StoreUnavailableError`` (the caller keeps its answers and retries); any other error is a bug or a
+        value the database refuses, and is raised as it is."""
+        with _unavailable_as_store_error(), write_transaction(self._engine) as connection:
             committed = commits.commit_attempts(
                 connection, self._cipher, batch, digest_hour=self._digest_hour
             )
