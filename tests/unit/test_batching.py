@@ -75,3 +75,29 @@ def test_a_failing_single_item_raises_to_its_caller():
 
     with pytest.raises(ValueError, match="refused"):
         asyncio.run(main())
+
+
+def test_a_cancelled_droppable_item_is_not_sent_and_the_others_are():
+    recorder = Recorder()
+
+    async def main() -> list[int]:
+        batcher = Batcher(recorder, is_droppable=lambda item: item % 2 == 1)
+        tasks = [asyncio.create_task(batcher.submit(i)) for i in range(4)]
+        await asyncio.sleep(0)
+        tasks[1].cancel()  # droppable: its caller is gone, so it is not sent
+        tasks[2].cancel()  # not droppable: sent anyway (a commit is worth storing)
+        return [await tasks[i] for i in (0, 3)]
+
+    assert asyncio.run(main()) == [0, 30]
+    assert recorder.batches[0] == [0, 2, 3]
+
+
+def test_a_call_answering_the_wrong_number_of_items_fails_every_caller():
+    def short(items: list[int]) -> list[int]:
+        return items[:-1]
+
+    async def main() -> list[int | BaseException]:
+        batcher = Batcher(short)
+        return await asyncio.gather(*(batcher.submit(i) for i in range(3)), return_exceptions=True)
+
+    assert all(isinstance(answer, RuntimeError) for answer in asyncio.run(main()))

@@ -148,6 +148,10 @@ class AttemptRunner:
             return None
         return await self._attempt(started)
 
+    def close(self) -> None:
+        """Let the store thread go (it ends once idle); the runner is not used afterwards."""
+        self.store_executor.shutdown(wait=False)
+
     async def in_store_thread(self, call: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run a store call in the refresh path's store thread (see ``store_executor``)."""
         loop = asyncio.get_running_loop()

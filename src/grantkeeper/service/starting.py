@@ -39,7 +39,11 @@ class StartGate:
         self._clock = clock
         self._attempt_ttl = attempt_ttl
         self._batcher: Batcher[ClaimedConnection | AttemptCommit, StartAnswer | bool] = Batcher(
-            self._store_batch, executor
+            self._store_batch,
+            executor,
+            # a start whose attempt was cancelled must not be recorded in flight (its request never leaves);
+            # a cancelled attempt's answer is still worth storing
+            is_droppable=lambda item: not isinstance(item, AttemptCommit),
         )
         self._open = asyncio.Event()
         self._open.set()

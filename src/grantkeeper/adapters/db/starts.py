@@ -51,8 +51,10 @@ def start_attempts(
     """Mark as many claims in flight as their providers' limits allow; the rest are told how long to wait.
 
     Each mark is fenced on the claim's ``version`` and ``lease_owner``: a lease lost meanwhile is reported,
-    never started. Rows are locked in primary-key order (provider rows first), so two workers' batches
-    cannot deadlock.
+    never started. Provider rows are locked in primary-key order, then connection rows in primary-key order.
+    Run after commits in one transaction (``commit_and_start``), a commit that flags or clears a provider
+    may have locked a provider row first; should two workers then deadlock on PostgreSQL, the database
+    aborts one transaction and the batcher retries its items one by one.
     """
     by_provider: dict[str, list[ClaimedConnection]] = defaultdict(list)
     for claim in claims:

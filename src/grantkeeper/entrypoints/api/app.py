@@ -82,6 +82,7 @@ def create_app(runtime: Runtime, *, run_scheduler: bool = True) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await context.endpoint.close()
+            context.service.runner.close()
             if dispatcher is not None:
                 await dispatcher.close()
 

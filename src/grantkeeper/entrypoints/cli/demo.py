@@ -188,6 +188,7 @@ async def _run(rt: Runtime, tenant_id: str, duration: float | None, json_output:
                     await asyncio.wait_for(stop.wait(), timeout=0.5)
     finally:
         await endpoint.close()
+        service.runner.close()
     totals.finished_at = rt.clock.now()
     return totals
 

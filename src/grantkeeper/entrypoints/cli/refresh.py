@@ -82,6 +82,7 @@ async def _run_with_progress(
             return await job(service)
     finally:
         await endpoint.close()
+        service.runner.close()
 
 
 def _print_report(report: CycleReport, *, json_output: bool, verbose: bool) -> None:
@@ -153,6 +154,7 @@ async def _worker_loop(
             await _deliver_before_exit(dispatcher)
     finally:
         await endpoint.close()
+        service.runner.close()
         if dispatcher is not None:
             await dispatcher.close()
 
