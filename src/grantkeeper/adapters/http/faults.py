@@ -16,24 +16,8 @@ Every request goes through the lean HTTP/1.1 transport (``lean.py``, ADR 0008); 
     +-- ConnectionClosedError    closed or reset before a complete response              -> connection_reset
     +-- ProtocolError            not HTTP/1.1 (httptools.HttpParserError), bad gzip      -> protocol_error
 
-aiohttp's tree, as the token client raised it before ADR 0008 (aiohttp >= 3.10.10; more specific classes are
-tested first). Nothing raises these here any more; the mapping stays, pinned by its tests, until both go::
-
-    TimeoutError (asyncio.TimeoutError)           aiohttp's total deadline ran out     -> read_timeout
-    aiohttp.ClientError
-    +-- ClientConnectionError
-    |   +-- ServerTimeoutError                                                        -> read_timeout
-    |   |   +-- ConnectionTimeoutError           sock_connect / connect (pool) limit  -> connect_timeout
-    |   |   +-- SocketTimeoutError               sock_read limit                      -> read_timeout
-    |   +-- ServerDisconnectedError              peer closed before a full response   -> connection_reset
-    |   +-- ServerFingerprintMismatch                                                 -> tls_error
-    |   +-- ClientOSError                        ECONNRESET / EPIPE / ECONNABORTED    -> connection_reset
-    |       +-- ClientConnectionResetError                                            -> connection_reset
-    |       +-- ClientConnectorError             by its ``os_error``, see _connect_fault
-    |           +-- ClientConnectorDNSError                                           -> dns_failure
-    |           +-- ClientSSLError (certificate, handshake)                           -> tls_error
-    +-- ClientPayloadError                       body cut short or badly encoded      -> connection_reset
-    +-- anything else (bad status line, header too long, invalid URL)                 -> protocol_error
+Raw ``OSError``s (a reset while writing, a TLS failure after the handshake) map by their type and errno, and
+the builtin ``TimeoutError`` is a read timeout.
 
 Nothing here says anything about the grant, so ``classify_fault`` makes every one of them transient.
 """
@@ -43,8 +27,6 @@ from __future__ import annotations
 import errno
 import socket
 import ssl
-
-import aiohttp
 
 from grantkeeper.adapters.http.lean_errors import (
     ConnectError,
@@ -57,14 +39,7 @@ from grantkeeper.core.classify import sanitize
 from grantkeeper.core.model import NetworkFault
 
 _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
-_RESET_TYPES = (
-    aiohttp.ServerDisconnectedError,
-    aiohttp.ClientPayloadError,
-    ConnectionResetError,
-    ConnectionAbortedError,
-    BrokenPipeError,
-)
-_TLS_TYPES = (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch, ssl.SSLError)
+_RESET_TYPES = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
 _LEAN_FAULTS: tuple[tuple[type[LeanHttpError], NetworkFault], ...] = (
     (ConnectTimeoutError, NetworkFault.CONNECT_TIMEOUT),
     (ReadTimeoutError, NetworkFault.READ_TIMEOUT),
@@ -73,22 +48,16 @@ _LEAN_FAULTS: tuple[tuple[type[LeanHttpError], NetworkFault], ...] = (
 
 #: Everything the transport may raise for reasons outside our code; the token client catches exactly these.
 #: (asyncio.TimeoutError is the builtin TimeoutError, an OSError, on 3.11.)
-TRANSPORT_ERRORS = (LeanHttpError, aiohttp.ClientError, OSError)
+TRANSPORT_ERRORS = (LeanHttpError, OSError)
 
 
 def network_fault(exc: BaseException) -> NetworkFault:
     """The fault ``exc`` stands for; only called for instances of ``TRANSPORT_ERRORS``."""
     if isinstance(exc, LeanHttpError):
         return _lean_fault(exc)
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return NetworkFault.CONNECT_TIMEOUT
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return NetworkFault.DNS_FAILURE
-    if isinstance(exc, _TLS_TYPES):
+    if isinstance(exc, ssl.SSLError):
         return NetworkFault.TLS_ERROR
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return _connect_fault(exc.os_error)
-    if isinstance(exc, TimeoutError):  # ServerTimeoutError, SocketTimeoutError and the total deadline
+    if isinstance(exc, TimeoutError):
         return NetworkFault.READ_TIMEOUT
     if isinstance(exc, _RESET_TYPES) or (isinstance(exc, OSError) and exc.errno in _RESET_ERRNOS):
         return NetworkFault.CONNECTION_RESET
@@ -125,8 +94,8 @@ def describe(exc: BaseException, secrets: tuple[str, ...]) -> str:
     """A one-line ``Type: message`` with every secret cut out.
 
     The lean transport's messages name the host, the port and the reason, never the request line's target,
-    a header or the body; aiohttp's hold the host, sometimes the URL. The redaction is there anyway, because
-    an ``OSError`` quoted in a message, or a future version, might say more.
+    a header or the body. The redaction is there anyway, because an ``OSError`` quoted in a message, or a
+    future version, might say more.
     """
     message = str(exc)
     text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
