@@ -162,7 +162,7 @@ class RefreshService:
 
     def _finish(self, report: CycleReport) -> CycleReport:
         report.finished_at = self._clock.now()
-        report.provider_alerts = failing_providers(report.rows)
+        report.provider_alerts = failing_providers(report.provider_attempts, report.provider_failures)
         for name in report.provider_alerts:
             log.warning(
                 "provider %s failed for most connections this cycle",

@@ -6,7 +6,6 @@ Rows carry ids, outcomes, counters and status, never a token.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -17,6 +16,8 @@ from grantkeeper.service.attempt import AttemptResult
 #: gets an operator alert: most users cannot all have revoked access at once.
 _ALERT_FAILURE_RATIO = 0.8
 _ALERT_MIN_ATTEMPTS = 10
+#: Rows kept for a verbose report; a cycle over a big backlog keeps only counts beyond this (memory).
+MAX_ROWS = 10_000
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,9 @@ class CycleReport:
     lags: list[float] = field(default_factory=list)  # seconds from due to started, per attempt
     provider_alerts: list[str] = field(default_factory=list)
     rows: list[AttemptRow] = field(default_factory=list)
+    rows_dropped: int = 0
+    provider_attempts: Counter[str] = field(default_factory=Counter)
+    provider_failures: Counter[str] = field(default_factory=Counter)
 
     @property
     def refreshed(self) -> int:
@@ -78,7 +82,13 @@ class CycleReport:
         lag = result.lag
         if lag is not None:
             self.lags.append(lag.total_seconds())
-        self.rows.append(_row(result))
+        provider = result.claim.provider.name
+        self.provider_attempts[provider] += 1
+        self.provider_failures[provider] += result.outcome.klass is not OutcomeClass.SUCCESS
+        if len(self.rows) < MAX_ROWS:
+            self.rows.append(_row(result))
+        else:
+            self.rows_dropped += 1
 
     def as_dict(self, *, verbose: bool = False) -> dict[str, object]:
         """The JSON summary (CLI ``--json`` and the cron endpoint)."""
@@ -104,6 +114,7 @@ class CycleReport:
         }
         if verbose:
             summary["connections"] = [_row_dict(row) for row in self.rows]
+            summary["connections_not_listed"] = self.rows_dropped
         return summary
 
 
@@ -151,13 +162,8 @@ def _row_dict(row: AttemptRow) -> dict[str, object]:
     }
 
 
-def failing_providers(rows: Sequence[AttemptRow]) -> list[str]:
+def failing_providers(attempts: Counter[str], failures: Counter[str]) -> list[str]:
     """Providers whose refreshes failed for most connections in this cycle: an operator problem."""
-    attempts: Counter[str] = Counter()
-    failures: Counter[str] = Counter()
-    for row in rows:
-        attempts[row.provider] += 1
-        failures[row.provider] += row.outcome is not OutcomeClass.SUCCESS
     return sorted(
         name
         for name, count in attempts.items()

@@ -75,6 +75,10 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
         _enable_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # checkpoint the WAL every 10,000 pages instead of 1,000: a claim of 1,000 rows dirties about 1,000
+        # pages, so the default made nearly every claim pay a checkpoint (25 ms at a million rows); the WAL
+        # grows to about 40 MB instead of 4
+        cursor.execute("PRAGMA wal_autocheckpoint=10000")
     finally:
         cursor.close()
 
