@@ -42,16 +42,22 @@ async def wait_for(condition, within: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_a_refreshed_token_survives_a_database_outage_and_nothing_new_starts_meanwhile(
-    proxy, keyring, sandbox, sandbox_server, caplog
-):
-    cut, url = proxy
+def one_worker(url: str, keyring, sandbox, sandbox_server) -> tuple[Rig, RefreshService]:
+    """The rig on the proxied database and one worker refreshing one connection at a time."""
     engine = make_engine(url)
     rig = Rig(engine, SqlStore(engine, keyring), sandbox, sandbox_server.token_url)
     service = RefreshService(
         rig.store, rig.endpoint, rig.clock, rig.policy, concurrency=1,
         max_attempt_duration=timedelta(seconds=10), rng=random.Random(0),
     )  # fmt: skip
+    return rig, service
+
+
+async def test_a_refreshed_token_survives_a_database_outage_and_nothing_new_starts_meanwhile(
+    proxy, keyring, sandbox, sandbox_server, caplog
+):
+    cut, url = proxy
+    rig, service = one_worker(url, keyring, sandbox, sandbox_server)
     grants = [rig.connect(f"user-{i}")[1] for i in range(3)]
     sandbox.set_latency(LATENCY)
 
@@ -84,12 +90,7 @@ async def test_a_worker_stopped_during_the_outage_frees_its_gate_and_the_lost_an
     proxy, keyring, sandbox, sandbox_server, caplog
 ):
     cut, url = proxy
-    engine = make_engine(url)
-    rig = Rig(engine, SqlStore(engine, keyring), sandbox, sandbox_server.token_url)
-    service = RefreshService(
-        rig.store, rig.endpoint, rig.clock, rig.policy, concurrency=1,
-        max_attempt_duration=timedelta(seconds=10), rng=random.Random(0),
-    )  # fmt: skip
+    rig, service = one_worker(url, keyring, sandbox, sandbox_server)
     connection_id, _ = rig.connect("user-0")
     sandbox.set_latency(LATENCY)
 

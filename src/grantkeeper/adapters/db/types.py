@@ -23,16 +23,8 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if not isinstance(value, datetime):
-            raise TypeError(f"UTCDateTime expects a datetime, got {type(value).__name__}")
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(
-                "UTCDateTime refuses a naive datetime; pass an aware one (e.g. datetime.now(UTC))"
-            )
-        utc = value.astimezone(UTC)
-        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+        utc = _as_utc(value)
+        return utc.replace(tzinfo=None) if utc is not None and dialect.name == "sqlite" else utc
 
     def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
         """One closure per dialect instead of this class's hook followed by the dialect's own converter.
@@ -44,16 +36,10 @@ class UTCDateTime(TypeDecorator[datetime]):
         is_sqlite = dialect.name == "sqlite"
 
         def process(value: Any) -> Any:
-            if value is None:
-                return None
-            if not isinstance(value, datetime):
-                raise TypeError(f"UTCDateTime expects a datetime, got {type(value).__name__}")
-            if value.tzinfo is None or value.utcoffset() is None:
-                raise ValueError(
-                    "UTCDateTime refuses a naive datetime; pass an aware one (e.g. datetime.now(UTC))"
-                )
-            utc = value.astimezone(UTC)
-            return utc.replace(tzinfo=None).isoformat(" ", "microseconds") if is_sqlite else utc
+            utc = _as_utc(value)
+            if utc is None or not is_sqlite:
+                return utc
+            return utc.replace(tzinfo=None).isoformat(" ", "microseconds")
 
         return process
 
@@ -83,3 +69,14 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+def _as_utc(value: Any) -> datetime | None:
+    """The instant in UTC; a naive datetime (the classic bug that shifts every schedule) is refused."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise TypeError(f"UTCDateTime expects a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("UTCDateTime refuses a naive datetime; pass an aware one (e.g. datetime.now(UTC))")
+    return value.astimezone(UTC)
