@@ -181,7 +181,10 @@ class ConnectionRecord:
 class ClaimedConnection:
     """A connection leased to one worker for one refresh attempt, with its decrypted tokens.
 
-    ``version`` fences the commit: it succeeds only while the row still carries this version and lease owner.
+    ``version`` fences the commit: it succeeds only while the row still carries this version and lease owner,
+    or, once the attempt has started (``started_at``, set by the start gate), while nobody has started another
+    attempt since (the row's ``in_flight_since`` is still ours), so an answer held through a database outage
+    still lands if no other worker has sent a request in the meantime.
     ``access_token`` is None from ``claim_due``: a scheduled refresh never needs the old one.
     """
 
@@ -196,6 +199,7 @@ class ClaimedConnection:
     version: int
     lease_owner: str
     lease_expires_at: datetime
+    started_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +212,7 @@ class AttemptStarts:
     lost: frozenset[str]
     waits: dict[str, float]
     lease_expires_at: datetime
+    started_at: datetime
 
 
 @dataclass(frozen=True)
@@ -325,7 +330,13 @@ class ConnectionStore(Protocol):
         tenant_id: str | None = None,
         *,
         leased_at: datetime | None = None,
-    ) -> list[ClaimedConnection]: ...
+        rescue_ttl: timedelta | None = None,
+        skip_in_flight: bool = False,
+    ) -> list[ClaimedConnection]:
+        """Lease due connections, oldest due first, those left in flight by a dead attempt ahead of the rest
+        and for ``rescue_ttl`` only (so a retry inside a provider's rotation grace window is not held up by a
+        second worker dying too); ``skip_in_flight`` leaves those rows to their owner for now."""
+        ...
 
     def claim_ids(
         self,

@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 
 from grantkeeper.adapters.db.engine import make_engine
 from grantkeeper.adapters.db.store import SqlStore
+from grantkeeper.ports import StoreUnavailableError
 from grantkeeper.service.cycle import RefreshService
 from tests.e2e.harness import Rig
 from tests.fixtures.tcp_proxy import TcpProxy, tcp_proxy
@@ -46,11 +47,15 @@ def one_worker(url: str, keyring, sandbox, sandbox_server) -> tuple[Rig, Refresh
     """The rig on the proxied database and one worker refreshing one connection at a time."""
     engine = make_engine(url)
     rig = Rig(engine, SqlStore(engine, keyring), sandbox, sandbox_server.token_url)
-    service = RefreshService(
-        rig.store, rig.endpoint, rig.clock, rig.policy, concurrency=1,
+    return rig, worker(rig)
+
+
+def worker(rig: Rig, concurrency: int = 1) -> RefreshService:
+    """Another worker process on the same database (its own owner id, its own view of outages)."""
+    return RefreshService(
+        rig.store, rig.endpoint, rig.clock, rig.policy, concurrency=concurrency,
         max_attempt_duration=timedelta(seconds=10), rng=random.Random(0),
     )  # fmt: skip
-    return rig, service
 
 
 async def test_a_refreshed_token_survives_a_database_outage_and_nothing_new_starts_meanwhile(
@@ -109,7 +114,42 @@ async def test_a_worker_stopped_during_the_outage_frees_its_gate_and_the_lost_an
     cut.restore()
     sandbox.set_latency(0)
     rig.clock.advance(timedelta(seconds=11))  # the abandoned attempt's deadline
-    report = await service.run_cycle()
+    report = await worker(rig).run_cycle()  # the worker's next process, which saw no outage
     assert report.lost_rotations == 1  # the answer died with the stopped worker, and it says so
     assert rig.state(connection_id).disconnect_reason is not None
+    await rig.close()
+
+
+async def test_after_the_outage_the_worker_holding_the_answer_commits_before_others_retake_the_row(
+    proxy, keyring, sandbox, sandbox_server, caplog
+):
+    """The outage outlasts the attempt's deadline, so the row's lease has run out when the database is back.
+    A second worker, which saw the outage too, leaves the row to its owner for a while; the owner's retry
+    stores the rotated token, and nobody sends the consumed one (the strict sandbox would count a reuse)."""
+    cut, url = proxy
+    rig, owner = one_worker(url, keyring, sandbox, sandbox_server)
+    connection_id, grant = rig.connect("user-0")
+    other = worker(rig, concurrency=4)
+    sandbox.set_latency(LATENCY)
+
+    with caplog.at_level(logging.INFO, logger="grantkeeper"):
+        cycle = asyncio.create_task(owner.run_cycle())
+        await wait_for(lambda: sandbox.stats().requests == 1)
+        cut.cut()
+        await wait_for(lambda: any(getattr(r, "action", "") == "commit_failed" for r in caplog.records))
+        with pytest.raises(StoreUnavailableError):
+            await other.run_cycle()  # the other worker finds the database away too
+        rig.clock.advance(timedelta(seconds=30))  # well past the attempt's deadline
+        cut.restore()
+        taken = await other.run_cycle()  # at once, racing the owner's next commit retry
+        report = await asyncio.wait_for(cycle, timeout=30)
+
+    assert taken.due == 0  # the row in flight was left to its owner
+    assert report.refreshed == 1
+    assert sandbox.stats().requests == 1
+    assert sandbox.stats().reuse_detected == 0
+    tokens = rig.store.read_tokens(rig.tenant_id, connection_id)
+    assert tokens is not None
+    assert tokens.refresh_token == sandbox.current_refresh_token(grant.grant_id)
+    assert rig.state(connection_id).in_flight_since is None
     await rig.close()

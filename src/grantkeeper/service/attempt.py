@@ -39,8 +39,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 #: Waits between commit retries while the database does not answer; the last one repeats until
-#: ``commit_patience`` runs out, because a rotated refresh token exists only in memory until it lands.
-_COMMIT_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
+#: ``commit_patience`` runs out, because a rotated refresh token exists only in memory until it lands. Kept
+#: well under ``outage.DEFAULT_SETTLE``, so the answer lands before other workers retake the row.
+_COMMIT_RETRY_DELAYS = (0.1, 0.2, 0.5)
 #: Of the attempt budget, what is not the request's own timeouts (bootstrap adds this to them).
 START_MARGIN = timedelta(seconds=5)
 
@@ -115,13 +116,17 @@ class AttemptRunner:
         max_attempt_duration: timedelta,
         on_attempt: Callable[[AttemptResult], None] | None = None,
         commit_patience: timedelta = timedelta(minutes=10),
+        on_store_unavailable: Callable[[], None] | None = None,
     ) -> None:
         self._on_attempt = on_attempt
         self._commit_patience = commit_patience
         # One thread for the refresh path's store writes: on SQLite they never wait on each other's write lock
         # (one writer at a time anyway), and on PostgreSQL batches grow instead of round trips multiplying.
         self.store_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grantkeeper-store")
-        self.gate = StartGate(store, clock, max_attempt_duration, self.store_executor)
+        self._on_store_unavailable = on_store_unavailable or (lambda: None)
+        self.gate = StartGate(
+            store, clock, max_attempt_duration, self.store_executor, on_unavailable=self._on_store_unavailable
+        )
         self._store = store
         self._endpoint = endpoint
         self._clock = clock
@@ -206,6 +211,7 @@ class AttemptRunner:
                 try:
                     is_committed = await self.gate.commit(commit)
                 except StoreUnavailableError as exc:
+                    self._on_store_unavailable()
                     if failures == 0:
                         self.gate.hold()
                     failures += 1

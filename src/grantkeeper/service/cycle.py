@@ -17,8 +17,9 @@ from datetime import datetime, timedelta
 
 from grantkeeper.core.model import ConnectionStatus
 from grantkeeper.core.policy import Policy, probe_horizon
-from grantkeeper.ports import ClaimedConnection, Clock, ConnectionStore, TokenEndpoint
+from grantkeeper.ports import ClaimedConnection, Clock, ConnectionStore, StoreUnavailableError, TokenEndpoint
 from grantkeeper.service.attempt import AttemptResult, AttemptRunner
+from grantkeeper.service.outage import OutageWatch
 from grantkeeper.service.report import CycleReport, failing_providers
 
 log = logging.getLogger("grantkeeper.cycle")
@@ -28,6 +29,9 @@ def default_owner() -> str:
     """A lease owner id unique to this process (host, pid, random) so two workers never share one."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
+
+#: Beyond one attempt's budget, how long a row left in flight may wait in line once claimed (``rescue_ttl``).
+RESCUE_QUEUE_MARGIN = timedelta(seconds=10)
 
 #: Leases up to n more connections; also says whether that was the last batch.
 Claimer = Callable[[int], Awaitable[tuple[list[ClaimedConnection], bool]]]
@@ -49,6 +53,7 @@ class RefreshService:
         owner: str | None = None,
         rng: random.Random | None = None,
         on_attempt: Callable[[AttemptResult], None] | None = None,
+        outage_watch: OutageWatch | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -61,6 +66,9 @@ class RefreshService:
         self._concurrency = concurrency
         self.owner = owner or default_owner()
         self.lease_ttl = lease_ttl
+        # a row left in flight is retried at once and leased only for one attempt plus a short wait in line
+        self.rescue_ttl = min(max_attempt_duration + RESCUE_QUEUE_MARGIN, lease_ttl)
+        self.outage = outage_watch or OutageWatch()
         self.runner = AttemptRunner(
             store,
             endpoint,
@@ -69,6 +77,7 @@ class RefreshService:
             rng or random.Random(),  # noqa: S311 - jitter, not security
             max_attempt_duration=max_attempt_duration,
             on_attempt=on_attempt,
+            on_store_unavailable=self.outage.failed,
         )
 
     async def run_cycle(self, tenant_id: str | None = None) -> CycleReport:
@@ -79,18 +88,32 @@ class RefreshService:
             # once per cycle, not per poll: a probe is a real user's refresh against a provider that is down
             self._probed_at = due_at
             horizon_at = probe_horizon(due_at, self._policy)
-            report.probes = await self.runner.in_store_thread(self._store.schedule_probes, due_at, horizon_at)
+            try:
+                report.probes = await self.runner.in_store_thread(
+                    self._store.schedule_probes, due_at, horizon_at
+                )
+            except StoreUnavailableError:
+                self._probed_at = None  # probe again when the database answers
+                self.outage.failed()
+                raise
 
         async def claim(limit: int) -> tuple[list[ClaimedConnection], bool]:
-            claims = await self.runner.in_store_thread(
-                self._store.claim_due,
-                due_at,
-                limit,
-                self.owner,
-                self.lease_ttl,
-                tenant_id,
-                leased_at=self._clock.now(),  # a long cycle's late claims get whole leases too
-            )
+            try:
+                claims = await self.runner.in_store_thread(
+                    self._store.claim_due,
+                    due_at,
+                    limit,
+                    self.owner,
+                    self.lease_ttl,
+                    tenant_id,
+                    leased_at=self._clock.now(),  # a long cycle's late claims get whole leases too
+                    rescue_ttl=self.rescue_ttl,
+                    skip_in_flight=self.outage.is_settling,
+                )
+            except StoreUnavailableError:
+                self.outage.failed()
+                raise
+            self.outage.succeeded()
             return claims, len(claims) < limit
 
         await self._drain(claim, report)

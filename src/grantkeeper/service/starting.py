@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import replace
 from datetime import timedelta
@@ -33,9 +34,16 @@ class StartGate:
     """Marks attempts in flight in batches; ``start`` gives the claim with its new lease, None if lost."""
 
     def __init__(
-        self, store: ConnectionStore, clock: Clock, attempt_ttl: timedelta, executor: Executor | None = None
+        self,
+        store: ConnectionStore,
+        clock: Clock,
+        attempt_ttl: timedelta,
+        executor: Executor | None = None,
+        *,
+        on_unavailable: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
+        self._on_unavailable = on_unavailable or (lambda: None)
         self._clock = clock
         self._attempt_ttl = attempt_ttl
         self._batcher: Batcher[ClaimedConnection | AttemptCommit, StartAnswer | bool] = Batcher(
@@ -73,6 +81,7 @@ class StartGate:
             try:
                 answer = await self._batcher.submit(claim)
             except StoreUnavailableError as exc:  # nothing was sent: try again when the database answers
+                self._on_unavailable()
                 delay = _UNREACHABLE_RETRY_SECONDS[min(failures, len(_UNREACHABLE_RETRY_SECONDS) - 1)]
                 failures += 1
                 log.warning(
@@ -110,7 +119,9 @@ class StartGate:
             if isinstance(item, AttemptCommit):
                 answers.append(next(results))
             elif item.connection_id in starts.started:
-                answers.append(replace(item, lease_expires_at=starts.lease_expires_at))
+                answers.append(
+                    replace(item, lease_expires_at=starts.lease_expires_at, started_at=starts.started_at)
+                )
             else:
                 answers.append(starts.waits.get(item.connection_id))
         return answers

@@ -2,7 +2,10 @@
 outbox rows, and workflow and provider effects, all in the caller's one transaction (DESIGN section 3).
 
 The connection UPDATE comes first and is fenced on ``version`` and ``lease_owner``: if another worker took
-the row after our lease ran out, the UPDATE matches nothing and the caller writes nothing else. The rotated
+the row after our lease ran out, the UPDATE matches nothing and the caller writes nothing else. A started
+attempt also passes the fence while the row's ``in_flight_since`` is still its own start: then no other
+worker has sent a request with the refresh token since (a start overwrites it, a release restores it), so the
+answer is the newest there is, and storing it beats losing a rotated token (ADR 11). The rotated
 refresh token is therefore durable exactly when the attempt is recorded.
 """
 
@@ -153,8 +156,10 @@ def _fenced_update(columns: tuple[str, ...]) -> Update:
         update(connections)
         .where(
             _c.id == bindparam("fence_id"),
-            _c.version == bindparam("fence_version"),
-            _c.lease_owner == bindparam("fence_owner"),
+            or_(
+                and_(_c.version == bindparam("fence_version"), _c.lease_owner == bindparam("fence_owner")),
+                _c.in_flight_since == bindparam("fence_started_at", type_=_c.in_flight_since.type),
+            ),
         )
         .values(
             {name: bindparam(name) for name in columns}
@@ -165,7 +170,8 @@ def _fenced_update(columns: tuple[str, ...]) -> Update:
 
 
 def _fenced_parameters(cipher: FieldCipher, commit: AttemptCommit) -> dict[str, Any]:
-    """The new column values (state, and tokens on success) plus the fence: id, version and lease owner."""
+    """The new column values (state, and tokens on success) plus the fence: id, then version and lease
+    owner, or the attempt's own start still being the last one recorded (``ClaimedConnection``)."""
     claim = commit.claim
     values = state_values(commit.transition.state) | _token_values(
         cipher, claim.connection_id, _tokens(commit)
@@ -174,6 +180,7 @@ def _fenced_parameters(cipher: FieldCipher, commit: AttemptCommit) -> dict[str, 
         "fence_id": claim.connection_id,
         "fence_version": claim.version,
         "fence_owner": claim.lease_owner,
+        "fence_started_at": claim.started_at,
         "updated_at": commit.attempt.attempted_at + commit.attempt.duration,
     }
 

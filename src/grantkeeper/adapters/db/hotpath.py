@@ -15,12 +15,15 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
 from grantkeeper.adapters.db.tables import connections
 from grantkeeper.core.model import ConnectionState, ConnectionStatus, DisconnectReason, ErrorInfo
+
+if TYPE_CHECKING:
+    from grantkeeper.adapters.db.leases import Lease
 
 #: The columns a claim returns, in order: what a refresh needs and nothing else (no access token).
 CLAIM_COLUMNS = (
@@ -34,9 +37,10 @@ CLAIM_COLUMNS = (
 _CLAIM = """WITH due_connections AS MATERIALIZED (
 SELECT id FROM connections
 WHERE status = 'connected' AND next_attempt_at <= :due_at
-AND (lease_expires_at IS NULL OR lease_expires_at < :now){tenant}
+AND (lease_expires_at IS NULL OR lease_expires_at < :now){tenant}{skip}
 ORDER BY next_attempt_at LIMIT :limit{lock})
-UPDATE connections SET lease_owner = :owner, lease_expires_at = :expires_at, version = connections.version + 1
+UPDATE connections SET lease_owner = :owner, version = connections.version + 1,
+lease_expires_at = CASE WHEN connections.in_flight_since IS NULL THEN :expires_at ELSE :rescue_expires_at END
 FROM due_connections WHERE connections.id = due_connections.id
 RETURNING {columns}"""
 
@@ -92,41 +96,48 @@ class HotPath:
     # --- claim -------------------------------------------------------------------------------------------
 
     @functools.cached_property
-    def _claim_sql(self) -> dict[bool, str]:
+    def _claim_sql(self) -> dict[tuple[bool, bool], str]:
         prefix = "connections." if self.dialect == "postgresql" else ""
         columns = ", ".join(prefix + name for name in CLAIM_COLUMNS)
         lock = "\nFOR UPDATE SKIP LOCKED" if self.dialect == "postgresql" else ""
         return {
-            has_tenant: self.sql(
+            (has_tenant, skips): self.sql(
                 _CLAIM.format(
-                    tenant="\nAND tenant_id = :tenant_id" if has_tenant else "", lock=lock, columns=columns
+                    tenant="\nAND tenant_id = :tenant_id" if has_tenant else "",
+                    skip="\nAND in_flight_since IS NULL" if skips else "",
+                    lock=lock,
+                    columns=columns,
                 )
             )
             for has_tenant in (False, True)
+            for skips in (False, True)
         }
 
     def claim(
         self,
         connection: Connection,
         due_at: datetime,
-        now: datetime,
-        expires_at: datetime,
-        owner: str,
+        lease: Lease,
         limit: int,
         tenant_id: str | None,
+        *,
+        skip_in_flight: bool = False,
     ) -> Sequence[Any]:
-        """Lease up to ``limit`` rows due at ``due_at`` and free at ``now``, oldest due first; raw rows in
-        ``CLAIM_COLUMNS`` order."""
+        """Lease up to ``limit`` rows due at ``due_at`` and free at the lease's start, oldest due first; raw
+        rows in ``CLAIM_COLUMNS`` order. Rows left in flight get the lease's rescue
+        expiry (see ``leases.claim_due``), or are skipped."""
         parameters: dict[str, Any] = {
             "due_at": self.time_in(due_at),
-            "now": self.time_in(now),
-            "expires_at": self.time_in(expires_at),
-            "owner": owner,
+            "now": self.time_in(lease.now),
+            "expires_at": self.time_in(lease.expires_at),
+            "rescue_expires_at": self.time_in(lease.rescue_expires_at),
+            "owner": lease.owner,
             "limit": limit,
         }
         if tenant_id is not None:
             parameters["tenant_id"] = tenant_id
-        return connection.exec_driver_sql(self._claim_sql[tenant_id is not None], parameters).all()
+        sql = self._claim_sql[tenant_id is not None, skip_in_flight]
+        return connection.exec_driver_sql(sql, parameters).all()
 
     def state(self, row: Sequence[Any]) -> ConnectionState:
         """A claimed row's policy state (the columns from ``status`` on, in ``CLAIM_COLUMNS`` order)."""
@@ -174,7 +185,8 @@ class HotPath:
         return self.sql(
             f"UPDATE connections SET {assignments}, lease_owner = NULL, lease_expires_at = NULL, "  # noqa: S608
             "version = version + 1, updated_at = :updated_at "
-            "WHERE id = :fence_id AND version = :fence_version AND lease_owner = :fence_owner"
+            "WHERE id = :fence_id AND (version = :fence_version AND lease_owner = :fence_owner "
+            "OR in_flight_since = :fence_started_at)"
         )
 
     def update(self, connection: Connection, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> int:

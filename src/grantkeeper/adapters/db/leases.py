@@ -48,10 +48,16 @@ class Lease:
     now: datetime
     owner: str
     ttl: timedelta
+    #: for rows a dead attempt left in flight (``claim_due``); by default as long as the others'
+    rescue_ttl: timedelta | None = None
 
     @property
     def expires_at(self) -> datetime:
         return self.now + self.ttl
+
+    @property
+    def rescue_expires_at(self) -> datetime:
+        return self.now + (self.ttl if self.rescue_ttl is None else min(self.rescue_ttl, self.ttl))
 
 
 def is_unleased(now: datetime) -> ColumnElement[bool]:
@@ -72,19 +78,40 @@ def claim_due(
     tenant_id: str | None,
     *,
     due_at: datetime | None = None,
+    skip_in_flight: bool = False,
 ) -> list[ClaimedConnection]:
     """Rows due at ``due_at`` (default: the lease's start) and free at the lease's start, oldest due first.
+
+    Rows a dead (or cut off) attempt left in flight come first in the answer and are leased only until
+    ``lease.rescue_expires_at``: their retry is the one that can still recover a rotated token inside the
+    provider's grace window, so it must start at once, and should this worker die before starting it, the
+    next one must not wait out a whole claim lease. ``skip_in_flight`` leaves them alone (just after the
+    database came back, so that workers holding their answers in memory can commit them first).
 
     The statement is ``hotpath``'s (a MATERIALIZED CTE of due ids joined by an UPDATE, see
     ``outbox._due_ids`` for why); a refresh never needs the access token, so it is not even returned.
     """
     now = due_at or lease.now
     hot = hotpath.for_connection(connection)
-    rows = hot.claim(connection, now, lease.now, lease.expires_at, lease.owner, limit, tenant_id)
+    rows = hot.claim(
+        connection,
+        now,
+        lease,
+        limit,
+        tenant_id,
+        skip_in_flight=skip_in_flight,
+    )
     claimed = _claimed_rows(connection, cipher, lease, rows, hot)
     if len(claimed) > limit:  # the guard for the planner trap of a rescanned subquery; rolls the claim back
         raise StoreError(f"claim matched {len(claimed)} rows for a limit of {limit}; nothing was leased")
-    return sorted(claimed, key=lambda claim: (claim.state.next_attempt_at or now, claim.connection_id))
+    return sorted(
+        claimed,
+        key=lambda claim: (
+            claim.state.in_flight_since is None,
+            claim.state.next_attempt_at or now,
+            claim.connection_id,
+        ),
+    )
 
 
 def claim_ids(
@@ -174,7 +201,7 @@ def _claimed_rows(
                 access_token=None,
                 version=version,
                 lease_owner=owner,
-                lease_expires_at=lease.expires_at,
+                lease_expires_at=lease.expires_at if row[-1] is None else lease.rescue_expires_at,
             )
         )
     if unreadable:

@@ -69,7 +69,9 @@ def start_attempts(
             waits[claim.connection_id] = allowance.wait_seconds
     started = _mark(connection, to_mark, now, now + attempt_ttl)
     lost = frozenset(claim.connection_id for claim in to_mark) - started
-    return AttemptStarts(started=started, lost=lost, waits=waits, lease_expires_at=now + attempt_ttl)
+    return AttemptStarts(
+        started=started, lost=lost, waits=waits, lease_expires_at=now + attempt_ttl, started_at=now
+    )
 
 
 def _allowance(

@@ -186,12 +186,17 @@ class SqlStore:
         tenant_id: str | None = None,
         *,
         leased_at: datetime | None = None,
+        rescue_ttl: timedelta | None = None,
+        skip_in_flight: bool = False,
     ) -> list[ClaimedConnection]:
         """Lease up to ``limit`` connections due at ``now``; the lease runs from ``leased_at`` (the present,
-        by default ``now``), so a cycle that takes longer than a lease still leases what it claims late."""
-        lease = leases.Lease(leased_at or now, owner, lease_ttl)
-        with write_transaction(self._engine) as connection:
-            return leases.claim_due(connection, self._cipher, lease, limit, tenant_id, due_at=now)
+        by default ``now``), so a cycle that takes longer than a lease still leases what it claims late.
+        Rows left in flight come first, leased for ``rescue_ttl`` (see ``leases.claim_due``)."""
+        lease = leases.Lease(leased_at or now, owner, lease_ttl, rescue_ttl or lease_ttl)
+        with _unavailable_as_store_error(), write_transaction(self._engine) as connection:
+            return leases.claim_due(
+                connection, self._cipher, lease, limit, tenant_id, due_at=now, skip_in_flight=skip_in_flight
+            )
 
     def claim_ids(
         self,
@@ -202,7 +207,7 @@ class SqlStore:
         lease_ttl: timedelta,
     ) -> list[ClaimedConnection]:
         lease = leases.Lease(now, owner, lease_ttl)
-        with write_transaction(self._engine) as connection:
+        with _unavailable_as_store_error(), write_transaction(self._engine) as connection:
             return leases.claim_ids(connection, self._cipher, lease, tenant_id, connection_ids)
 
     def check_connections(self, tenant_id: str, connection_ids: Sequence[str]) -> None:
@@ -213,15 +218,15 @@ class SqlStore:
     def start_attempts(
         self, claims: Sequence[ClaimedConnection], now: datetime, attempt_ttl: timedelta
     ) -> AttemptStarts:
-        with write_transaction(self._engine) as connection:
+        with _unavailable_as_store_error(), write_transaction(self._engine) as connection:
             return starts.start_attempts(connection, claims, now, attempt_ttl)
 
     def schedule_probes(self, now: datetime, horizon_at: datetime) -> int:
-        with write_transaction(self._engine) as connection:
+        with _unavailable_as_store_error(), write_transaction(self._engine) as connection:
             return commits.schedule_probes(connection, now, horizon_at)
 
     def commit_attempt(self, commit: AttemptCommit) -> bool:
-        with write_transaction(self._engine) as connection:
+        with _unavailable_as_store_error(), write_transaction(self._engine) as connection:
             return commits.commit_attempt(connection, self._cipher, commit, digest_hour=self._digest_hour)
 
     def commit_attempts(self, batch: Sequence[AttemptCommit]) -> list[bool]:
@@ -229,7 +234,7 @@ class SqlStore:
 
         Each rotated refresh token is durable when this returns, like ``commit_attempt``'s; grouping only
         shares the transaction's cost (on PostgreSQL one round trip and one WAL flush instead of many)."""
-        with write_transaction(self._engine) as connection:
+        with _unavailable_as_store_error(), write_transaction(self._engine) as connection:
             return commits.commit_attempts(connection, self._cipher, batch, digest_hour=self._digest_hour)
 
     def commit_and_start(
@@ -251,7 +256,7 @@ class SqlStore:
             return committed, starts.start_attempts(connection, claims, now, attempt_ttl)
 
     def release(self, claim: ClaimedConnection) -> None:
-        with write_transaction(self._engine) as connection:
+        with _unavailable_as_store_error(), write_transaction(self._engine) as connection:
             leases.release(connection, claim)
 
     def reconnect(

@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
 from grantkeeper.core.errors import InvalidInputError, InvalidSettingError, MissingEncryptionKeyError
@@ -21,6 +21,7 @@ from grantkeeper.ports import (
     DuplicateProviderError,
     DuplicateWorkflowError,
     StoreError,
+    StoreUnavailableError,
     UnknownConnectionError,
     UnknownProviderError,
 )
@@ -156,6 +157,14 @@ def _translate(exc: Exception, request: Request) -> Problem:
         )
     if isinstance(exc, MissingEncryptionKeyError):  # the server's configuration, not the request, is wrong
         return Problem(503, "encryption-key-missing", str(exc), title="Service misconfigured")
+    if isinstance(exc, StoreUnavailableError | OperationalError | InterfaceError):  # not the request's fault
+        return Problem(
+            503,
+            "database-unavailable",
+            "the database did not answer; try again shortly",
+            headers={"Retry-After": "5"},
+            retry_after=5,
+        )
     if isinstance(exc, InvalidInputError | InvalidSettingError | StoreError):
         return Problem(422, "invalid-input", str(exc))
     if isinstance(exc, DataError):  # a value the database cannot hold (a NUL byte in a path, say)
@@ -188,6 +197,8 @@ def install_error_handlers(app: FastAPI) -> None:
         NeedsReauthorizationError,
         TokenUnavailableError,
         DataError,
+        OperationalError,
+        InterfaceError,
         Exception,
     ):
         app.add_exception_handler(kind, handle)

@@ -1,0 +1,142 @@
+"""Rows a dead or cut-off attempt left in flight (both databases): retaken first, on a short lease, and an
+answer that outlived its lease still lands while nobody has sent another request (ADR 11)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from grantkeeper.adapters.db import SqlStore
+from grantkeeper.core.model import ConnectionState, Outcome, OutcomeClass, TokenSet
+from grantkeeper.ports import AttemptCommit, ClaimedConnection, ProviderConfig
+from tests.fixtures.db import LEASE_TTL, T0, attempt_commit, new_connection
+
+ATTEMPT_TTL = timedelta(seconds=25)
+RESCUE_TTL = timedelta(seconds=35)
+AFTER_DEADLINE = T0 + ATTEMPT_TTL + timedelta(seconds=1)
+
+
+def _import(store: SqlStore, tenant_id: str, count: int) -> list[str]:
+    rows = [new_connection(f"u{i}", next_attempt_at=T0 + timedelta(seconds=i)) for i in range(count)]
+    return store.import_connections(tenant_id, rows, T0 - timedelta(hours=1))
+
+
+def _start(store: SqlStore, claim: ClaimedConnection, at=T0) -> ClaimedConnection:
+    """What the start gate does: record the start, and hand back the claim with its attempt lease."""
+    starts = store.start_attempts([claim], at, ATTEMPT_TTL)
+    assert starts.started == {claim.connection_id}
+    return replace(claim, lease_expires_at=starts.lease_expires_at, started_at=starts.started_at)
+
+
+def _success(claim: ClaimedConnection, refresh_token: str) -> AttemptCommit:
+    tokens = TokenSet("at-" + refresh_token, refresh_token, expires_at=T0 + timedelta(hours=1))
+    state = ConnectionState(last_refreshed_at=T0, expires_at=tokens.expires_at, next_attempt_at=T0)
+    return attempt_commit(claim, Outcome(OutcomeClass.SUCCESS, 200, tokens=tokens), state)
+
+
+def _stored_refresh_token(store: SqlStore, tenant_id: str, connection_id: str) -> str | None:
+    tokens = store.read_tokens(tenant_id, connection_id)
+    assert tokens is not None
+    return tokens.refresh_token
+
+
+def test_a_row_left_in_flight_is_retaken_first_and_only_for_the_short_rescue_lease(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    ids = _import(store, tenant_id, 3)
+    dead = {
+        claim.connection_id: claim
+        for claim in store.claim_due(T0 + timedelta(seconds=2), 3, "dead", LEASE_TTL)
+    }
+    _start(store, dead[ids[2]])  # the newest due: by due time alone it would come last
+    store.release(dead[ids[0]])
+    store.release(dead[ids[1]])
+
+    retaken = store.claim_due(AFTER_DEADLINE, 10, "w2", LEASE_TTL, rescue_ttl=RESCUE_TTL)
+
+    assert [claim.connection_id for claim in retaken] == [ids[2], ids[0], ids[1]]
+    assert retaken[0].state.in_flight_since == T0
+    assert retaken[0].lease_expires_at == AFTER_DEADLINE + RESCUE_TTL
+    assert {claim.lease_expires_at for claim in retaken[1:]} == {AFTER_DEADLINE + LEASE_TTL}
+    # should w2 die before starting it, the retry waits for the rescue lease only, not a whole claim lease
+    later = AFTER_DEADLINE + RESCUE_TTL + timedelta(seconds=1)
+    third = store.claim_due(later, 10, "w3", LEASE_TTL, rescue_ttl=RESCUE_TTL)
+    assert [claim.connection_id for claim in third] == [ids[2]]
+
+
+def test_a_claim_that_skips_rows_in_flight_leaves_them_to_their_owner(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    ids = _import(store, tenant_id, 2)
+    owner = {
+        claim.connection_id: claim for claim in store.claim_due(T0 + timedelta(seconds=1), 2, "a", LEASE_TTL)
+    }
+    _start(store, owner[ids[0]])
+    store.release(owner[ids[1]])
+
+    taken = store.claim_due(AFTER_DEADLINE, 10, "b", LEASE_TTL, skip_in_flight=True)
+
+    assert [claim.connection_id for claim in taken] == [ids[1]]
+
+
+def test_an_answer_that_outlived_its_lease_lands_if_nobody_started_since(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    (connection_id,) = _import(store, tenant_id, 1)
+    started = _start(store, store.claim_due(T0, 1, "a", LEASE_TTL)[0])
+    # the database was away past the deadline; another worker claimed the row but has not sent anything
+    other = store.claim_due(AFTER_DEADLINE, 1, "b", LEASE_TTL, rescue_ttl=RESCUE_TTL)
+    assert [claim.connection_id for claim in other] == [connection_id]
+
+    assert store.commit_attempt(_success(started, "rt-from-a"))
+
+    assert _stored_refresh_token(store, tenant_id, connection_id) == "rt-from-a"
+    starts = store.start_attempts(other, AFTER_DEADLINE, ATTEMPT_TTL)
+    assert starts.lost == {connection_id}  # b's claim is void: it never sends the consumed token
+
+
+def test_an_answer_that_outlived_its_lease_is_refused_once_another_attempt_started(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    (connection_id,) = _import(store, tenant_id, 1)
+    started = _start(store, store.claim_due(T0, 1, "a", LEASE_TTL)[0])
+    other = _start(store, store.claim_due(AFTER_DEADLINE, 1, "b", LEASE_TTL)[0], at=AFTER_DEADLINE)
+
+    assert not store.commit_attempt(_success(started, "rt-from-a"))
+    assert store.commit_attempt(_success(other, "rt-from-b"))
+    assert _stored_refresh_token(store, tenant_id, connection_id) == "rt-from-b"
+
+
+def test_a_claim_given_back_unsent_does_not_stop_the_late_answer(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    (connection_id,) = _import(store, tenant_id, 1)
+    started = _start(store, store.claim_due(T0, 1, "a", LEASE_TTL)[0])
+    store.release(store.claim_due(AFTER_DEADLINE, 1, "b", LEASE_TTL)[0])  # b gave it back, unsent
+
+    assert store.commit_attempt(_success(started, "rt-from-a"))
+    assert _stored_refresh_token(store, tenant_id, connection_id) == "rt-from-a"
+
+
+@pytest.mark.parametrize("grouped", [True, False], ids=["grouped", "single"])
+def test_the_late_answer_lands_through_grouped_commits_too_and_only_once(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig, grouped: bool
+) -> None:
+    ids = _import(store, tenant_id, 2)
+    claims = store.claim_due(T0 + timedelta(seconds=1), 2, "a", LEASE_TTL)
+    late = _start(store, claims[0])
+    second = _start(store, claims[1])
+    store.claim_due(AFTER_DEADLINE, 10, "b", LEASE_TTL)  # takes both: a's leases ran out
+    commits = [_success(late, "rt-late"), _success(second, "rt-second")]
+
+    if grouped:
+        committed, _ = store.commit_and_start(commits, [], AFTER_DEADLINE, ATTEMPT_TTL)
+    else:
+        committed = [store.commit_attempt(commit) for commit in commits]
+
+    assert committed == [True, True]
+    assert [_stored_refresh_token(store, tenant_id, i) for i in ids] == ["rt-late", "rt-second"]
+    again, _ = store.commit_and_start(commits, [], AFTER_DEADLINE, ATTEMPT_TTL)
+    assert again == [False, False]  # the start is no longer the last one recorded: no double write
