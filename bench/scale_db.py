@@ -117,6 +117,7 @@ class BenchDb:
         policy: Policy | None = None,
         max_concurrency: int | None = None,
         rate_limit_per_second: float | None = None,
+        introspection: bool = False,
     ) -> None:
         """One provider (the sandbox) and a connection per grant, imported through the service layer.
 
@@ -125,6 +126,9 @@ class BenchDb:
         provider = NewProvider(
             "sandbox", sandbox.token_url, CLIENT_ID, CLIENT_SECRET, AuthMethod.CLIENT_SECRET_BASIC,
             max_concurrency=max_concurrency, rate_limit_per_second=rate_limit_per_second,
+            introspection_url=(
+                sandbox.token_url.replace("/oauth/token", "/oauth/introspect") if introspection else None
+            ),
         )  # fmt: skip
         admin.add_provider(self.store, self.tenant_id, provider)
         rows = [

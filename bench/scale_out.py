@@ -4,6 +4,7 @@ provider in its own process, connections whose refresh tokens are real, rotating
     .venv/bin/python bench/scale_out.py concurrency                        # 4 workers, 10,000, 3 rounds
     .venv/bin/python bench/scale_out.py crash --grace-seconds 30           # 200 SIGKILLs, Okta-like client
     .venv/bin/python bench/scale_out.py crash --grace-seconds 0 --concurrency 1   # strict client
+    .venv/bin/python bench/scale_out.py crash --grace-seconds 0 --introspection   # strict, RFC 7662
     .venv/bin/python bench/scale_out.py crash --grace-seconds 0            # strict, concurrency 32
     .venv/bin/python bench/scale_out.py db-outage                          # stops PostgreSQL for 30 s!
     .venv/bin/python bench/scale_out.py provider-outage                    # 503 for an hour at 60x
@@ -163,7 +164,7 @@ def _run_to_completion(r: Rig, killer: Killer, rounds: int, deadline: float) -> 
 def crash(args: argparse.Namespace) -> dict[str, Any]:
     """Continuous refreshing while workers are SIGKILLed at random; then every lost rotation must be
     identified. Rounds come from short token lifetimes here, not from UPDATEs (see the module docstring)."""
-    label = f"crash-g{args.grace_seconds:g}-c{args.concurrency or 32}"
+    label = f"crash-g{args.grace_seconds:g}-c{args.concurrency or 32}{'-i' if args.introspection else ''}"
     period = args.period
     env = {"GRANTKEEPER_REFRESH_LEAD_SECONDS": str(period)}  # token lifetime 2 x period: due every period
     policy = Policy(refresh_lead=timedelta(seconds=period))
@@ -171,7 +172,7 @@ def crash(args: argparse.Namespace) -> dict[str, Any]:
         seeded_at = utcnow()
         grants = r.sandbox.issue(args.connections, lifetime=2 * period)
         n = args.connections
-        r.db.seed(r.sandbox, grants, policy=policy,
+        r.db.seed(r.sandbox, grants, policy=policy, introspection=args.introspection,
                   expires_at=lambda i: seeded_at + timedelta(seconds=period + period * i / n))  # fmt: skip
         r.workers.start_all()
         r.wait_ready()
@@ -200,7 +201,8 @@ def crash(args: argparse.Namespace) -> dict[str, Any]:
     lost = audit.lost_rotation_rows
     strict = args.grace_seconds == 0
     summary = {
-        "grace_seconds": args.grace_seconds, "workers": args.workers, "concurrency": args.concurrency or 32,
+        "grace_seconds": args.grace_seconds, "introspection": args.introspection, "workers": args.workers,
+        "concurrency": args.concurrency or 32,
         "connections": args.connections, "kills": kills,
         "kills_with_attempts_in_flight": sum(k["in_flight"] > 0 for k in killer.kills),
         "attempts_in_flight_at_kills": sum(k["in_flight"] for k in killer.kills),
@@ -211,6 +213,7 @@ def crash(args: argparse.Namespace) -> dict[str, Any]:
         "refreshes_committed": sum(ok for _, ok in successes.values()),
         "refreshes_per_s": round(sum(ok for _, ok in successes.values()) / wall),
         "sandbox_requests": stats["requests"], "sandbox_by_behaviour": stats["by_behaviour"],
+        "sandbox_introspections": stats.get("introspections"),
         "reuse_detected": stats["reuse_detected"], "grace_uses": stats["grace_uses"], "lost_rotations": lost,
         "retries_of_lost_rotations": retries_of_lost,
         "uncommitted_requests_on_live_grants": unrecorded_live,
@@ -238,7 +241,9 @@ def crash(args: argparse.Namespace) -> dict[str, Any]:
         "lost rotations <= kills": lost <= kills,
         "false disconnections == 0": audit.other_disconnected == 0,
     }
-    if strict:
+    if strict and args.introspection:  # the dead token is named by introspection, never sent again
+        bars["reuse_detected == 0"] = stats["reuse_detected"] == 0
+    elif strict:
         bars["reuse_detected == retries of lost rotations"] = stats["reuse_detected"] == retries_of_lost
     else:
         bars |= {"reuse_detected == 0": stats["reuse_detected"] == 0, "lost rotations == 0": lost == 0,
@@ -250,6 +255,7 @@ def crash(args: argparse.Namespace) -> dict[str, Any]:
         "| false disconnections | lost <= kills |"
     )
     client = "strict (grace 0)" if strict else f"grace {args.grace_seconds:g} s"
+    client += ", introspection" if args.introspection else ""
     row = (
         f"| {client} | {args.concurrency or 32} | {args.connections:,} | {kills} "
         f"({summary['kills_with_attempts_in_flight']}) | {least} | {wall:.0f} s "
@@ -286,6 +292,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--kill-min", type=float, default=0.3, help="seconds between kills: at least")
     p.add_argument("--kill-max", type=float, default=1.5, help="seconds between kills: at most")
     p.add_argument("--grace-seconds", type=float, default=30.0, help="sandbox rotation grace (0: strict)")
+    p.add_argument(
+        "--introspection", action="store_true", help="give the provider its RFC 7662 endpoint (ADR 12)"
+    )
     p.add_argument("--seed", type=int, default=5)
     p = add("db-outage", "PostgreSQL stopped mid-run and started again", connections=10_000, workers=4,
             rounds=3)  # fmt: skip

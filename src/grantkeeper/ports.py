@@ -128,6 +128,7 @@ class ProviderConfig:
     authorize_url: str | None = None
     revocation_url: str | None = None
     scopes: str | None = None
+    introspection_url: str | None = None
     flagged_at: datetime | None = None
     flag_reason: str | None = None
     max_concurrency: int | None = None
@@ -145,6 +146,8 @@ class NewProvider:
     authorize_url: str | None = None
     revocation_url: str | None = None
     scopes: str | None = None
+    #: RFC 7662: asked whether a stored refresh token still works before an in-doubt retry sends it
+    introspection_url: str | None = None
     max_concurrency: int | None = None  # refresh requests in flight at once, across all workers
     rate_limit_per_second: float | None = None  # refresh requests started per second, across all workers
 
@@ -501,9 +504,31 @@ class ConnectionStore(Protocol):
 
 
 class TokenEndpoint(Protocol):
-    """Performs one refresh_token grant (RFC 6749 section 6) and classifies whatever comes back."""
+    """Performs one refresh_token grant (RFC 6749 section 6) and classifies whatever comes back; asks whether
+    a refresh token still works (RFC 7662) where the provider has an introspection endpoint."""
 
     async def refresh(self, provider: ProviderConfig, refresh_token: str) -> Outcome: ...
+
+    async def introspect(self, provider: ProviderConfig, refresh_token: str) -> IntrospectionResult: ...
+
+
+class TokenStatus(StrEnum):
+    """What an RFC 7662 introspection said about a token: it works, it does not, or no usable answer."""
+
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class IntrospectionResult:
+    """One RFC 7662 introspection; never holds a token. ``error_code`` says why the status is unknown (an
+    RFC 6749 section 5.2 code, a network fault value, ``malformed_response``, or a local reason nothing was
+    sent, such as ``no_introspection_endpoint``)."""
+
+    status: TokenStatus
+    http_status: int | None
+    error_code: str | None = None
 
 
 @dataclass(frozen=True)

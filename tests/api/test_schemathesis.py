@@ -168,7 +168,7 @@ def _loopback_only(body: Any) -> Any:
     if not isinstance(body, dict):
         return body
     body = dict(body)
-    for key in ("token_url", "revocation_url", "authorize_url"):
+    for key in ("token_url", "revocation_url", "authorize_url", "introspection_url"):
         url = body.get(key)
         if not isinstance(url, str):
             continue

@@ -61,6 +61,17 @@ def test_providers_add_takes_limits_and_refuses_bad_ones(cli):
     assert (added["max_concurrency"], added["rate_limit_per_second"]) == (8, 50.0)
 
 
+def test_providers_add_takes_an_introspection_url_and_refuses_a_plain_http_one(cli):
+    base = ["providers", "add", "okta", "--token-url", "https://auth.example.com/token"]
+    base += ["--client-id", "x", "--client-secret", "y"]
+    result = cli.run(*base, "--introspection-url", "http://auth.example.com/introspect")
+    assert result.returncode == 2
+    assert "introspection URL" in result.stderr
+    assert cli.json("providers", "list") == []
+    added = cli.json(*base, "--introspection-url", "https://auth.example.com/introspect")
+    assert added["introspection_url"] == "https://auth.example.com/introspect"
+
+
 def test_plain_http_token_url_off_loopback_is_refused(cli):
     result = cli.run(
         "providers", "add", "evil", "--token-url", "http://auth.example.com/token",

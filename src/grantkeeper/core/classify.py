@@ -199,6 +199,16 @@ def classify_fault(fault: NetworkFault, detail: str = "") -> Outcome:
     return Outcome(_T, None, ErrorInfo(fault.value, sanitize(detail)))
 
 
+def inactive_refresh_token() -> Outcome:
+    """The provider's introspection says the stored refresh token no longer works; it was not sent.
+
+    Read as the provider refusing it (``invalid_grant``), which is what sending it would have brought, minus
+    the request a strict provider takes as a reuse (and may answer by revoking the whole grant).
+    """
+    description = "introspection says the stored refresh token is no longer active; it was not sent"
+    return Outcome(OutcomeClass.AUTH, None, ErrorInfo("invalid_grant", description))
+
+
 def missing_refresh_token() -> Outcome:
     """No refresh token on file: only the user can fix it, so reauthorization is required at once."""
     return Outcome(_R, None, ErrorInfo("no_refresh_token", "no refresh token on file"))

@@ -100,6 +100,20 @@ def build_revocation_request(
     return TokenRequest(form=form, headers=headers)
 
 
+def build_introspection_request(
+    *, client_id: str, client_secret: str, token: str, use_basic_auth: bool
+) -> TokenRequest:
+    """RFC 7662 section 2.1: the same form and client authentication as a revocation (RFC 7009 section
+    2.1), asking about a refresh token."""
+    return build_revocation_request(
+        client_id=client_id,
+        client_secret=client_secret,
+        token=token,
+        token_type_hint="refresh_token",  # noqa: S106 - a hint's name, not a secret
+        use_basic_auth=use_basic_auth,
+    )
+
+
 def parse_body(body: bytes, content_type: str) -> dict[str, Any] | None:
     """The response as a JSON object, or form fields when the provider answers form-encoded (GitHub does).
 

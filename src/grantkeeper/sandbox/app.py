@@ -1,4 +1,7 @@
-"""The sandbox provider as a raw ASGI application: token endpoint, revocation endpoint and control API.
+"""The sandbox provider as a raw ASGI application: token, revocation and introspection endpoints, control API.
+
+``POST /oauth/token`` (RFC 6749 section 6), ``POST /oauth/revoke`` (RFC 7009), ``POST /oauth/introspect``
+(RFC 7662) and the control API under ``/_sandbox/``.
 
 Raw ASGI (no framework) keeps the token endpoint's hot path to a form parse, one locked state update and two
 ``send`` calls, so one core serves thousands of refreshes per second. Being the outermost layer also gives
@@ -32,7 +35,7 @@ from grantkeeper.sandbox.behaviour import (
     json_response,
 )
 from grantkeeper.sandbox.model import Issued, Rejection
-from grantkeeper.sandbox.state import Sandbox
+from grantkeeper.sandbox.state import Answer, Sandbox
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -41,6 +44,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 TOKEN_PATH: Final = "/oauth/token"  # noqa: S105 - a path, not a secret
 REVOCATION_PATH: Final = "/oauth/revoke"
+INTROSPECTION_PATH: Final = "/oauth/introspect"
 CONTROL_PREFIX: Final = "/_sandbox/"
 _MAX_FORM: Final = 64 * 1024
 _MAX_CONTROL: Final = 32 * 1024 * 1024
@@ -49,16 +53,21 @@ _TOKEN_HEADERS: Final = [(b"content-type", b"application/json"), *NO_STORE]
 _LINGER_RST: Final = struct.pack("ii", 1, 0)
 _NOT_FOUND: Final = json_response(404, {"error": "not_found"})
 _TOO_LARGE: Final = json_response(413, {"error": "invalid_request", "error_description": "body too large"})
+_NOT_ALLOWED: Final = canned(405, extra=[(b"allow", b"POST")])
 #: ``Sandbox.token_request`` arguments: client id, secret, refresh token, early and late rejection.
 TokenRequest = tuple[str, str, str, Rejection | None, Rejection | None]
 _NOT_POST: Final[TokenRequest] = (
     "",
     "",
     "",
-    (Behaviour.INVALID_REQUEST, canned(405, extra=[(b"allow", b"POST")])),
+    (Behaviour.INVALID_REQUEST, _NOT_ALLOWED),
     None,
 )
 _TOO_LARGE_REQUEST: Final[TokenRequest] = ("", "", "", (Behaviour.INVALID_REQUEST, _TOO_LARGE), None)
+#: ``Sandbox.introspection_request`` arguments: client id, secret, token, type hint, early and late answer.
+IntrospectionRequest = tuple[str, str, str, str | None, Canned | None, Canned | None]
+_NOT_POST_INTROSPECTION: Final[IntrospectionRequest] = ("", "", "", None, _NOT_ALLOWED, None)
+_TOO_LARGE_INTROSPECTION: Final[IntrospectionRequest] = ("", "", "", None, _TOO_LARGE, None)
 
 
 class _ClientGoneError(Exception):
@@ -157,6 +166,26 @@ def _token_request(headers: list[tuple[bytes, bytes]], body: bytes) -> TokenRequ
     return credentials[0], credentials[1], form.get("refresh_token", ""), None, late
 
 
+def _introspection_request(headers: list[tuple[bytes, bytes]], body: bytes) -> IntrospectionRequest:
+    """RFC 7662 section 2.1, read as ``_token_request`` reads a token request (same form and credentials)."""
+    authorization = content_type = None
+    for name, value in headers:
+        if name == b"authorization":
+            authorization = value
+        elif name == b"content-type":
+            content_type = value
+    form = _parse_form(body, content_type)
+    if isinstance(form, str):
+        return "", "", "", None, _bad_request(form), None
+    credentials = _client_credentials(authorization, form)
+    if isinstance(credentials, Canned):
+        return "", "", "", None, credentials, None
+    token = form.get("token", "")
+    late = None if token else _bad_request("token is required")
+    # token_type_hint is only a hint: any value is passed on, and one the sandbox does not know is ignored.
+    return credentials[0], credentials[1], token, form.get("token_type_hint"), None, late
+
+
 def _issued(answer: Issued) -> Canned:
     expires_in: int | str = answer.expires_in
     if answer.behaviour is Behaviour.OK_EXPIRES_IN_STRING:
@@ -195,6 +224,8 @@ class SandboxApp:
                 await self._token(scope, receive, send)
             elif path == REVOCATION_PATH:
                 await self._revoke(scope, receive, send)
+            elif path == INTROSPECTION_PATH:
+                await self._introspect(scope, receive, send)
             elif path.startswith(CONTROL_PREFIX):
                 await self._control(scope, receive, send)
             else:
@@ -221,21 +252,25 @@ class SandboxApp:
             latency = sandbox.latency
             if latency > 0:
                 await asyncio.sleep(latency)  # on the loop, lock free: requests overlap as at a slow provider
-            if isinstance(answer, Issued):
-                await _respond(send, _issued(answer))
-            elif isinstance(answer, Canned):
-                await _respond(send, answer)
-            elif answer is Behaviour.RATE_LIMIT_HTTP_DATE:
-                retry_after = formatdate(time.time() + 120, usegmt=True).encode()
-                await _respond(send, canned(429, extra=[(b"retry-after", retry_after)]))
-            elif answer is Behaviour.HANG:
-                await self._hang(receive, send)
-            elif answer is Behaviour.RESET:
-                await _reset(receive, send)
-            else:
-                await _respond(send, CANNED[answer])
+            await self._act_out(answer, receive, send)
         finally:
             sandbox.request_done(key)
+
+    async def _act_out(self, answer: Answer, receive: Receive, send: Send) -> None:
+        """Send ``answer``: render issued tokens, send a ready response or act out a behaviour."""
+        if isinstance(answer, Issued):
+            await _respond(send, _issued(answer))
+        elif isinstance(answer, Canned):
+            await _respond(send, answer)
+        elif answer is Behaviour.RATE_LIMIT_HTTP_DATE:
+            retry_after = formatdate(time.time() + 120, usegmt=True).encode()
+            await _respond(send, canned(429, extra=[(b"retry-after", retry_after)]))
+        elif answer is Behaviour.HANG:
+            await self._hang(receive, send)
+        elif answer is Behaviour.RESET:
+            await _reset(receive, send)
+        else:
+            await _respond(send, CANNED[answer])
 
     async def _hang(self, receive: Receive, send: Send) -> None:
         """Answer 504 only after ``hang_seconds``, unless the client leaves or the server stops first."""
@@ -255,7 +290,7 @@ class SandboxApp:
     async def _revoke(self, scope: Scope, receive: Receive, send: Send) -> None:
         """RFC 7009 section 2.2: 200 whether or not the token was known; a known one revokes its grant."""
         if scope["method"] != "POST":
-            await _respond(send, canned(405, extra=[(b"allow", b"POST")]))
+            await _respond(send, _NOT_ALLOWED)
             return
         body = await _read_body(receive, _MAX_FORM)
         if body is None:
@@ -266,6 +301,29 @@ class SandboxApp:
         if isinstance(form, dict) and form.get("token"):
             self.sandbox.revoke_token(form["token"])
         await _respond(send, canned(200, extra=list(NO_STORE)))
+
+    async def _introspect(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """RFC 7662: whether a token is active, told only to the client it was issued to; changes no grant.
+
+        Read and answered as the token endpoint is (body read first, then one locked decision: outage, bad
+        request or credentials, ``invalid_client``, missing token), and an outage behaviour is acted out the
+        same way (503, hang, reset ...). Not delayed by ``latency``, as revocation is not. A 200 is
+        ``{"active": false}`` alone, or ``active``, ``token_type`` and ``client_id`` (and ``exp`` for an
+        access token); never a token, so nothing secret reaches a log.
+        """
+        if scope["method"] != "POST":
+            request = _NOT_POST_INTROSPECTION
+        else:
+            body = await _read_body(receive, _MAX_FORM)
+            if body is None:
+                request = _TOO_LARGE_INTROSPECTION
+            else:
+                request = _introspection_request(scope["headers"], body)
+        answer = self.sandbox.introspection_request(*request)
+        if isinstance(answer, dict):
+            await _respond(send, json_response(200, answer))
+        else:
+            await self._act_out(answer, receive, send)
 
     async def _control(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await _read_body(receive, _MAX_CONTROL)

@@ -1,4 +1,4 @@
-"""The token endpoint's statistics, apart from the grant state so each stays small enough to read.
+"""The token endpoint's statistics (and the introspection count), apart from the grant state.
 
 Everything here runs with the ``Sandbox``'s lock held except ``finish``: the end of a request is recorded
 without the lock (``deque.append`` is atomic) and folded in at the next locked call, so a token request still
@@ -25,6 +25,7 @@ class Counters:
         "by_grant",
         "by_second",
         "grace_uses",
+        "introspections",
         "max_by_client",
         "max_in_flight",
         "ok",
@@ -46,6 +47,7 @@ class Counters:
         self.ok = 0
         self.reuse = 0
         self.grace_uses = 0
+        self.introspections = 0
         self.by_behaviour: Counter[str] = Counter()
         self.by_grant: Counter[str] = Counter()
         self.by_second: Counter[int] = Counter()
@@ -88,4 +90,5 @@ class Counters:
             requests_by_second=dict(self.by_second),
             max_in_flight=self.max_in_flight,
             max_in_flight_by_client=dict(self.max_by_client),
+            introspections=self.introspections,
         )

@@ -1,5 +1,8 @@
 """The sandbox's grants and the rules of the refresh_token grant: rotation, reuse detection, grace windows.
 
+Introspection (RFC 7662) reads the same rules without applying them: a token is active exactly when the token
+endpoint would still accept it, and asking never changes a grant.
+
 Kept apart from ``Sandbox`` (which owns the lock and the configuration API) so the rules read in one place.
 Nothing here is thread-safe: the ``Sandbox`` calls it with its lock held.
 """
@@ -13,6 +16,9 @@ from collections.abc import Callable
 from grantkeeper.sandbox.behaviour import TOKEN_ISSUING, Behaviour
 from grantkeeper.sandbox.counters import Counters
 from grantkeeper.sandbox.model import Client, Grant, GrantTokens, Issued
+
+#: An introspection answer's JSON members (RFC 7662 section 2.2).
+Claims = dict[str, object]
 
 
 def new_token(prefix: str) -> str:
@@ -39,6 +45,7 @@ class GrantBook:
         grant = Grant(f"grant-{self._next_id}", client_id, lifetime, scope)
         grant.default = behaviour
         grant.access, grant.refresh = new_token("sbx-at-"), new_token("sbx-rt-")
+        grant.access_issued = self.clock()
         self.grants[grant.grant_id] = grant
         self.by_access[grant.access] = grant
         self.by_refresh[grant.refresh] = grant
@@ -88,10 +95,62 @@ class GrantBook:
             grant.revoked = True
         return grant is not None
 
+    def introspect(
+        self, client: Client, client_id: str, token: str, hint: str | None, wall_now: float
+    ) -> Claims:
+        """RFC 7662 section 2.2: what introspecting ``token`` tells authenticated ``client_id``; no changes.
+
+        A refresh token is active exactly when ``refresh`` would take it from this client now, were no
+        behaviour configured: its grant's current token, or a rotated one ``in_grace``, of a grant not
+        revoked. Configured behaviours (script, default, fractions) are answers of the token endpoint, not
+        the token's state: they play no part and scripts are not consumed. Refresh tokens never expire here
+        and grants have no subject, so there is no ``exp`` and no ``sub``. An access token is active while it
+        is its grant's current one, unexpired, of a grant not revoked; ``exp`` is then its expiry (epoch
+        seconds, from ``wall_now``). Anything else, a token of another client included (section 4), is
+        ``{"active": false}`` and nothing more. ``hint`` only orders the search (section 2.1).
+        """
+        lookups = (self._refresh_claims, self._access_claims)
+        if hint == "access_token":
+            lookups = (self._access_claims, self._refresh_claims)
+        for lookup in lookups:
+            claims = lookup(client, client_id, token, wall_now)
+            if claims is not None:
+                return claims
+        return {"active": False}
+
+    def in_grace(self, client: Client, grant: Grant, refresh_token: str) -> bool:
+        """Whether ``refresh_token``, rotated away from ``grant``, is inside its grace window now.
+
+        The one rule both a refresh (``_rotated``) and introspection apply; revocation is checked apart.
+        """
+        rotated_at = None if grant.replaced is None else grant.replaced.get(refresh_token)
+        return rotated_at is not None and self.clock() - rotated_at < client.grace
+
+    def _refresh_claims(self, client: Client, client_id: str, token: str, wall_now: float) -> Claims | None:
+        """Introspection of a refresh token; None when ``token`` is none this book ever issued."""
+        grant = self.by_refresh.get(token)
+        if grant is None:
+            return None
+        if grant.client_id != client_id or grant.revoked:
+            return {"active": False}
+        if token != grant.refresh and not self.in_grace(client, grant, token):
+            return {"active": False}
+        return {"active": True, "token_type": "refresh_token", "client_id": client_id}
+
+    def _access_claims(self, client: Client, client_id: str, token: str, wall_now: float) -> Claims | None:
+        """Introspection of a current access token; None when ``token`` is no grant's current one."""
+        grant = self.by_access.get(token)
+        if grant is None:
+            return None
+        remaining = grant.lifetime - (self.clock() - grant.access_issued)
+        if grant.client_id != client_id or grant.revoked or remaining <= 0:
+            return {"active": False}
+        exp = int(wall_now + remaining)
+        return {"active": True, "token_type": "access_token", "client_id": client_id, "exp": exp}
+
     def _rotated(self, client: Client, grant: Grant, refresh_token: str) -> Issued | Behaviour:
         """A refresh with a token rotated away: a grace use inside its window, reuse otherwise."""
-        rotated_at = None if grant.replaced is None else grant.replaced.get(refresh_token)
-        if rotated_at is not None and self.clock() - rotated_at < client.grace:
+        if self.in_grace(client, grant, refresh_token):
             if grant.revoked:
                 return Behaviour.INVALID_GRANT
             self.stats.grace_uses += 1
@@ -102,8 +161,10 @@ class GrantBook:
         return Behaviour.INVALID_GRANT
 
     def _rotate(self, client: Client, grant: Grant, remember: bool) -> Issued:
+        now = self.clock()
         self.by_access.pop(grant.access, None)
         grant.access = new_token("sbx-at-")
+        grant.access_issued = now
         self.by_access[grant.access] = grant
         new_refresh: str | None = None
         if client.rotate:
@@ -111,12 +172,11 @@ class GrantBook:
             new_refresh = grant.refresh = new_token("sbx-rt-")
             self.by_refresh[new_refresh] = grant
             if remember and client.grace > 0:
-                self._remember(grant, old, client.grace)
+                self._remember(grant, old, client.grace, now)
         return Issued(Behaviour.OK, grant.access, grant.lifetime, new_refresh, grant.scope)
 
-    def _remember(self, grant: Grant, token: str, grace: float) -> None:
+    def _remember(self, grant: Grant, token: str, grace: float, now: float) -> None:
         """Open ``token``'s grace window; windows already over are dropped (their tokens are plain reuse)."""
-        now = self.clock()
         replaced = grant.replaced
         if replaced is None:
             grant.replaced = {token: now}

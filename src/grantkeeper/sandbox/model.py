@@ -36,6 +36,10 @@ class SandboxStats:
     once (from the sandbox taking the request up until its answer is sent), so benchmarks can check a
     client's rate and concurrency limits from the provider's side. ``max_in_flight_by_client`` is the same
     per authenticated client.
+
+    ``introspections`` counts every request to the introspection endpoint (RFC 7662) the sandbox answered,
+    whatever the answer (errors and outage answers too). Introspection is kept out of every other field:
+    ``requests``, ``by_behaviour`` and the rest stay about the token endpoint alone.
     """
 
     requests: int = 0
@@ -47,6 +51,7 @@ class SandboxStats:
     requests_by_second: dict[int, int] = field(default_factory=dict)
     max_in_flight: int = 0
     max_in_flight_by_client: dict[str, int] = field(default_factory=dict)
+    introspections: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +70,7 @@ class Grant:
 
     __slots__ = (
         "access",
+        "access_issued",
         "client_id",
         "default",
         "grant_id",
@@ -82,6 +88,8 @@ class Grant:
         self.lifetime = lifetime
         self.scope = scope
         self.access = ""
+        # The clock reading when ``access`` was issued, for introspection to tell whether it has expired.
+        self.access_issued = 0.0
         self.refresh = ""
         # Refresh tokens rotated away while their client has a grace window, with the rotation's clock
         # reading; None until the first one (most grants never need the dict).

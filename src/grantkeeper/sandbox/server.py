@@ -17,7 +17,7 @@ from typing import Final, Literal
 
 import uvicorn
 
-from grantkeeper.sandbox.app import REVOCATION_PATH, TOKEN_PATH, SandboxApp
+from grantkeeper.sandbox.app import INTROSPECTION_PATH, REVOCATION_PATH, TOKEN_PATH, SandboxApp
 from grantkeeper.sandbox.state import Sandbox
 
 #: uvicorn's HTTP parser: "auto" is httptools when installed (about 2.5x faster here), else h11.
@@ -141,6 +141,7 @@ class SandboxServer:
         self.base_url = f"http://{shown}:{self.port}"
         self.token_url = self.base_url + TOKEN_PATH
         self.revocation_url = self.base_url + REVOCATION_PATH
+        self.introspection_url = self.base_url + INTROSPECTION_PATH
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None

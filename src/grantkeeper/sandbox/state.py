@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from grantkeeper.sandbox.behaviour import TOKEN_ISSUING, UNKNOWN_CLIENT, Behaviour, Canned
 from grantkeeper.sandbox.counters import Counters
-from grantkeeper.sandbox.grants import GrantBook
+from grantkeeper.sandbox.grants import Claims, GrantBook
 from grantkeeper.sandbox.model import Client, GrantTokens, Issued, Rejection, SandboxStats
 
 if TYPE_CHECKING:
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 #: What the ASGI layer is told to answer: tokens, a behaviour to act out, or a ready response.
 Answer = Issued | Behaviour | Canned
+#: What the ASGI layer is told to answer an introspection request: claims to send as JSON, an outage
+#: behaviour to act out, or a ready (error) response.
+IntrospectionAnswer = Claims | Behaviour | Canned
 
 
 def _seconds(name: str, value: float) -> float:
@@ -34,6 +37,10 @@ def _seconds(name: str, value: float) -> float:
 
 class Sandbox:
     """An OAuth 2.0 authorization server's refresh_token grant (RFC 6749 section 6), with scripted failures.
+
+    Besides the token endpoint it answers token revocation (RFC 7009, ``revoke_token``) and token
+    introspection (RFC 7662, ``introspection_request``), which tells a client whether a token would still
+    work without using it.
 
     ``seed`` makes ``set_fractions`` draws reproducible; ``hang_seconds`` is how long ``Behaviour.HANG``
     keeps a request waiting before it answers 504. ``clock`` times rotation grace windows and ``wall_clock``
@@ -50,6 +57,7 @@ class Sandbox:
         if hang_seconds < 0:
             raise ValueError("hang_seconds must be >= 0")
         self.hang_seconds = float(hang_seconds)
+        self._wall_clock = wall_clock
         self._lock = threading.Lock()
         self._latency = 0.0
         self._outage: Behaviour | None = None
@@ -146,7 +154,8 @@ class Sandbox:
         load balancer in front of the provider would: any grant, any token, valid or not, any method (a
         POST's body is still read first, so keep-alive connections stay usable). ``latency`` still applies.
         Counted in ``requests``, ``requests_by_second`` and ``by_behaviour``, not ``by_grant`` (no grant is
-        read).
+        read). The introspection endpoint answers with the outage too (counted in ``introspections`` only);
+        the revocation endpoint does not.
         """
         value = None if behaviour is None else Behaviour(behaviour)
         if value in TOKEN_ISSUING:
@@ -162,7 +171,7 @@ class Sandbox:
         """Make every token response wait ``seconds`` before it is sent, as a distant or slow provider does.
 
         The wait is on the event loop, without the lock, so requests overlap and ``max_in_flight`` shows how
-        many a client keeps open at once.
+        many a client keeps open at once. Revocation and introspection answers are not delayed.
         """
         self._latency = _seconds("latency", seconds)
 
@@ -247,6 +256,35 @@ class Sandbox:
         """RFC 7009: revoke the grant of a refresh token (current or rotated) or a current access token."""
         with self._lock:
             return self._book.revoke_token(token)
+
+    def introspection_request(
+        self,
+        client_id: str,
+        client_secret: str,
+        token: str,
+        token_type_hint: str | None,
+        early: Canned | None = None,
+        late: Canned | None = None,
+    ) -> IntrospectionAnswer:
+        """Answer one introspection request (RFC 7662 section 2) under a single lock acquisition.
+
+        In the token endpoint's order: an outage answers everything; then ``early`` (wrong method, bad form
+        or credentials); then client authentication (``invalid_client``, section 2.1 requires it); then
+        ``late`` (no token); then the claims (``GrantBook.introspect``). Counted in ``introspections`` and
+        nowhere else; no grant changes, however the token stands.
+        """
+        with self._lock:
+            self._stats.introspections += 1
+            if self._outage is not None:
+                return self._outage
+            if early is not None:
+                return early
+            client = self._clients.get(client_id)
+            if client is None or not hmac.compare_digest(client.secret.encode(), client_secret.encode()):
+                return UNKNOWN_CLIENT
+            if late is not None:
+                return late
+            return self._book.introspect(client, client_id, token, token_type_hint, self._wall_clock())
 
     # --- internals (lock held) -------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ def add_provider(store: ConnectionStore, tenant_id: str, provider: NewProvider) 
     for field, url in (
         ("revocation URL", provider.revocation_url),
         ("authorize URL", provider.authorize_url),
+        ("introspection URL", provider.introspection_url),
     ):
         if url is not None:
             check_endpoint_url(url, field=field)

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import ParamSpec, TypeVar
 
-from grantkeeper.core.classify import missing_refresh_token
+from grantkeeper.core.classify import inactive_refresh_token, missing_refresh_token
 from grantkeeper.core.machine import step
-from grantkeeper.core.model import DisconnectReason, Notify, Outcome, OutcomeClass, Transition
+from grantkeeper.core.model import DisconnectReason, ErrorInfo, Notify, Outcome, OutcomeClass, Transition
 from grantkeeper.core.notices import render_notice
 from grantkeeper.core.policy import Policy
 from grantkeeper.ports import (
@@ -31,6 +31,7 @@ from grantkeeper.ports import (
     NotificationContent,
     StoreUnavailableError,
     TokenEndpoint,
+    TokenStatus,
 )
 from grantkeeper.service.starting import StartGate
 
@@ -195,7 +196,27 @@ class AttemptRunner:
     async def _call_provider(self, claim: ClaimedConnection) -> Outcome:
         if not claim.refresh_token:
             return missing_refresh_token()
+        if claim.state.in_flight_since is not None and claim.provider.introspection_url:
+            doubt = await self._resolve_doubt(claim, claim.refresh_token)
+            if doubt is not None:
+                return doubt
         return await self._endpoint.refresh(claim.provider, claim.refresh_token)
+
+    async def _resolve_doubt(self, claim: ClaimedConnection, refresh_token: str) -> Outcome | None:
+        """An earlier attempt's answer was lost: ask the provider whether the stored refresh token still
+        works before sending it (ADR 12). A dead one is the lost rotation, named without the request that a
+        strict provider would take as a reuse; a live one (never rotated, or inside a grace window) is
+        refreshed as usual, and so is one the provider could not tell us about (as before introspection).
+        Returns the outcome when no refresh may be sent, else None."""
+        checked = await self._endpoint.introspect(claim.provider, refresh_token)
+        if checked.status is TokenStatus.INACTIVE:
+            return inactive_refresh_token()
+        deadline = claim.lease_expires_at if claim.started_at is not None else None
+        if deadline is not None and self._clock.now() + self._request_budget >= deadline:
+            # the introspection ate the attempt's budget: a refresh now could outlive the lease
+            error = ErrorInfo("introspection_slow", "introspection took the attempt's time; retrying later")
+            return Outcome(OutcomeClass.TRANSIENT, None, error)
+        return None
 
     async def _commit(self, commit: AttemptCommit) -> bool:
         """Commit, retrying while the database is unreachable: a rotated refresh token exists only in memory

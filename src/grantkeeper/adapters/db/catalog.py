@@ -90,6 +90,7 @@ def add_provider(
         "default_expires_in": provider.default_expires_in,
         "authorize_url": provider.authorize_url,
         "revocation_url": provider.revocation_url,
+        "introspection_url": provider.introspection_url,
         "scopes": provider.scopes,
         "max_concurrency": provider.max_concurrency,
         "rate_limit_per_second": provider.rate_limit_per_second,

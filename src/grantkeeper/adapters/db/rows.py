@@ -129,6 +129,7 @@ def provider_from_row(row: Row[Any], cipher: FieldCipher) -> ProviderConfig:
         default_expires_in=row.default_expires_in,
         authorize_url=row.authorize_url,
         revocation_url=row.revocation_url,
+        introspection_url=row.introspection_url,
         scopes=row.scopes,
         flagged_at=row.flagged_at,
         flag_reason=row.flag_reason,

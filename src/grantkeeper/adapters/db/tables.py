@@ -78,6 +78,7 @@ providers = Table(
     Column("default_expires_in", Integer, nullable=False),
     Column("authorize_url", Text, nullable=True),
     Column("revocation_url", Text, nullable=True),
+    Column("introspection_url", Text, nullable=True),
     Column("scopes", Text, nullable=True),
     Column("flagged_at", UTCDateTime, nullable=True),
     Column("flag_reason", Text, nullable=True),

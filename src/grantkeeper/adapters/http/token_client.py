@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import quote_plus
 
+from grantkeeper.adapters.http import introspection
 from grantkeeper.adapters.http.faults import TRANSPORT_ERRORS, describe, network_fault
 from grantkeeper.adapters.http.lean import LeanClient, check_field_value
 from grantkeeper.adapters.http.revocation import (
@@ -34,12 +35,20 @@ from grantkeeper.core.model import ErrorInfo, Outcome, OutcomeClass
 from grantkeeper.core.oauth_wire import (
     RawResponse,
     TokenRequest,
+    build_introspection_request,
     build_refresh_request,
     build_revocation_request,
     parse_retry_after,
 )
 from grantkeeper.core.urls import validate_token_url
-from grantkeeper.ports import AuthMethod, Clock, ProviderConfig, RevocationResult
+from grantkeeper.ports import (
+    AuthMethod,
+    Clock,
+    IntrospectionResult,
+    ProviderConfig,
+    RevocationResult,
+    TokenStatus,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -200,6 +209,60 @@ class HttpTokenEndpoint:
         except TRANSPORT_ERRORS as exc:
             return fault_result(network_fault(exc)), describe(exc, secrets)
         return read_revocation_response(raw, is_oversized=is_oversized, redact=secrets), ""
+
+    async def introspect(self, provider: ProviderConfig, refresh_token: str) -> IntrospectionResult:
+        """Ask ``provider.introspection_url`` whether ``refresh_token`` still works (RFC 7662 section 2.1);
+        never raises for anything the provider or the network does.
+
+        Introspection changes nothing at the provider, so unlike a refresh it is safe to send when in doubt.
+        Nothing is sent without an introspection URL, with one that breaks the URL rule of DESIGN section 4
+        (it receives the client secret too), or with an empty token.
+        """
+        url = provider.introspection_url
+        detail = ""
+        if url is None or not url.strip():
+            result = introspection.not_sent(introspection.NO_INTROSPECTION_ENDPOINT)
+        elif not refresh_token.strip():
+            result = introspection.not_sent(NO_TOKEN)
+        else:
+            try:
+                validate_token_url(url, field="introspection URL")
+            except ValueError as exc:
+                result = introspection.not_sent(introspection.INVALID_INTROSPECTION_URL)
+                detail = sanitize(str(exc))
+            else:
+                request = build_introspection_request(
+                    client_id=provider.client_id,
+                    client_secret=provider.client_secret,
+                    token=refresh_token,
+                    use_basic_auth=provider.auth_method is AuthMethod.CLIENT_SECRET_BASIC,
+                )
+                secrets = _secrets_of(provider, refresh_token, request)
+                try:
+                    raw, is_oversized = await self._post(url, request)
+                except TRANSPORT_ERRORS as exc:
+                    result = introspection.fault_result(network_fault(exc))
+                    detail = describe(exc, secrets)
+                else:
+                    result = introspection.read_introspection_response(
+                        raw, is_oversized=is_oversized, redact=secrets
+                    )
+        level = logging.WARNING if result.status is TokenStatus.UNKNOWN else logging.DEBUG
+        _log.log(
+            level,
+            "token introspection for provider %s: %s%s",
+            provider.name,
+            result.status.value if result.error_code is None else result.error_code,
+            f" ({detail})" if detail else "",
+            extra={
+                "action": "token_introspection",
+                "provider": provider.name,
+                "status": result.status.value,
+                "http_status": result.http_status,
+                "error_code": result.error_code,
+            },
+        )
+        return result
 
     async def _post(self, url: str, request: TokenRequest) -> tuple[RawResponse, bool]:
         """POST the form (RFC 6749 section 6 / appendix B, RFC 7009 section 2.1) without following redirects;

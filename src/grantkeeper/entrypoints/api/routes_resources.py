@@ -37,6 +37,7 @@ async def create_provider(body: ProviderIn, context: Context, tenant: Tenant) ->
         default_expires_in=body.default_expires_in,
         authorize_url=body.authorize_url,
         revocation_url=body.revocation_url,
+        introspection_url=body.introspection_url,
         scopes=body.scopes,
         max_concurrency=body.max_concurrency,
         rate_limit_per_second=body.rate_limit_per_second,

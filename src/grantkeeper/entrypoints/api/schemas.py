@@ -55,6 +55,7 @@ class ProviderIn(Strict):
     default_expires_in: int = Field(default=3600, ge=1, le=10 * 365 * 86400)
     authorize_url: Url | None = None
     revocation_url: Url | None = None
+    introspection_url: Url | None = None
     scopes: Annotated[str, Field(max_length=2048, pattern=_PRINTABLE)] | None = None
     max_concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY_LIMIT)
     rate_limit_per_second: float | None = Field(default=None, ge=0.01, le=MAX_RATE_LIMIT, allow_inf_nan=False)
@@ -68,6 +69,7 @@ class ProviderOut(BaseModel):
     default_expires_in: int
     authorize_url: str | None
     revocation_url: str | None
+    introspection_url: str | None
     scopes: str | None
     flagged_at: datetime | None
     flag_reason: str | None
@@ -84,6 +86,7 @@ class ProviderOut(BaseModel):
             default_expires_in=provider.default_expires_in,
             authorize_url=provider.authorize_url,
             revocation_url=provider.revocation_url,
+            introspection_url=provider.introspection_url,
             scopes=provider.scopes,
             flagged_at=provider.flagged_at,
             flag_reason=provider.flag_reason,

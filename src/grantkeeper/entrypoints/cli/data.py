@@ -98,6 +98,10 @@ def providers_add(
         int, typer.Option(help="Token lifetime when the provider omits it.")
     ] = 3600,
     revocation_url: Annotated[str | None, typer.Option(help="RFC 7009 revocation endpoint.")] = None,
+    introspection_url: Annotated[
+        str | None,
+        typer.Option(help="RFC 7662 introspection endpoint: checks an in-doubt refresh token first."),
+    ] = None,
     max_concurrency: Annotated[
         int | None, typer.Option(help="Refresh requests in flight at once, across all workers.")
     ] = None,
@@ -118,6 +122,7 @@ def providers_add(
         auth_method=auth_method,
         default_expires_in=default_expires_in,
         revocation_url=revocation_url,
+        introspection_url=introspection_url,
         max_concurrency=max_concurrency,
         rate_limit_per_second=rate_limit,
     )

@@ -76,6 +76,7 @@ def provider_dict(provider: ProviderConfig) -> dict[str, Any]:
         "auth_method": provider.auth_method.value,
         "default_expires_in": provider.default_expires_in,
         "revocation_url": provider.revocation_url,
+        "introspection_url": provider.introspection_url,
         "max_concurrency": provider.max_concurrency,
         "rate_limit_per_second": provider.rate_limit_per_second,
         "flagged_at": iso(provider.flagged_at),
