@@ -138,8 +138,14 @@ class AttemptRunner:
         # start and the commit (bootstrap gives the budget 5 s beyond the timeouts)
         self._request_budget = max_attempt_duration - min(START_MARGIN, max_attempt_duration / 5)
 
-    async def run(self, claim: ClaimedConnection) -> AttemptResult | None:
-        """Refresh one leased connection; None when the lease is too close to expiry to start safely."""
+    async def run(
+        self, claim: ClaimedConnection, on_answer: Callable[[], None] | None = None
+    ) -> AttemptResult | None:
+        """Refresh one leased connection; None when the lease is too close to expiry to start safely.
+
+        ``on_answer`` is called once the provider has answered, before the commit: a cycle frees the
+        attempt's concurrency slot there, so the next start joins this commit's transaction instead of
+        waiting for the one after it."""
         if self._clock.now() + self._max_attempt_duration >= claim.lease_expires_at:
             # Starting now could outlive the lease and race another worker's refresh of the same grant.
             await self.in_store_thread(self._store.release, claim)
@@ -152,7 +158,7 @@ class AttemptRunner:
             # outlive its lease: give it back unsent rather than risk a second worker's refresh beside it.
             await self.in_store_thread(self._store.release, started)
             return None
-        return await self._attempt(started)
+        return await self._attempt(started, on_answer)
 
     def close(self) -> None:
         """Let the store thread go (it ends once idle); the runner is not used afterwards."""
@@ -163,11 +169,15 @@ class AttemptRunner:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.store_executor, functools.partial(call, *args, **kwargs))
 
-    async def _attempt(self, claim: ClaimedConnection) -> AttemptResult:
+    async def _attempt(
+        self, claim: ClaimedConnection, on_answer: Callable[[], None] | None = None
+    ) -> AttemptResult:
         started_at = self._clock.now()
         started = time.monotonic()
         outcome = await self._call_provider(claim)
         duration = timedelta(seconds=time.monotonic() - started)
+        if on_answer is not None:
+            on_answer()
         now = self._clock.now()
         transition = step(claim.state, outcome, self._policy, now, self._rng)
         notifications = notification_contents(claim, transition)

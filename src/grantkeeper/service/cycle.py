@@ -146,42 +146,55 @@ class RefreshService:
         return [record.connection_id for record in connected]
 
     async def _drain(self, claim: Claimer, report: CycleReport) -> None:
-        """Keep ``concurrency`` attempts in flight, leasing ahead so workers never wait on the store."""
-        queue: asyncio.Queue[ClaimedConnection | None] = asyncio.Queue(maxsize=self._concurrency)
+        """Keep ``concurrency`` requests in flight, leasing ahead so attempts never wait on the store.
+
+        An attempt holds its request slot until the provider answers, not until its commit: the next
+        attempt's start then joins that commit's transaction (``StartGate``: one per tick) instead of
+        waiting for the next one, which matters most when the provider answers quickly. Attempts waiting for
+        their commit are bounded too (``concurrency`` more), so a slow database slows the cycle down instead
+        of piling answers up in memory.
+        """
+        requests = asyncio.Semaphore(self._concurrency)
+        attempts = asyncio.Semaphore(self._concurrency * 2)
         batch_size = max(self._concurrency * 2, 128)  # larger claims amortise the per-statement cost
 
-        async def feed() -> None:
-            is_last = False
-            while not is_last:
-                batch, is_last = await claim(batch_size)
-                report.due += len(batch)
-                for item in batch:
-                    await queue.put(item)
+        async def attempt(item: ClaimedConnection) -> None:
+            is_answered = False
 
-        async def work() -> None:
-            while (item := await queue.get()) is not None:
-                try:
-                    result = await self.runner.run(item)
-                except Exception as exc:  # a bug or a dead store must not stop the other attempts
-                    log.error(
-                        "attempt for %s failed: %s",
-                        item.connection_id,
-                        type(exc).__name__,
-                        extra={"action": "attempt_error", "connection_id": item.connection_id},
-                    )
-                    report.errors += 1
-                    continue
-                if result is None:
-                    report.skipped += 1
-                else:
-                    report.add(result)
+            def answered() -> None:
+                nonlocal is_answered
+                if not is_answered:
+                    is_answered = True
+                    requests.release()
+
+            try:
+                result = await self.runner.run(item, on_answer=answered)
+            except Exception as exc:  # a bug or a dead store must not stop the other attempts
+                log.error(
+                    "attempt for %s failed: %s",
+                    item.connection_id,
+                    type(exc).__name__,
+                    extra={"action": "attempt_error", "connection_id": item.connection_id},
+                )
+                report.errors += 1
+                return
+            finally:
+                answered()
+                attempts.release()
+            if result is None:
+                report.skipped += 1
+            else:
+                report.add(result)
 
         async with asyncio.TaskGroup() as group:
-            for _ in range(self._concurrency):
-                group.create_task(work())
-            await feed()  # if it raises, the task group cancels the workers
-            for _ in range(self._concurrency):
-                await queue.put(None)
+            is_last = False
+            while not is_last:
+                batch, is_last = await claim(batch_size)  # if it raises, the task group cancels the rest
+                report.due += len(batch)
+                for item in batch:
+                    await attempts.acquire()
+                    await requests.acquire()
+                    group.create_task(attempt(item))
 
     def _finish(self, report: CycleReport) -> CycleReport:
         report.finished_at = self._clock.now()

@@ -146,11 +146,11 @@ def _mark(
          "deadline_at": deadline}
         for claim in claims
     ]  # fmt: skip
-    savepoint = connection.begin_nested()
+    hot.savepoint(connection)
     if hot.mark(connection, rows) == len(rows):
-        savepoint.commit()
+        hot.release(connection)
         return frozenset(claim.connection_id for claim in claims)
-    savepoint.rollback()
+    hot.rollback_to(connection)
     return frozenset(
         claim.connection_id
         for claim, row in zip(claims, rows, strict=True)

@@ -1,0 +1,38 @@
+"""An attempt gives its request slot back when the provider answers, not when its commit lands: the next
+attempt's start then shares that commit's transaction. Real store (both databases), real sandbox over HTTP;
+the store's ``commit_and_start`` is only counted, never replaced."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+from grantkeeper.service.cycle import RefreshService
+
+
+async def test_with_one_slot_each_commit_carries_the_next_start(rig):
+    ids = [rig.connect(f"user-{i}")[0] for i in range(6)]
+    calls: list[tuple[int, int]] = []  # (commits, starts) per transaction
+    real = rig.store.commit_and_start
+
+    def counted(batch, claims, now, attempt_ttl):
+        calls.append((len(batch), len(claims)))
+        return real(batch, claims, now, attempt_ttl)
+
+    rig.store.commit_and_start = counted  # type: ignore[method-assign]
+    service = RefreshService(
+        rig.store, rig.endpoint, rig.clock, rig.policy, concurrency=1,
+        max_attempt_duration=timedelta(seconds=10), rng=random.Random(0),
+    )  # fmt: skip
+
+    report = await service.run_cycle()
+
+    assert report.refreshed == len(ids)
+    assert sum(commits for commits, _ in calls) == len(ids)
+    assert sum(starts for _, starts in calls) == len(ids)
+    # one transaction for the first start, then one per commit that also starts the next attempt
+    assert len(calls) == len(ids) + 1
+    assert calls[0] == (0, 1)
+    assert calls[1:-1] == [(1, 1)] * (len(ids) - 1)
+    assert calls[-1] == (1, 0)
+    assert rig.sandbox.stats().reuse_detected == 0
