@@ -8,7 +8,7 @@ import math
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from scale_db import utcnow
@@ -117,6 +117,10 @@ def db_outage(args: argparse.Namespace) -> dict[str, Any]:
         "round_hit": None if hit_round is None else hit_round.number,
         "round_hit_finished_s_after_start": _since(hit_end, up_at),
         "requests_while_down": sum(inside), "requests_resumed_s_after_start_command": resume_s,
+        "requests_by_second_around_outage": {
+            datetime.fromtimestamp(s, UTC).strftime("%H:%M:%S"): n for s, n in series.items()
+            if down_from.timestamp() - 3 <= s <= up_at.timestamp() + 3
+        },
         "start_command_took_s": _since(up_at, t["start_requested"]),
         "refreshed_per_worker_in_cycles_started_after_restart": after,
         "cycles_per_worker_started_after_restart": [

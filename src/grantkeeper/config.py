@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     # failures in a row after which a Slack, Discord or webhook destination is disabled
     destination_failure_limit: int = Field(default=10, ge=1, le=10_000)
 
+    # Refresh attempts older than this many days are deleted every hour by the worker (and the API's
+    # scheduler); 0 keeps them forever.
+    attempt_retention_days: int = Field(default=30, ge=0, le=3650)
+
     warning_threshold: int = Field(default=2, ge=1)
     disconnect_threshold: int = Field(default=3, ge=1)
     rate_limit_notice_threshold: int = Field(default=5, ge=1)

@@ -305,6 +305,15 @@ class AttemptCommit:
     notifications: tuple[NotificationContent, ...]
 
 
+@dataclass(frozen=True)
+class PruneBatch:
+    """One batch of pruned refresh attempts: how many rows went, and whether the prune is done (the batch
+    held nothing older than the cutoff, or reached the end of the table)."""
+
+    deleted: int
+    is_done: bool
+
+
 class ConnectionStore(Protocol):
     """Durable state and the work queue. Methods that take ``tenant_id`` see that tenant's rows only."""
 
@@ -501,6 +510,10 @@ class ConnectionStore(Protocol):
     def ping(self) -> None: ...
 
     def schema_is_current(self) -> bool: ...
+
+    # Retention: refresh attempts older than a cutoff, oldest first, one transaction per batch.
+
+    def prune_refresh_attempts(self, before: datetime, *, batch_size: int = 10_000) -> PruneBatch: ...
 
 
 class TokenEndpoint(Protocol):

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import func, insert, select
 
 from grantkeeper.adapters.crypto import generate_key_line
+from grantkeeper.adapters.db import make_engine
+from grantkeeper.adapters.db.tables import connections, refresh_attempts
 from grantkeeper.sandbox import Behaviour
 from tests.e2e.cli import Cli
 
@@ -228,3 +232,83 @@ def test_empty_import_file_is_an_error_that_says_so(cli, provider, tmp_path):
     result = cli.run("connections", "import", str(tmp_path / "empty.jsonl"))
     assert result.returncode == 2
     assert "holds no connections" in result.stderr
+
+
+def _seed_attempts(cli, sandbox, tmp_path, old: int) -> int:
+    """``old`` attempts from 40 days ago (set-up, straight into the table), then one real refresh per
+    connection through ``refresh --due``; returns how many attempts the table holds."""
+    grants = sandbox.issue_grants(client_id="app", count=2, access_token_lifetime=3600)
+    rows = [
+        {"provider": "sandbox", "user_id": f"u{i}", "refresh_token": g.refresh_token}
+        for i, g in enumerate(grants)
+    ]
+    cli.json("connections", "import", write_jsonl(tmp_path / "p.jsonl", rows))
+    engine = make_engine(cli.database_url)
+    try:
+        with engine.begin() as connection:
+            owners = connection.execute(
+                select(connections.c.id, connections.c.tenant_id, connections.c.provider_id)
+            ).all()
+            long_ago = datetime.now(UTC) - timedelta(days=40)
+            attempts = [
+                {
+                    "connection_id": owners[i % len(owners)].id,
+                    "tenant_id": owners[i % len(owners)].tenant_id,
+                    "provider_id": owners[i % len(owners)].provider_id,
+                    "attempted_at": long_ago + timedelta(seconds=i),
+                    "outcome": "success",
+                    "http_status": 200,
+                    "duration_ms": 100,
+                }
+                for i in range(old)
+            ]
+            connection.execute(insert(refresh_attempts), attempts)
+    finally:
+        engine.dispose()
+    assert cli.json("refresh", "--due")["refreshed"] == 2
+    return _count_attempts(cli)
+
+
+def _count_attempts(cli) -> int:
+    engine = make_engine(cli.database_url)
+    try:
+        with engine.connect() as connection:
+            return connection.scalar(select(func.count()).select_from(refresh_attempts))
+    finally:
+        engine.dispose()
+
+
+def test_prune_refuses_a_bad_age_and_changes_nothing(cli, provider, sandbox, tmp_path):
+    total = _seed_attempts(cli, sandbox, tmp_path, old=30)
+    for bad in ("0", "abc", "-3"):
+        result = cli.run("prune", "--older-than-days", bad, "--json")
+        assert result.returncode == 2, (bad, result.stderr)
+        assert "--older-than-days" in result.stderr
+        assert result.stdout == ""
+    assert _count_attempts(cli) == total
+
+
+def test_prune_reports_how_many_old_attempts_it_deleted(cli, provider, sandbox, tmp_path):
+    total = _seed_attempts(cli, sandbox, tmp_path, old=250)
+    assert total == 252
+    assert cli.json("prune", "--older-than-days", "41") == {"deleted": 0, "older_than_days": 41}
+    assert cli.json("prune") == {"deleted": 250, "older_than_days": 30}  # the setting's default
+    assert _count_attempts(cli) == 2  # the refreshes just made stay
+    assert cli.json("prune", "--older-than-days", "1") == {"deleted": 0, "older_than_days": 1}
+    plain = cli.run("prune", GRANTKEEPER_ATTEMPT_RETENTION_DAYS="0")
+    assert plain.returncode == 0, plain.stderr
+    assert "kept forever" in plain.stderr
+
+
+@pytest.mark.parametrize(("retention_days", "left"), [("30", 2), ("0", 42)])
+def test_worker_prunes_old_attempts_as_it_starts_unless_retention_is_off(
+    cli, provider, sandbox, tmp_path, retention_days, left
+):
+    assert _seed_attempts(cli, sandbox, tmp_path, old=40) == 42
+    result = cli.run(
+        "worker", "--max-cycles", "1", "--poll-interval", "0.1",
+        GRANTKEEPER_ATTEMPT_RETENTION_DAYS=retention_days,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert _count_attempts(cli) == left
+    assert ("pruned 40 refresh attempt(s)" in result.stderr) == (retention_days != "0")

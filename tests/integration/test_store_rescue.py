@@ -11,7 +11,7 @@ import pytest
 from grantkeeper.adapters.db import SqlStore
 from grantkeeper.core.model import ConnectionState, Outcome, OutcomeClass, TokenSet
 from grantkeeper.ports import AttemptCommit, ClaimedConnection, ProviderConfig
-from tests.fixtures.db import LEASE_TTL, T0, attempt_commit, new_connection
+from tests.fixtures.db import LEASE_TTL, T0, attempt_commit, captured_sql, explain, new_connection
 
 ATTEMPT_TTL = timedelta(seconds=25)
 RESCUE_TTL = timedelta(seconds=35)
@@ -140,3 +140,59 @@ def test_the_late_answer_lands_through_grouped_commits_too_and_only_once(
     assert [_stored_refresh_token(store, tenant_id, i) for i in ids] == ["rt-late", "rt-second"]
     again, _ = store.commit_and_start(commits, [], AFTER_DEADLINE, ATTEMPT_TTL)
     assert again == [False, False]  # the start is no longer the last one recorded: no double write
+
+
+def test_a_row_left_in_flight_jumps_a_backlog_of_older_due_rows(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    """A worker running behind has older due rows than the one whose answer was lost; the rescue must not
+    wait behind them, or the provider's grace window closes."""
+    ids = _import(store, tenant_id, 6)
+    newest = store.claim_due(T0 + timedelta(seconds=5), 6, "dead", LEASE_TTL)
+    by_id = {claim.connection_id: claim for claim in newest}
+    _start(store, by_id[ids[5]])  # the newest due row's answer is lost
+    for connection_id in ids[:5]:
+        store.release(by_id[connection_id])
+
+    first = store.claim_due(AFTER_DEADLINE, 2, "w2", LEASE_TTL, rescue_ttl=RESCUE_TTL)
+
+    assert [claim.connection_id for claim in first] == [ids[5], ids[0]]
+    assert first[0].lease_expires_at == AFTER_DEADLINE + RESCUE_TTL
+    rest = store.claim_due(AFTER_DEADLINE, 10, "w3", LEASE_TTL, rescue_ttl=RESCUE_TTL)
+    assert [claim.connection_id for claim in rest] == ids[1:5]
+
+
+def test_the_rescue_reads_only_the_small_index_of_rows_in_flight_and_the_primary_key(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    _import(store, tenant_id, 300)
+    _start(store, store.claim_due(T0 + timedelta(minutes=5), 1, "dead", LEASE_TTL)[0])
+    if store.engine.dialect.name == "postgresql":  # what autovacuum does on a real table
+        with store.engine.connect() as connection:
+            connection.exec_driver_sql("COMMIT")
+            connection.exec_driver_sql("ANALYZE connections")
+    with captured_sql(store.engine) as sent:
+        claimed = store.claim_due(AFTER_DEADLINE, 10, "w1", LEASE_TTL, rescue_ttl=RESCUE_TTL)
+    assert claimed[0].state.in_flight_since == T0
+    [(ids_sql, ids_parameters)] = [(s, p) for s, p in sent if "ORDER BY in_flight_since LIMIT 1000" in s]
+    [(rescue_sql, rescue_parameters)] = [(s, p) for s, p in sent if "rescued_connections" in s]
+
+    ids_plan = explain(store.engine, ids_sql, ids_parameters)
+    rescue_plan = explain(store.engine, rescue_sql, rescue_parameters)
+
+    assert "ix_connections_in_flight_since" in ids_plan, ids_plan
+    assert "ix_connections_due" not in rescue_plan, rescue_plan
+    assert "pk_connections" in rescue_plan or "sqlite_autoindex_connections_1 (id=?)" in rescue_plan, (
+        rescue_plan
+    )
+
+
+def test_without_rows_in_flight_a_claim_adds_one_small_index_read(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    _import(store, tenant_id, 5)
+    with captured_sql(store.engine) as sent:
+        assert (
+            len(store.claim_due(T0 + timedelta(minutes=5), 10, "w1", LEASE_TTL, rescue_ttl=RESCUE_TTL)) == 5
+        )
+    assert not [s for s, _ in sent if "rescued_connections" in s]

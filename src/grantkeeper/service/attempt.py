@@ -250,12 +250,16 @@ class AttemptRunner:
                     if time.monotonic() + delay > give_up_at:
                         _log_abandoned(connection_id, f"{failures} tries: {exc}")
                         return False
-                    log.warning(
+                    # the first failure and then one line a minute: retries come twice a second per answer
+                    level = logging.WARNING if failures == 1 or failures % 120 == 0 else logging.DEBUG
+                    log.log(
+                        level,
                         "commit failed for %s (database unavailable: %s); keeping the answer in memory and "
-                        "retrying in %.1fs",
+                        "retrying in %.1fs (try %d)",
                         connection_id,
                         exc,
                         delay,
+                        failures,
                         extra={"action": "commit_failed", "connection_id": connection_id},
                     )
                     await asyncio.sleep(delay)

@@ -44,6 +44,26 @@ lease_expires_at = CASE WHEN connections.in_flight_since IS NULL THEN :expires_a
 FROM due_connections WHERE connections.id = due_connections.id
 RETURNING {columns}"""
 
+# Rows left in flight first, whatever their due time: their retry races the provider's rotation grace window,
+# and a worker running behind has older due rows queued ahead of them. Two steps: the ids of the rows with
+# ``in_flight_since`` set, from ``ix_connections_in_flight_since`` alone (those in flight now, a few per
+# worker, and those a dead worker left: a small index read, and usually the end of it), then a claim of
+# those ids by primary key. The claim's conditions are wrapped in ``(...) IS TRUE`` so that no index can serve
+# them and the primary key is the only way in: written plainly, both databases planned them on
+# ``ix_connections_due`` (PostgreSQL's estimates for a column nearly always NULL), walking every due row to
+# find a handful.
+_IN_FLIGHT_IDS = """SELECT id FROM connections{indexed}
+WHERE in_flight_since IS NOT NULL ORDER BY in_flight_since LIMIT 1000"""
+_RESCUE = """WITH rescued_connections AS MATERIALIZED (
+SELECT id FROM connections WHERE {ids}
+AND (in_flight_since IS NOT NULL AND status = 'connected' AND next_attempt_at <= :due_at
+AND (lease_expires_at IS NULL OR lease_expires_at < :now){tenant}) IS TRUE
+ORDER BY in_flight_since LIMIT :limit{lock})
+UPDATE connections SET lease_owner = :owner, version = connections.version + 1,
+lease_expires_at = :rescue_expires_at
+FROM rescued_connections WHERE connections.id = rescued_connections.id
+RETURNING {columns}"""
+
 _MARK = """UPDATE connections SET in_flight_since = :at, lease_expires_at = :deadline_at
 WHERE id = :id AND version = :version AND lease_owner = :owner"""
 
@@ -113,6 +133,41 @@ class HotPath:
             for skips in (False, True)
         }
 
+    @functools.cached_property
+    def _in_flight_ids_sql(self) -> str:
+        indexed = " INDEXED BY ix_connections_in_flight_since" if self.dialect == "sqlite" else ""
+        return self.sql(_IN_FLIGHT_IDS.format(indexed=indexed))
+
+    def _rescue_sql(self, has_tenant: bool, count: int) -> str:
+        """For ``count`` candidate ids: an array parameter on PostgreSQL, a list of placeholders on SQLite
+        (both read the primary key)."""
+        prefix = "connections." if self.dialect == "postgresql" else ""
+        lock = "\nFOR UPDATE SKIP LOCKED" if self.dialect == "postgresql" else ""
+        ids = (
+            "id = ANY(:ids)"
+            if self.dialect == "postgresql"
+            else "id IN ({})".format(", ".join(f":id{i}" for i in range(count)))
+        )
+        return self.sql(
+            _RESCUE.format(
+                ids=ids,
+                tenant="\nAND tenant_id = :tenant_id" if has_tenant else "",
+                lock=lock,
+                columns=", ".join(prefix + name for name in CLAIM_COLUMNS),
+            )
+        )
+
+    def _rescue(self, connection: Connection, parameters: dict[str, Any], has_tenant: bool) -> list[Any]:
+        candidates = [row[0] for row in connection.exec_driver_sql(self._in_flight_ids_sql).all()]
+        if not candidates:
+            return []
+        if self.dialect == "postgresql":
+            values = parameters | {"ids": candidates}
+        else:
+            values = parameters | {f"id{i}": value for i, value in enumerate(candidates)}
+        sql = self._rescue_sql(has_tenant, len(candidates))
+        return list(connection.exec_driver_sql(sql, values).all())
+
     def claim(
         self,
         connection: Connection,
@@ -123,9 +178,9 @@ class HotPath:
         *,
         skip_in_flight: bool = False,
     ) -> Sequence[Any]:
-        """Lease up to ``limit`` rows due at ``due_at`` and free at the lease's start, oldest due first; raw
-        rows in ``CLAIM_COLUMNS`` order. Rows left in flight get the lease's rescue
-        expiry (see ``leases.claim_due``), or are skipped."""
+        """Lease up to ``limit`` rows due at ``due_at`` and free at the lease's start: rows left in flight
+        first (``_RESCUE``), then the oldest due; raw rows in ``CLAIM_COLUMNS`` order. Rows left in flight
+        get the lease's rescue expiry (see ``leases.claim_due``), or are skipped."""
         parameters: dict[str, Any] = {
             "due_at": self.time_in(due_at),
             "now": self.time_in(lease.now),
@@ -136,8 +191,14 @@ class HotPath:
         }
         if tenant_id is not None:
             parameters["tenant_id"] = tenant_id
+        rows: list[Any] = []
+        if not skip_in_flight:
+            rows = self._rescue(connection, parameters, tenant_id is not None)
+            if len(rows) >= limit:
+                return rows
+            parameters["limit"] = limit - len(rows)
         sql = self._claim_sql[tenant_id is not None, skip_in_flight]
-        return connection.exec_driver_sql(sql, parameters).all()
+        return rows + list(connection.exec_driver_sql(sql, parameters).all())
 
     def state(self, row: Sequence[Any]) -> ConnectionState:
         """A claimed row's policy state (the columns from ``status`` on, in ``CLAIM_COLUMNS`` order)."""

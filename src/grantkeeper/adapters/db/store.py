@@ -1,9 +1,9 @@
 """``SqlStore``: the ``ConnectionStore`` port on SQLAlchemy Core, for SQLite and PostgreSQL alike.
 
 This class only opens transactions and delegates; the SQL lives in ``catalog``, ``imports``, ``leases``,
-``commits``, ``queries``, ``workflows``, ``inbox``, ``outbox`` and ``deletions``. Methods are synchronous: the
-async service calls them through ``asyncio.to_thread``, and the engine's pool hands each thread its own
-connection.
+``commits``, ``queries``, ``workflows``, ``inbox``, ``outbox``, ``deletions`` and ``retention``. Methods are
+synchronous: the async service calls them through ``asyncio.to_thread``, and the engine's pool hands each
+thread its own connection.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from grantkeeper.adapters.db import (
     leases,
     outbox,
     queries,
+    retention,
     starts,
     workflows,
 )
@@ -50,6 +51,7 @@ from grantkeeper.ports import (
     OutboxItem,
     OutboxRecord,
     ProviderConfig,
+    PruneBatch,
     StoredTokens,
     StoreUnavailableError,
     TenantRecord,
@@ -425,6 +427,13 @@ class SqlStore:
     def outbox_counts(self, tenant_id: str) -> dict[str, int]:
         with read_transaction(self._engine) as connection:
             return outbox.outbox_counts(connection, tenant_id)
+
+    def prune_refresh_attempts(self, before: datetime, *, batch_size: int = 10_000) -> PruneBatch:
+        """Delete up to ``batch_size`` of the oldest attempts made before ``before``, in one short write
+        transaction; call again until ``is_done`` (see ``retention`` for why it goes by id)."""
+        with _unavailable_as_store_error(), write_transaction(self._engine) as connection:
+            deleted, is_done = retention.prune_refresh_attempts(connection, before, batch_size)
+        return PruneBatch(deleted=deleted, is_done=is_done)
 
     def ping(self) -> None:
         ping(self._engine)

@@ -130,11 +130,12 @@ connections = Table(
     Index("ix_connections_tenant_status_page", "tenant_id", "status", "id"),
     Index("ix_connections_tenant_provider_page", "tenant_id", "provider_id", "id"),
     Index("ix_connections_tenant_user_page", "tenant_id", "user_id", "id"),
-    # Attempts in flight per provider, for the concurrency limit: only the few rows in flight are indexed.
+    # Attempts in flight, oldest first, for the rescue of rows a dead worker left (claimed before the due
+    # backlog) and per provider for the concurrency limit: only the few rows in flight are indexed.
     Index(
-        "ix_connections_in_flight",
-        "provider_id",
+        "ix_connections_in_flight_since",
         "in_flight_since",
+        "provider_id",
         postgresql_where=text("in_flight_since IS NOT NULL"),
         sqlite_where=text("in_flight_since IS NOT NULL"),
     ),

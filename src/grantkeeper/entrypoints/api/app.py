@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI, Request, Response
 
@@ -21,6 +22,7 @@ from grantkeeper.entrypoints.api import routes_connections, routes_notify, route
 from grantkeeper.entrypoints.api.context import ApiContext
 from grantkeeper.entrypoints.api.errors import install_error_handlers
 from grantkeeper.entrypoints.api.metrics import Metrics
+from grantkeeper.service.retention import run_pruning
 from grantkeeper.service.scheduler import run_cycles
 from grantkeeper.service.vending import TokenVendor
 
@@ -74,6 +76,10 @@ def create_app(runtime: Runtime, *, run_scheduler: bool = True) -> FastAPI:
             if dispatcher is not None:
                 deliver = run_cycles(dispatcher.deliver_due, interval=interval, stop=stop)
                 background.append(asyncio.create_task(deliver))
+            if runtime.settings.attempt_retention_days:
+                keep = timedelta(days=runtime.settings.attempt_retention_days)
+                prune = run_pruning(runtime.store, runtime.clock, keep, stop=stop)
+                background.append(asyncio.create_task(prune))
         try:
             yield
         finally:

@@ -5,6 +5,7 @@ from grantkeeper.entrypoints.cli import (  # noqa: F401  (registers the commands
     data,
     demo,
     outbox,
+    prune,
     refresh,
     serve,
     simulate,

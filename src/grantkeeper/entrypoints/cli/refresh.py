@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Annotated
 
 import typer
@@ -28,6 +29,7 @@ from grantkeeper.entrypoints.cli.output import console, print_json, table
 from grantkeeper.service.cycle import RefreshService
 from grantkeeper.service.dispatch import Dispatcher
 from grantkeeper.service.report import CycleReport
+from grantkeeper.service.retention import run_pruning
 from grantkeeper.service.scheduler import run_cycles
 
 log = logging.getLogger("grantkeeper.worker")
@@ -116,7 +118,10 @@ def worker_command(
     max_cycles: Annotated[int | None, typer.Option(min=1, help="Stop after this many cycles.")] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Run refresh cycles and deliver notifications for every tenant; run several against PostgreSQL."""
+    """Run refresh cycles and deliver notifications for every tenant; run several against PostgreSQL.
+
+    Refresh attempts older than GRANTKEEPER_ATTEMPT_RETENTION_DAYS are deleted at start and then hourly.
+    """
     with runtime() as rt:
         interval = poll_interval or rt.settings.poll_interval_seconds
         run_async(_worker_loop(rt, concurrency, interval, max_cycles, json_output))
@@ -149,6 +154,9 @@ async def _worker_loop(
         loops = [refresh_then_stop()]
         if dispatcher is not None:
             loops.append(run_cycles(dispatcher.deliver_due, interval=interval, stop=stop))
+        if rt.settings.attempt_retention_days:
+            keep = timedelta(days=rt.settings.attempt_retention_days)
+            loops.append(run_pruning(rt.store, rt.clock, keep, stop=stop))
         await asyncio.gather(*loops)
         if dispatcher is not None:
             await _deliver_before_exit(dispatcher)

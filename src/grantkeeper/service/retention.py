@@ -1,0 +1,77 @@
+"""Keeping ``refresh_attempts`` to a retention window, for the worker, the API's scheduler and ``prune``.
+
+Every refresh adds a row, so without this the table grows by tens of millions of rows a day at scale. The
+deletion goes in small batches, one short transaction each with a pause in between: on SQLite the pause is
+what lets refresh commits take the write lock between batches, so pruning a large backlog never stalls
+the refresh path. The cutoff is fixed when a prune starts, so a long prune ends even while new attempts
+keep ageing past it. Several processes pruning at once is harmless (see ``adapters.db.retention``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from grantkeeper.ports import Clock, ConnectionStore, PruneBatch
+from grantkeeper.service.scheduler import run_cycles
+
+__all__ = ["PRUNE_INTERVAL_SECONDS", "prune_attempts", "run_pruning"]
+
+log = logging.getLogger("grantkeeper.retention")
+
+#: how often the worker and the API's scheduler prune; the first prune runs as they start
+PRUNE_INTERVAL_SECONDS = 3600.0
+
+RunInThread = Callable[[Callable[[], PruneBatch]], Awaitable[PruneBatch]]
+
+
+async def prune_attempts(
+    store: ConnectionStore,
+    clock: Clock,
+    keep: timedelta,
+    *,
+    batch_size: int = 10_000,
+    pause_seconds: float = 0.05,
+    run_in_thread: RunInThread = asyncio.to_thread,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Delete the refresh attempts older than ``keep``, batch after batch, until none is left; return how
+    many went. ``stop`` ends it early, between two batches (a worker shutting down mid-backlog)."""
+    if keep <= timedelta(0):
+        raise ValueError("keep must be positive")
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    before = clock.now() - keep
+    total = 0
+    while True:
+        batch = await run_in_thread(lambda: store.prune_refresh_attempts(before, batch_size=batch_size))
+        total += batch.deleted
+        if batch.is_done or (stop is not None and stop.is_set()):
+            break
+        await asyncio.sleep(pause_seconds)
+    log.info(
+        "pruned %d refresh attempt(s) from before %s",
+        total,
+        before.isoformat(),
+        extra={"action": "attempts_pruned", "deleted": total},
+    )
+    return total
+
+
+async def run_pruning(
+    store: ConnectionStore,
+    clock: Clock,
+    keep: timedelta,
+    *,
+    stop: asyncio.Event,
+    interval: float = PRUNE_INTERVAL_SECONDS,
+) -> int:
+    """Prune at once, then every ``interval`` seconds until ``stop`` is set; returns how many prunes ran.
+    A prune that fails (the database restarting) is logged and retried by ``run_cycles``."""
+
+    async def prune() -> int:
+        return await prune_attempts(store, clock, keep, stop=stop)
+
+    return await run_cycles(prune, interval=interval, stop=stop)
