@@ -4,10 +4,15 @@ the store's ``commit_and_start`` is only counted, never replaced."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import timedelta
 
+import pytest
+
+from grantkeeper.ports import StoreUnavailableError
 from grantkeeper.service.cycle import RefreshService
+from grantkeeper.service.report import CycleReport
 
 
 async def test_with_one_slot_each_commit_carries_the_next_start(rig):
@@ -36,3 +41,34 @@ async def test_with_one_slot_each_commit_carries_the_next_start(rig):
     assert calls[1:-1] == [(1, 1)] * (len(ids) - 1)
     assert calls[-1] == (1, 0)
     assert rig.sandbox.stats().reuse_detected == 0
+
+
+async def test_a_claim_that_fails_mid_cycle_lets_the_attempts_in_flight_finish_and_commit(rig):
+    """The database goes away between two claims of a cycle: the claim's error must not cancel the attempts
+    already sent, or every answer they hold (a rotated refresh token each) is lost with them."""
+    ids = [rig.connect(f"user-{i}")[0] for i in range(4)]
+    rig.sandbox.set_latency(0.3)
+    service = RefreshService(
+        rig.store, rig.endpoint, rig.clock, rig.policy, concurrency=4,
+        max_attempt_duration=timedelta(seconds=10), rng=random.Random(0),
+    )  # fmt: skip
+    report = CycleReport(started_at=rig.clock.now())
+    calls = 0
+
+    async def claim(limit: int):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            claims = rig.store.claim_due(rig.clock.now(), limit, service.owner, service.lease_ttl)
+            return claims, False  # more may come: the cycle asks again once these are under way
+        await asyncio.sleep(0.1)  # the first attempts are at the provider now
+        raise StoreUnavailableError("connection refused")
+
+    with pytest.raises(StoreUnavailableError):
+        await service._drain(claim, report)
+
+    assert report.refreshed == len(ids)  # every answer committed
+    assert report.errors == 0
+    assert rig.sandbox.stats().reuse_detected == 0
+    for connection_id in ids:
+        assert rig.state(connection_id).in_flight_since is None

@@ -30,8 +30,10 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-#: Beyond one attempt's budget, how long a row left in flight may wait in line once claimed (``rescue_ttl``).
-RESCUE_QUEUE_MARGIN = timedelta(seconds=10)
+#: Beyond one attempt's budget, how long a row left in flight may wait to start once claimed (``rescue_ttl``).
+#: It goes first in its batch, so it starts within milliseconds; the margin is what a second death costs when
+#: the rescuer dies before starting it, and the whole chain must fit in the provider's grace window.
+RESCUE_QUEUE_MARGIN = timedelta(seconds=3)
 
 #: Leases up to n more connections; also says whether that was the last batch.
 Claimer = Callable[[int], Awaitable[tuple[list[ClaimedConnection], bool]]]
@@ -186,15 +188,25 @@ class RefreshService:
             else:
                 report.add(result)
 
+        failure: Exception | None = None
         async with asyncio.TaskGroup() as group:
             is_last = False
             while not is_last:
-                batch, is_last = await claim(batch_size)  # if it raises, the task group cancels the rest
+                try:
+                    batch, is_last = await claim(batch_size)
+                except Exception as exc:
+                    # The database went away (or a bug): claim no more, but let the attempts already
+                    # started finish. Raising here would cancel them, and with them answers that wait in
+                    # memory for the database (a rotated refresh token lost for each).
+                    failure = exc
+                    break
                 report.due += len(batch)
                 for item in batch:
                     await attempts.acquire()
                     await requests.acquire()
                     group.create_task(attempt(item))
+        if failure is not None:
+            raise failure
 
     def _finish(self, report: CycleReport) -> CycleReport:
         report.finished_at = self._clock.now()
