@@ -1,0 +1,83 @@
+"""The errors a ``ConnectionStore`` raises on purpose, all under ``StoreError`` (whose docstring draws
+the tree). They are part of the store port's contract rather than of one adapter: every store implementation
+raises the same classes for the same conditions, so the service layer, the CLI and the API catch and map them
+without knowing which database they talk to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from grantkeeper.core.errors import GrantkeeperError
+
+
+class StoreError(GrantkeeperError):
+    """Base of the errors a ``ConnectionStore`` raises on purpose; every implementation raises the same.
+
+    StoreError
+    ├── UnknownProviderError     an import line or request names a provider the tenant does not have
+    ├── UnknownConnectionError   connection ids that do not exist in the tenant
+    ├── UnknownWorkflowError     a workflow id that does not exist in the tenant
+    ├── DuplicateProviderError   the tenant already has a provider of that name
+    ├── DuplicateWorkflowError   the tenant already has a workflow of that name
+    ├── UnknownDestinationError  a Slack, Discord or webhook destination id the tenant does not have
+    ├── TenantKeyExistsError     the tenant already has an API key and the caller did not ask to replace it
+    ├── StoreUnavailableError    the database did not answer (down, restarting, unreachable): try again
+    └── SchemaOutdatedError      the database schema is not the one this code expects: run migrate
+    """
+
+
+class StoreUnavailableError(StoreError):
+    """The database could not be reached or dropped the connection; nothing of the call was done, and the
+    same call may succeed later (the refresh path holds its answers in memory meanwhile)."""
+
+
+class UnknownProviderError(StoreError, LookupError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown provider {name!r}")
+        self.name = name
+
+
+class UnknownConnectionError(StoreError, LookupError):
+    def __init__(self, connection_ids: Sequence[str]) -> None:
+        shown = ", ".join(connection_ids[:10]) + (", ..." if len(connection_ids) > 10 else "")
+        super().__init__(f"unknown connection id(s): {shown}")
+        self.connection_ids = tuple(connection_ids)
+
+
+class UnknownWorkflowError(StoreError, LookupError):
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"unknown workflow id {workflow_id!r}")
+        self.workflow_id = workflow_id
+
+
+class UnknownDestinationError(StoreError, LookupError):
+    def __init__(self, destination_id: str) -> None:
+        super().__init__(f"unknown destination id {destination_id!r}")
+        self.destination_id = destination_id
+
+
+class DuplicateProviderError(StoreError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"provider {name!r} already exists")
+        self.name = name
+
+
+class DuplicateWorkflowError(StoreError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"workflow {name!r} already exists")
+        self.name = name
+
+
+class TenantKeyExistsError(StoreError):
+    """Refusing to overwrite a key silently: every client using the old key would be locked out at once."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"tenant {name!r} already has an API key; rotate it with `grantkeeper tenants rotate-key {name}`"
+        )
+        self.name = name
+
+
+class SchemaOutdatedError(StoreError):
+    """Raised instead of silently migrating a database that already holds data; migrations are explicit."""
