@@ -141,8 +141,11 @@ def _client_credentials(authorization: bytes | None, form: dict[str, str]) -> tu
     return client_id, unquote_plus(raw_secret)
 
 
-def _token_request(headers: list[tuple[bytes, bytes]], body: bytes) -> TokenRequest:
-    """Everything about a POSTed token request that needs no state, as ``Sandbox.token_request`` takes it."""
+def _form_and_credentials(
+    headers: list[tuple[bytes, bytes]], body: bytes
+) -> tuple[dict[str, str], tuple[str, str]] | Canned:
+    """The form and the client's credentials of a POST to the token or introspection endpoint, or the answer
+    that refuses it (a 400 for the form, a 400 or 401 for the credentials)."""
     authorization = content_type = None
     for name, value in headers:
         if name == b"authorization":
@@ -151,11 +154,20 @@ def _token_request(headers: list[tuple[bytes, bytes]], body: bytes) -> TokenRequ
             content_type = value
     form = _parse_form(body, content_type)
     if isinstance(form, str):
-        return "", "", "", (Behaviour.INVALID_REQUEST, _bad_request(form)), None
+        return _bad_request(form)
     credentials = _client_credentials(authorization, form)
     if isinstance(credentials, Canned):
-        rejected = Behaviour.INVALID_CLIENT if credentials.status == 401 else Behaviour.INVALID_REQUEST
-        return "", "", "", (rejected, credentials), None
+        return credentials
+    return form, credentials
+
+
+def _token_request(headers: list[tuple[bytes, bytes]], body: bytes) -> TokenRequest:
+    """Everything about a POSTed token request that needs no state, as ``Sandbox.token_request`` takes it."""
+    read = _form_and_credentials(headers, body)
+    if isinstance(read, Canned):
+        rejected = Behaviour.INVALID_CLIENT if read.status == 401 else Behaviour.INVALID_REQUEST
+        return "", "", "", (rejected, read), None
+    form, credentials = read
     late: Rejection | None = None
     if "grant_type" not in form:
         late = Behaviour.INVALID_REQUEST, _bad_request("grant_type is required")
@@ -168,18 +180,10 @@ def _token_request(headers: list[tuple[bytes, bytes]], body: bytes) -> TokenRequ
 
 def _introspection_request(headers: list[tuple[bytes, bytes]], body: bytes) -> IntrospectionRequest:
     """RFC 7662 section 2.1, read as ``_token_request`` reads a token request (same form and credentials)."""
-    authorization = content_type = None
-    for name, value in headers:
-        if name == b"authorization":
-            authorization = value
-        elif name == b"content-type":
-            content_type = value
-    form = _parse_form(body, content_type)
-    if isinstance(form, str):
-        return "", "", "", None, _bad_request(form), None
-    credentials = _client_credentials(authorization, form)
-    if isinstance(credentials, Canned):
-        return "", "", "", None, credentials, None
+    read = _form_and_credentials(headers, body)
+    if isinstance(read, Canned):
+        return "", "", "", None, read, None
+    form, credentials = read
     token = form.get("token", "")
     late = None if token else _bad_request("token is required")
     # token_type_hint is only a hint: any value is passed on, and one the sandbox does not know is ignored.

@@ -116,17 +116,22 @@ class HotPath:
     # --- claim -------------------------------------------------------------------------------------------
 
     @functools.cached_property
-    def _claim_sql(self) -> dict[tuple[bool, bool], str]:
+    def _claim_parts(self) -> dict[str, str]:
+        """What every claim statement of the dialect shares: the RETURNING list and the row lock."""
         prefix = "connections." if self.dialect == "postgresql" else ""
-        columns = ", ".join(prefix + name for name in CLAIM_COLUMNS)
-        lock = "\nFOR UPDATE SKIP LOCKED" if self.dialect == "postgresql" else ""
+        return {
+            "columns": ", ".join(prefix + name for name in CLAIM_COLUMNS),
+            "lock": "\nFOR UPDATE SKIP LOCKED" if self.dialect == "postgresql" else "",
+        }
+
+    @functools.cached_property
+    def _claim_sql(self) -> dict[tuple[bool, bool], str]:
         return {
             (has_tenant, skips): self.sql(
                 _CLAIM.format(
                     tenant="\nAND tenant_id = :tenant_id" if has_tenant else "",
                     skip="\nAND in_flight_since IS NULL" if skips else "",
-                    lock=lock,
-                    columns=columns,
+                    **self._claim_parts,
                 )
             )
             for has_tenant in (False, True)
@@ -141,21 +146,13 @@ class HotPath:
     def _rescue_sql(self, has_tenant: bool, count: int) -> str:
         """For ``count`` candidate ids: an array parameter on PostgreSQL, a list of placeholders on SQLite
         (both read the primary key)."""
-        prefix = "connections." if self.dialect == "postgresql" else ""
-        lock = "\nFOR UPDATE SKIP LOCKED" if self.dialect == "postgresql" else ""
         ids = (
             "id = ANY(:ids)"
             if self.dialect == "postgresql"
             else "id IN ({})".format(", ".join(f":id{i}" for i in range(count)))
         )
-        return self.sql(
-            _RESCUE.format(
-                ids=ids,
-                tenant="\nAND tenant_id = :tenant_id" if has_tenant else "",
-                lock=lock,
-                columns=", ".join(prefix + name for name in CLAIM_COLUMNS),
-            )
-        )
+        tenant = "\nAND tenant_id = :tenant_id" if has_tenant else ""
+        return self.sql(_RESCUE.format(ids=ids, tenant=tenant, **self._claim_parts))
 
     def _rescue(self, connection: Connection, parameters: dict[str, Any], has_tenant: bool) -> list[Any]:
         candidates = [row[0] for row in connection.exec_driver_sql(self._in_flight_ids_sql).all()]
