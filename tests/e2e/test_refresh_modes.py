@@ -6,7 +6,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 
+from grantkeeper.adapters.db.tables import connections
 from grantkeeper.core.model import ConnectionStatus
 from grantkeeper.ports import NewProvider, UnknownConnectionError
 from grantkeeper.sandbox import Behaviour
@@ -147,3 +149,33 @@ async def test_a_few_failures_raise_no_operator_alert(rig):
     for index in range(12):
         rig.connect(f"user-{index}", behaviour=Behaviour.UNAVAILABLE if index < 3 else None)
     assert (await rig.cycle()).provider_alerts == []
+
+
+async def test_a_refresh_token_no_key_opens_is_set_aside_and_the_others_refresh(rig, caplog):
+    """The claim leaves refresh tokens sealed; the attempt that cannot open its own parks the row without a
+    request, without counting a failure, and with the error logged by id (never the stored value)."""
+    readable, _ = rig.connect("readable")
+    unreadable, _ = rig.connect("unreadable")
+    with rig.engine.begin() as connection:
+        connection.execute(
+            update(connections)
+            .where(connections.c.id == unreadable)
+            .values(refresh_token_enc="gk1:gone:AAAA")
+        )
+    requests_before = rig.sandbox.stats().requests
+
+    report = await rig.cycle()
+
+    assert [row.connection_id for row in report.rows] == [readable]
+    assert rig.sandbox.stats().requests == requests_before + 1
+    parked = rig.state(unreadable)
+    assert parked.status is ConnectionStatus.CONNECTED
+    assert parked.consecutive_failures == 0
+    assert parked.in_flight_since is None
+    assert parked.last_error is not None
+    assert parked.last_error.code == "decryption_failed"
+    assert parked.next_attempt_at == rig.clock.now() + timedelta(hours=1)
+    logged = [r for r in caplog.records if getattr(r, "action", None) == "decryption_failed"]
+    assert [unreadable in r.getMessage() for r in logged] == [True]
+    assert "gk1:gone" not in caplog.text
+    assert (await rig.cycle()).due == 0  # not retried before the hour is up

@@ -10,10 +10,10 @@ from sqlalchemy.exc import IntegrityError
 
 from grantkeeper.adapters.crypto import DecryptionError, Keyring, generate_key_line
 from grantkeeper.adapters.db import SqlStore
-from grantkeeper.adapters.db.tables import connections
-from grantkeeper.core.model import ConnectionState, Outcome, OutcomeClass, TokenSet
+from grantkeeper.adapters.db.tables import connections, providers
+from grantkeeper.core.model import ConnectionState, ConnectionStatus, Outcome, OutcomeClass, TokenSet
 from grantkeeper.core.routing import DestinationKind
-from grantkeeper.ports import ProviderConfig
+from grantkeeper.ports import ProviderConfig, UnreadableSecretError
 from tests.fixtures.db import LEASE_TTL, T0, attempt_commit, new_connection, new_provider
 
 SECRETS = ["rt-secret-alpha-7731", "at-secret-alpha-7731", "rt-rotated-beta-4410", "at-rotated-beta-4410"]
@@ -76,7 +76,7 @@ def test_a_token_copied_to_another_row_fails_to_decrypt(
     assert [c.connection_id for c in store.claim_ids(tenant_id, None, T0, "worker", LEASE_TTL)] == [source]
 
 
-def test_an_unreadable_row_is_parked_and_does_not_stop_the_batch(
+def test_a_claim_leaves_refresh_tokens_sealed_and_an_unreadable_one_is_parked_by_its_attempt(
     store: SqlStore, tenant_id: str, provider: ProviderConfig
 ) -> None:
     good, bad = store.import_connections(tenant_id, [new_connection("u1"), new_connection("u2")], T0)
@@ -85,9 +85,18 @@ def test_an_unreadable_row_is_parked_and_does_not_stop_the_batch(
             update(connections).where(connections.c.id == bad).values(refresh_token_enc="gk1:x:y")
         )
 
-    claims = store.claim_due(T0, 10, "worker", LEASE_TTL)
+    claims = {c.connection_id: c for c in store.claim_due(T0, 10, "worker", LEASE_TTL)}
 
-    assert [c.connection_id for c in claims] == [good]
+    assert set(claims) == {good, bad}  # nothing is decrypted inside the claim's transaction
+    assert "rt-" not in repr(claims[good])  # the sealed token shows where it lives, never its value
+    assert claims[good].refresh_token is not None
+    with pytest.raises(UnreadableSecretError) as raised:
+        _ = claims[bad].refresh_token
+    assert bad in str(raised.value)
+    assert "gk1:x:y" not in str(raised.value)
+
+    assert store.park_unreadable(claims[bad], T0)
+    assert not store.park_unreadable(claims[bad], T0)  # the lease is no longer ours: a no-op
     parked = store.get_connection(tenant_id, bad)
     assert parked is not None
     assert parked.state.last_error is not None
@@ -95,7 +104,25 @@ def test_an_unreadable_row_is_parked_and_does_not_stop_the_batch(
     assert parked.state.next_attempt_at is not None
     assert parked.state.next_attempt_at > T0
     assert parked.state.consecutive_failures == 0
-    assert store.claim_due(T0, 10, "worker", LEASE_TTL) == []  # not leased forever, but not due again yet
+    assert parked.state.status is ConnectionStatus.CONNECTED
+    # once the good row's lease runs out it is due again; the parked one is not, for an hour
+    later = store.claim_due(T0 + LEASE_TTL * 2, 10, "other", LEASE_TTL)
+    assert [c.connection_id for c in later] == [good]
+
+
+def test_rows_whose_provider_secret_no_key_opens_are_parked_by_the_claim(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    [connection_id] = store.import_connections(tenant_id, [new_connection("u1")], T0)
+    with store.engine.begin() as connection:
+        connection.execute(update(providers).values(client_secret_enc="gk1:x:y"))
+
+    assert store.claim_due(T0, 10, "worker", LEASE_TTL) == []
+
+    parked = store.get_connection(tenant_id, connection_id)
+    assert parked is not None
+    assert parked.state.last_error is not None
+    assert parked.state.last_error.code == "decryption_failed"
 
 
 def test_a_token_copied_to_another_column_fails_to_decrypt(

@@ -10,7 +10,7 @@ from grantkeeper.adapters.db.commits import TIME_KEYS, _attempt_row, _driver_val
 from grantkeeper.adapters.db.hotpath import HotPath
 from grantkeeper.adapters.db.rows import state_values
 from grantkeeper.core.model import ConnectionState, Outcome, OutcomeClass, Transition
-from grantkeeper.ports import AttemptCommit, AttemptRecord, ClaimedConnection, ProviderConfig
+from grantkeeper.ports import AttemptCommit, AttemptRecord, ClaimedConnection, PlainSecret, ProviderConfig
 
 T = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -28,8 +28,9 @@ def test_every_instant_of_a_state_is_a_known_key() -> None:
 def test_the_attempt_row_instants_are_known_keys() -> None:
     provider = ProviderConfig("prv_1", "ten_1", "google", "https://oauth2.example.test/token", "id", "secret")
     claim = ClaimedConnection(
-        "con_1", "ten_1", "u1", None, provider, ConnectionState(), "rt", None, 1, "w1", T, started_at=T
-    )
+        "con_1", "ten_1", "u1", None, provider, ConnectionState(), PlainSecret("rt"), None, 1, "w1", T,
+        started_at=T,
+    )  # fmt: skip
     outcome = Outcome(OutcomeClass.TRANSIENT, 503)
     record = AttemptRecord("con_1", T, OutcomeClass.TRANSIENT, 503, None, timedelta(milliseconds=5))
     row = _attempt_row(AttemptCommit(claim, outcome, Transition(ConnectionState()), record, ()))

@@ -22,6 +22,7 @@ class StoreError(GrantkeeperError):
     ├── DuplicateWorkflowError   the tenant already has a workflow of that name
     ├── UnknownDestinationError  a Slack, Discord or webhook destination id the tenant does not have
     ├── TenantKeyExistsError     the tenant already has an API key and the caller did not ask to replace it
+    ├── UnreadableSecretError    a stored token no configured key opens (a key removed, a value copied)
     ├── StoreUnavailableError    the database did not answer (down, restarting, unreachable): try again
     └── SchemaOutdatedError      the database schema is not the one this code expects: run migrate
     """
@@ -30,6 +31,11 @@ class StoreError(GrantkeeperError):
 class StoreUnavailableError(StoreError):
     """The database could not be reached or dropped the connection; nothing of the call was done, and the
     same call may succeed later (the refresh path holds its answers in memory meanwhile)."""
+
+
+class UnreadableSecretError(StoreError):
+    """A stored secret failed to decrypt: its key id is not configured, or the value was tampered with or
+    copied from another row or column. The message names where it lives, never the value."""
 
 
 class UnknownProviderError(StoreError, LookupError):

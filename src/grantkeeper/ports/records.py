@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from grantkeeper.core.model import (
     ConnectionState,
@@ -103,15 +103,37 @@ class ConnectionRecord:
     updated_at: datetime
 
 
+class Secret(Protocol):
+    """A stored secret that is decrypted where it is used, not where it is read.
+
+    A claim of 1,000 rows would otherwise decrypt 1,000 refresh tokens inside the claim's transaction (on
+    SQLite, while holding the only write lock) and keep them in memory in clear for the whole batch; each
+    attempt opens its own as it starts instead. ``reveal`` raises ``UnreadableSecretError`` when no
+    configured key opens it."""
+
+    def reveal(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PlainSecret:
+    """A secret already in clear (decrypted eagerly, or made by a test)."""
+
+    value: str = field(repr=False)
+
+    def reveal(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class ClaimedConnection:
-    """A connection leased to one worker for one refresh attempt, with its decrypted tokens.
+    """A connection leased to one worker for one refresh attempt, with its tokens.
 
     ``version`` fences the commit: it succeeds only while the row still carries this version and lease owner,
     or, once the attempt has started (``started_at``, set by the start gate), while nobody has started another
     attempt since (the row's ``in_flight_since`` is still ours), so an answer held through a database outage
     still lands if no other worker has sent a request in the meantime.
-    ``access_token`` is None from ``claim_due``: a scheduled refresh never needs the old one.
+    ``access_token`` is None from ``claim_due``: a scheduled refresh never needs the old one; its refresh
+    token is a ``Secret`` opened by the attempt (``refresh_token`` reveals it).
     """
 
     connection_id: str
@@ -120,12 +142,17 @@ class ClaimedConnection:
     email: str | None
     provider: ProviderConfig
     state: ConnectionState
-    refresh_token: str | None = field(repr=False)
+    refresh_secret: Secret | None = field(repr=False)
     access_token: str | None = field(repr=False)
     version: int
     lease_owner: str
     lease_expires_at: datetime
     started_at: datetime | None = None
+
+    @property
+    def refresh_token(self) -> str | None:
+        """The refresh token in clear, decrypted on each read; raises ``UnreadableSecretError``."""
+        return None if self.refresh_secret is None else self.refresh_secret.reveal()
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,12 @@ class ConnectionStore(Protocol):
 
     def release(self, claim: ClaimedConnection) -> None: ...
 
+    def park_unreadable(self, claim: ClaimedConnection, now: datetime) -> bool:
+        """Give back a claim whose refresh token no configured key opens, and set the row aside for an hour
+        with ``last_error`` ``decryption_failed`` (logged by id): its counters and status are untouched,
+        since it is not the user's doing. False when the lease was no longer ours."""
+        ...
+
     def reconnect(
         self, tenant_id: str, connection_id: str, tokens: TokenSet, transition: Transition, now: datetime
     ) -> bool: ...

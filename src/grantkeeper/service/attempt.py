@@ -32,6 +32,7 @@ from grantkeeper.ports import (
     StoreUnavailableError,
     TokenEndpoint,
     TokenStatus,
+    UnreadableSecretError,
 )
 from grantkeeper.service.starting import StartGate
 
@@ -150,6 +151,11 @@ class AttemptRunner:
             # Starting now could outlive the lease and race another worker's refresh of the same grant.
             await self.in_store_thread(self._store.release, claim)
             return None
+        try:
+            refresh_token = claim.refresh_token  # opened here, not in the claim (see ``ports.Secret``)
+        except UnreadableSecretError:  # the store logs it by id when it sets the row aside
+            await self.in_store_thread(self._store.park_unreadable, claim, self._clock.now())
+            return None
         started = await self.gate.start(claim)  # recorded in flight, within the provider's limits
         if started is None:
             return None  # the lease was lost while it waited
@@ -158,7 +164,7 @@ class AttemptRunner:
             # outlive its lease: give it back unsent rather than risk a second worker's refresh beside it.
             await self.in_store_thread(self._store.release, started)
             return None
-        return await self._attempt(started, on_answer)
+        return await self._attempt(started, refresh_token, on_answer)
 
     def close(self) -> None:
         """Let the store thread go (it ends once idle); the runner is not used afterwards."""
@@ -170,11 +176,14 @@ class AttemptRunner:
         return await loop.run_in_executor(self.store_executor, functools.partial(call, *args, **kwargs))
 
     async def _attempt(
-        self, claim: ClaimedConnection, on_answer: Callable[[], None] | None = None
+        self,
+        claim: ClaimedConnection,
+        refresh_token: str | None,
+        on_answer: Callable[[], None] | None = None,
     ) -> AttemptResult:
         started_at = self._clock.now()
         started = time.monotonic()
-        outcome = await self._call_provider(claim)
+        outcome = await self._call_provider(claim, refresh_token)
         duration = timedelta(seconds=time.monotonic() - started)
         if on_answer is not None:
             on_answer()
@@ -203,14 +212,14 @@ class AttemptRunner:
                 log.exception("attempt observer failed", extra={"action": "observer_failed"})
         return result
 
-    async def _call_provider(self, claim: ClaimedConnection) -> Outcome:
-        if not claim.refresh_token:
+    async def _call_provider(self, claim: ClaimedConnection, refresh_token: str | None) -> Outcome:
+        if not refresh_token:
             return missing_refresh_token()
         if claim.state.in_flight_since is not None and claim.provider.introspection_url:
-            doubt = await self._resolve_doubt(claim, claim.refresh_token)
+            doubt = await self._resolve_doubt(claim, refresh_token)
             if doubt is not None:
                 return doubt
-        return await self._endpoint.refresh(claim.provider, claim.refresh_token)
+        return await self._endpoint.refresh(claim.provider, refresh_token)
 
     async def _resolve_doubt(self, claim: ClaimedConnection, refresh_token: str) -> Outcome | None:
         """An earlier attempt's answer was lost: ask the provider whether the stored refresh token still

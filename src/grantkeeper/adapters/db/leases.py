@@ -21,10 +21,16 @@ from sqlalchemy import ColumnElement, Connection, Row, and_, bindparam, or_, sel
 from grantkeeper.adapters.crypto import DecryptionError
 from grantkeeper.adapters.db import hotpath
 from grantkeeper.adapters.db.catalog import providers_by_id
-from grantkeeper.adapters.db.rows import FieldCipher, state_from_row
+from grantkeeper.adapters.db.rows import FieldCipher, SealedSecret, state_from_row
 from grantkeeper.adapters.db.tables import connections
 from grantkeeper.core.model import ConnectionStatus
-from grantkeeper.ports import ClaimedConnection, ProviderConfig, StoreError, UnknownConnectionError
+from grantkeeper.ports import (
+    ClaimedConnection,
+    PlainSecret,
+    ProviderConfig,
+    StoreError,
+    UnknownConnectionError,
+)
 
 _c = connections.c
 log = logging.getLogger("grantkeeper.store")
@@ -168,27 +174,29 @@ def _lease(
         except (DecryptionError, KeyError):
             unreadable.append(row.id)
     if unreadable:
-        _park_unreadable(connection, lease, unreadable)
+        _park_unreadable(connection, lease.owner, lease.now, unreadable)
     return claimed
 
 
 def _claimed_rows(
     connection: Connection, cipher: FieldCipher, lease: Lease, rows: Sequence[Any], hot: hotpath.HotPath
 ) -> list[ClaimedConnection]:
-    """``_lease``'s second half for raw rows in ``hotpath.CLAIM_COLUMNS`` order."""
+    """``_lease``'s second half for raw rows in ``hotpath.CLAIM_COLUMNS`` order; the refresh tokens stay
+    sealed (each attempt opens its own, see ``ports.Secret``), only the providers' secrets are opened here."""
     providers = _readable_providers(connection, cipher, {row[2] for row in rows})
     claimed: list[ClaimedConnection] = []
     unreadable: list[str] = []
     for row in rows:
         connection_id, tenant_id, provider_id, user_id, email, refresh_token_enc, version, owner = row[:8]
-        try:
-            refresh_token = cipher.open_optional(
-                "connections", connection_id, "refresh_token", refresh_token_enc
-            )
-            provider = providers[provider_id]
-        except (DecryptionError, KeyError):
+        provider = providers.get(provider_id)
+        if provider is None:  # its client secret no key opens
             unreadable.append(connection_id)
             continue
+        refresh_secret = (
+            None
+            if refresh_token_enc is None
+            else SealedSecret(cipher, "connections", connection_id, "refresh_token", refresh_token_enc)
+        )
         claimed.append(
             ClaimedConnection(
                 connection_id=connection_id,
@@ -197,7 +205,7 @@ def _claimed_rows(
                 email=email,
                 provider=provider,
                 state=hot.state(row),
-                refresh_token=refresh_token,
+                refresh_secret=refresh_secret,
                 access_token=None,
                 version=version,
                 lease_owner=owner,
@@ -205,7 +213,7 @@ def _claimed_rows(
             )
         )
     if unreadable:
-        _park_unreadable(connection, lease, unreadable)
+        _park_unreadable(connection, lease.owner, lease.now, unreadable)
     return claimed
 
 
@@ -225,7 +233,19 @@ def _readable_providers(
         return readable
 
 
-def _park_unreadable(connection: Connection, lease: Lease, connection_ids: list[str]) -> None:
+def park_unreadable(connection: Connection, claim: ClaimedConnection, now: datetime) -> bool:
+    """Set a claimed row aside whose refresh token its attempt could not open; a no-op when the lease is no
+    longer ours. Its ``in_flight_since`` stays as the claim found it: no request was sent."""
+    return _park_unreadable(connection, claim.lease_owner, now, [claim.connection_id], claim.version) == 1
+
+
+def _park_unreadable(
+    connection: Connection,
+    owner: str,
+    now: datetime,
+    connection_ids: list[str],
+    version: int | None = None,
+) -> int:
     """Rows whose tokens no configured key opens (a removed key, a copied value) must not stop the batch.
 
     They are set aside for ``UNREADABLE_RETRY_INTERVAL`` with a clear ``last_error`` and logged by id, so the
@@ -238,19 +258,22 @@ def _park_unreadable(connection: Connection, lease: Lease, connection_ids: list[
         ", ".join(connection_ids[:20]),
         extra={"action": "decryption_failed"},
     )
+    fence = [_c.id.in_(connection_ids), _c.lease_owner == owner]
+    if version is not None:
+        fence.append(_c.version == version)
     statement = (
         update(connections)
-        .where(_c.id.in_(connection_ids), _c.lease_owner == lease.owner)
+        .where(*fence)
         .values(
             lease_owner=None,
             lease_expires_at=None,
             version=_c.version + 1,
-            next_attempt_at=lease.now + UNREADABLE_RETRY_INTERVAL,
+            next_attempt_at=now + UNREADABLE_RETRY_INTERVAL,
             last_error_code="decryption_failed",
             last_error_description="stored tokens cannot be decrypted with the configured keys",
         )
     )
-    connection.execute(statement)
+    return connection.execute(statement).rowcount
 
 
 def _claimed(row: Row[Any], provider: ProviderConfig, cipher: FieldCipher) -> ClaimedConnection:
@@ -261,12 +284,18 @@ def _claimed(row: Row[Any], provider: ProviderConfig, cipher: FieldCipher) -> Cl
         email=row.email,
         provider=provider,
         state=state_from_row(row),
-        refresh_token=cipher.open_optional("connections", row.id, "refresh_token", row.refresh_token_enc),
+        refresh_secret=_opened(
+            cipher.open_optional("connections", row.id, "refresh_token", row.refresh_token_enc)
+        ),
         access_token=cipher.open_optional("connections", row.id, "access_token", row.access_token_enc),
         version=row.version,
         lease_owner=row.lease_owner,
         lease_expires_at=row.lease_expires_at,
     )
+
+
+def _opened(value: str | None) -> PlainSecret | None:
+    return None if value is None else PlainSecret(value)
 
 
 def lease_holder(connection: Connection, tenant_id: str, connection_id: str, now: datetime) -> str | None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Row
 
-from grantkeeper.adapters.crypto import Keyring
+from grantkeeper.adapters.crypto import DecryptionError, Keyring
 from grantkeeper.core.errors import MissingEncryptionKeyError
 from grantkeeper.core.model import (
     ConnectionState,
@@ -28,6 +28,7 @@ from grantkeeper.ports import (
     NotificationRecord,
     ProviderConfig,
     TenantRecord,
+    UnreadableSecretError,
 )
 
 
@@ -54,6 +55,30 @@ class FieldCipher:
 
     def open_optional(self, table: str, row_id: str, column: str, stored: str | None) -> str | None:
         return None if stored is None else self.open(table, row_id, column, stored)
+
+
+class SealedSecret:
+    """One stored cell's ciphertext and where it lives, opened by ``reveal`` (the port's ``Secret``).
+
+    Holds no plaintext: every ``reveal`` decrypts again (an attempt reads its refresh token once or twice).
+    A value no key opens raises the port's ``UnreadableSecretError``, naming the cell, never the value."""
+
+    __slots__ = ("_cipher", "_column", "_row_id", "_stored", "_table")
+
+    def __init__(self, cipher: FieldCipher, table: str, row_id: str, column: str, stored: str) -> None:
+        self._cipher, self._table, self._row_id, self._column = cipher, table, row_id, column
+        self._stored = stored
+
+    def __repr__(self) -> str:
+        return f"SealedSecret({self._table}:{self._row_id}:{self._column})"
+
+    def reveal(self) -> str:
+        try:
+            return self._cipher.open(self._table, self._row_id, self._column, self._stored)
+        except DecryptionError as exc:
+            raise UnreadableSecretError(
+                f"cannot decrypt {self._table}.{self._column} of {self._row_id}: {exc}"
+            ) from None
 
 
 def state_from_row(row: Row[Any]) -> ConnectionState:

@@ -261,6 +261,10 @@ class SqlStore:
         with _unavailable_as_store_error(), write_transaction(self._engine) as connection:
             leases.release(connection, claim)
 
+    def park_unreadable(self, claim: ClaimedConnection, now: datetime) -> bool:
+        with _unavailable_as_store_error(), write_transaction(self._engine) as connection:
+            return leases.park_unreadable(connection, claim, now)
+
     def reconnect(
         self, tenant_id: str, connection_id: str, tokens: TokenSet, transition: Transition, now: datetime
     ) -> bool:
