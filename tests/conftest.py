@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.sandbox",
     "tests.fixtures.smtp",
     "tests.fixtures.receivers",
+    "tests.fixtures.browser",
 ]

@@ -26,8 +26,10 @@ from grantkeeper.config import Settings
 from grantkeeper.core.errors import InvalidSettingError
 from grantkeeper.core.links import derive_link_key
 from grantkeeper.core.policy import Policy
-from grantkeeper.ports import ChannelSender, Clock
+from grantkeeper.core.return_urls import ReturnUrlAllowList
+from grantkeeper.ports import ChannelSender, Clock, CodeExchanger
 from grantkeeper.service.attempt import START_MARGIN, AttemptResult
+from grantkeeper.service.connecting import ConnectFlow
 from grantkeeper.service.cycle import RefreshService, default_owner
 from grantkeeper.service.dispatch import Dispatcher
 
@@ -108,6 +110,19 @@ class Runtime:
     clock: Clock
     policy: Policy
 
+    def connect_flow(self, exchanger: CodeExchanger) -> ConnectFlow:
+        """The browser side of connecting (``/connect``, ``/oauth/callback``), redeeming codes with
+        ``exchanger`` (the API's HTTP client)."""
+        return ConnectFlow(
+            self.store,
+            exchanger,
+            self.clock,
+            self.policy,
+            public_url=self.settings.public_url,
+            link_key=_link_key(self.settings),
+            allow_list=return_url_allow_list(self.settings),
+        )
+
     def refresh_service(
         self,
         *,
@@ -175,6 +190,13 @@ class Runtime:
         self.engine.dispose()
 
 
+def return_url_allow_list(settings: Settings) -> ReturnUrlAllowList:
+    try:
+        return ReturnUrlAllowList.parse(settings.return_url_allowlist)
+    except ValueError as exc:
+        raise InvalidSettingError(f"GRANTKEEPER_RETURN_URL_ALLOWLIST: {exc}") from None
+
+
 def build_runtime(
     settings: Settings,
     *,
@@ -184,6 +206,7 @@ def build_runtime(
 ) -> Runtime:
     """Open (and migrate on first use) the configured database."""
     check_database_url(settings.database_url)
+    return_url_allow_list(settings)  # a bad allow list stops every command at once, not the first callback
     engine = make_engine(settings.database_url)
     ensure_schema(engine)
     store = SqlStore(

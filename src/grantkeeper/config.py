@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     encryption_keys: SecretStr | None = None
     cron_secret: SecretStr | None = None
     public_url: str = "http://127.0.0.1:8000"
+    # Where a finished connect flow may send the browser (comma-separated URL prefixes); empty: nowhere,
+    # the flow ends on its own page. See ``core.return_urls``.
+    return_url_allowlist: str = ""
 
     smtp_host: str | None = None
     smtp_port: int = Field(default=587, ge=1, le=65535)

@@ -112,6 +112,7 @@ def sandbox_provider(acme, sandbox_server) -> dict:
         "client_id": "app",
         "client_secret": "app-secret",
         "revocation_url": sandbox_server.revocation_url,
+        "authorize_url": sandbox_server.authorize_url,  # so connect links can be made for it
     }
     response = acme.post("/v1/providers", json=body)
     assert response.status_code == 201, response.text

@@ -415,7 +415,8 @@ def test_token_errors_unknown_bad_min_validity_and_disconnected(
     # the provider wants the user's consent again: disconnected at the first answer, then no more requests
     consent = connect(acme, "u2", behaviour=Behaviour.INTERACTION_REQUIRED)
     body = problem(acme.get(f"/v1/connections/{consent.id}/token"), 409, "needs-reauthorization")
-    assert body["reconnect_url"].endswith(f"/connect/reconnect/{consent.id}")
+    # a signed link, of the kind the emails carry: it opens the browser flow for this connection
+    assert body["reconnect_url"].startswith(f"https://app.example.test/connect/{consent.id}?token=")
     problem(acme.get(f"/v1/connections/{consent.id}/token"), 409, "needs-reauthorization")
     assert refresh_requests(sandbox, consent.grant) == 1
 
@@ -458,7 +459,7 @@ def test_invalid_grant_three_times_needs_reauthorization(
             time.sleep(0.3)
         body = problem(response, 409, "needs-reauthorization")
         assert body["connection_id"] == created.id
-        assert body["reconnect_url"] == f"https://app.example.test/connect/reconnect/{created.id}"
+        assert body["reconnect_url"].startswith(f"https://app.example.test/connect/{created.id}?token=")
         assert "sbx-" not in response.text
         assert refresh_requests(sandbox, created.grant) == 3
         assert answers[0] == 409

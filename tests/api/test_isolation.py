@@ -70,6 +70,7 @@ ROUTES = [
     Route("DELETE", "/v1/channels/{channel_id}"),
     Route("POST", "/v1/channels/{channel_id}/enable"),
     Route("GET", "/v1/deliveries?destination_id={channel_id}", 422, "invalid-input"),
+    Route("POST", "/v1/connections/{connection_id}/reconnect-link", body=lambda acme: {}),
     # building on acme's resources
     Route("POST", "/v1/connections", 422, "unknown-provider", body=_connection_body),
     Route(
@@ -85,6 +86,13 @@ ROUTES = [
         404,
         "not-found",
         body=lambda acme: {"name": "stolen", "connection_ids": [acme["connection_id"]]},
+    ),
+    Route(
+        "POST",
+        "/v1/connect-sessions",
+        422,
+        "unknown-provider",
+        body=lambda acme: {"provider": acme["name"], "user_id": "stolen"},
     ),
     # names are per tenant: globex may take acme's provider name for a provider of its own
     Route(

@@ -26,6 +26,7 @@ generated provider URL that would leave this machine is rewritten to a closed lo
 from __future__ import annotations
 
 import json
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -88,6 +89,7 @@ class Seeded:
     def path_values(self, method: str, name: str) -> list[str]:
         return {
             ("GET", "connection_id"): self.readable,
+            ("POST", "connection_id"): self.readable,
             ("DELETE", "connection_id"): self.deletable,
             ("GET", "workflow_id"): self.workflows,
             ("POST", "notification_id"): self.notifications,
@@ -198,13 +200,33 @@ def _body_rewrites(seeded: Seeded) -> dict[str, Callable[[Any], Any]]:
     def provider(body: Any) -> Any:
         if not isinstance(body, dict):
             return body
-        return body | {"token_url": seeded.token_url, "revocation_url": seeded.revocation_url}
+        body = {key: value for key, value in body.items() if key != "authorize_params"}
+        # a fresh name: generated names repeat ("0"), and a repeat is a 409
+        unique = f"p{uuid.uuid4().hex[:12]}"
+        return body | {"name": unique, "token_url": seeded.token_url, "revocation_url": seeded.revocation_url}
+
+    def connect_session(body: Any) -> Any:
+        if not isinstance(body, dict):
+            return body
+        # return_to must be on the (empty) allow list: only a body without one can succeed
+        return {key: value for key, value in body.items() if key != "return_to"} | {
+            "provider": seeded.provider
+        }
+
+    def reconnect_link(body: Any) -> Any:
+        return (
+            {key: value for key, value in body.items() if key != "return_to"}
+            if isinstance(body, dict)
+            else body
+        )
 
     return {
         "/v1/connections": named,
         "/v1/connections/import": importing,
         "/v1/workflows": workflow,
         "/v1/providers": provider,
+        "/v1/connect-sessions": connect_session,
+        "/v1/connections/{connection_id}/reconnect-link": reconnect_link,
     }
 
 

@@ -312,3 +312,40 @@ def test_worker_prunes_old_attempts_as_it_starts_unless_retention_is_off(
     assert result.returncode == 0, result.stderr
     assert _count_attempts(cli) == left
     assert ("pruned 40 refresh attempt(s)" in result.stderr) == (retention_days != "0")
+
+
+def test_providers_add_takes_browser_settings_and_connections_get_reconnect_links(
+    cli, sandbox, sandbox_server
+):
+    base = ["providers", "add", "sandbox", "--token-url", sandbox_server.token_url]
+    base += ["--client-id", "app", "--client-secret", "app-secret"]
+    for bad, says in (
+        (["--authorize-param", "state=x"], "set by the flow itself"),
+        (["--authorize-param", "novalue"], "NAME=VALUE"),
+        (["--authorize-url", "http://auth.example.com/authorize"], "authorize URL"),
+    ):
+        result = cli.run(*base, *bad)
+        assert result.returncode == 2, (bad, result.stderr)
+        assert says in result.stderr
+    assert cli.json("providers", "list") == []
+    added = cli.json(
+        *base, "--authorize-url", sandbox_server.authorize_url, "--scopes", "files.read offline",
+        "--authorize-param", "access_type=offline", "--authorize-param", "prompt=consent",
+    )  # fmt: skip
+    assert added["authorize_url"] == sandbox_server.authorize_url
+    assert added["scopes"] == "files.read offline"
+    assert added["authorize_params"] == {"access_type": "offline", "prompt": "consent"}
+
+    grant = sandbox.issue_grant(client_id="app")
+    row = {"provider": "sandbox", "user_id": "ana", "refresh_token": grant.refresh_token}
+    (cli.cwd / "c.jsonl").write_text(json.dumps(row) + "\n")
+    assert cli.json("connections", "import", str(cli.cwd / "c.jsonl"))["imported"] == 1
+    [connection_id] = [c["id"] for c in cli.json("connections", "list")]
+    link = cli.json("connections", "reconnect-link", connection_id, "--ttl", "600")
+    assert link["url"].startswith("http://127.0.0.1:8000/connect/session/")
+    missing = cli.run("connections", "reconnect-link", "con_nope")
+    assert missing.returncode == 2
+    assert "con_nope" in missing.stderr
+    off_list = cli.run("connections", "reconnect-link", connection_id, "--return-to", "https://evil.example/")
+    assert off_list.returncode == 2
+    assert "allow list" in off_list.stderr

@@ -66,3 +66,54 @@ def test_demo_stops_cleanly_on_ctrl_c(tmp_path):
     summary = json.loads(out)
     assert summary["counts"]["connected"] + summary["counts"]["needs_reauthorization"] == 50
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_the_demo_prints_a_reconnect_link_that_works_in_a_browser(tmp_path):
+    """The link the demo prints for its first broken connection runs the whole flow against the embedded
+    sandbox: its consent page, a click on Allow, grantkeeper's success page; the connection is back."""
+    import queue
+    import threading
+
+    import httpx
+
+    cli = Cli(database_url=f"sqlite:///{tmp_path / 'grantkeeper.db'}", keys=None, cwd=tmp_path)
+    demo = cli.popen("demo", "--connections", "60", "--lifetime", "10", "--json")
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in demo.stderr], daemon=True)
+    reader.start()
+    link, seen = None, []
+    deadline = time.monotonic() + 90
+    try:
+        while link is None and time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=1)
+            except queue.Empty:
+                continue
+            seen.append(line)
+            found = re.search(r"reconnect it in your browser while the demo runs: (\S+)", line)
+            link = found.group(1) if found else None
+        assert link is not None, "".join(seen)[-2000:]
+        user = re.search(r"(user-\d{4})'s sandbox connection broke", "".join(seen)).group(1)
+
+        with httpx.Client(timeout=30) as browser:
+            started = browser.get(link)
+            assert started.status_code == 303
+            consent_page = browser.get(started.headers["location"])
+            assert "wants access to your Sandbox account" in consent_page.text
+            consent = re.search(r'name="consent"[^>]*\svalue="([^"]+)"', consent_page.text).group(1)
+            authorize = started.headers["location"].split("?")[0]
+            back = browser.post(authorize, data={"consent": consent, "decision": "allow", "user": user})
+            assert back.status_code == 302
+            done = browser.get(back.headers["location"])
+        assert done.status_code == 200, done.text
+        assert "sandbox reconnected" in done.text
+    finally:
+        demo.send_signal(signal.SIGINT)
+        out, _ = demo.communicate(timeout=60)
+    assert demo.returncode == 0
+    summary = json.loads(out)
+    assert summary["reconnect_url"] == link
+    status = cli.json("connections", "list")
+    reconnected = [c for c in status if c["user_id"] == user]
+    assert reconnected[0]["status"] == "connected"

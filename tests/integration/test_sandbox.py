@@ -159,7 +159,7 @@ def test_both_client_auth_methods_at_once_is_invalid_request(
 @pytest.mark.parametrize(
     ("form", "error"),
     [
-        pytest.param({"grant_type": "authorization_code"}, "unsupported_grant_type", id="grant-type"),
+        pytest.param({"grant_type": "password"}, "unsupported_grant_type", id="grant-type"),
         pytest.param({"grant_type": ""}, "unsupported_grant_type", id="empty-grant-type"),
         pytest.param({"refresh_token": ""}, "invalid_request", id="no-refresh-token"),
         pytest.param({"refresh_token": "sbx-rt-unknown"}, "invalid_grant", id="unknown-token"),

@@ -19,6 +19,7 @@ from grantkeeper.core.model import (
     ErrorInfo,
     FlagProvider,
     NotificationType,
+    Notify,
     Outcome,
     OutcomeClass,
     PauseWorkflows,
@@ -125,7 +126,17 @@ def test_reconnect_resets_counters_and_resumes_workflows():
     assert result.state.status is ConnectionStatus.CONNECTED
     assert (result.state.consecutive_failures, result.state.consecutive_transient_failures) == (0, 0)
     assert result.state.disconnect_reason is None
-    assert result.effects == (ResumeWorkflows(),)
+    assert result.effects == (Notify(NotificationType.RECOVERED, email=False), ResumeWorkflows())
+
+
+def test_reconnecting_a_healthy_connection_announces_no_recovery():
+    healthy = initial_state(T0, T0, POLICY)
+    tokens = TokenSet("new-at", "new-rt", expires_at=T0 + timedelta(hours=1))
+    assert reconnect(healthy, tokens, POLICY, T0).effects == (ResumeWorkflows(),)
+    warned = run([OutcomeClass.AUTH] * 2)[-1].state
+    assert reconnect(warned, tokens, POLICY, T0).notifications == (
+        Notify(NotificationType.RECOVERED, email=False),
+    )
 
 
 def test_retry_after_is_honoured_as_a_floor():

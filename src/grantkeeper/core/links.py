@@ -12,7 +12,7 @@ import binascii
 import hashlib
 import hmac
 import struct
-from datetime import datetime
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 TOKEN_VERSION = 1
@@ -55,6 +55,15 @@ def verify_reconnect(token: str, connection_id: str, now: datetime, key: bytes) 
     expected = _encode(head + _mac(key, connection_id, head))
     is_authentic = hmac.compare_digest(expected.encode("ascii"), token.encode("utf-8", "surrogatepass"))
     return is_authentic and _unix_seconds(now) < expires_seconds
+
+
+def token_expiry(token: str) -> datetime | None:
+    """When a token stops working, read from its head; meaningful only once ``verify_reconnect`` passed."""
+    head = _decode_head(token)
+    if head is None:
+        return None
+    _version, expires_seconds = _EXPIRY.unpack(head)
+    return datetime.fromtimestamp(expires_seconds, UTC)
 
 
 def reconnect_url(public_url: str, connection_id: str, token: str) -> str:

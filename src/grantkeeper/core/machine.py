@@ -74,13 +74,18 @@ def step(
 
 
 def reconnect(state: ConnectionState, tokens: TokenSet, policy: Policy, now: datetime) -> Transition:
-    """The user authorized again: both counters reset, status connected, dependent workflows resume."""
+    """The user authorized again: both counters reset, status connected, dependent workflows resume. A
+    connection that was broken, or that the user was warned about, says so (``integration_recovered``, in
+    app and as the ``connection.recovered`` event; no email: the user is the one who just fixed it)."""
     fresh = ConnectionState(
         last_refreshed_at=now,
         expires_at=tokens.expires_at,
         next_attempt_at=refresh_due_at(tokens.expires_at, now, policy, is_fresh=True),
     )
-    return Transition(fresh, (ResumeWorkflows(),))
+    effects: list[Effect] = [ResumeWorkflows()]
+    if state.status is not ConnectionStatus.CONNECTED or state.warning_sent or state.rate_limit_notice_sent:
+        effects.insert(0, Notify(NotificationType.RECOVERED, email=False))
+    return Transition(fresh, tuple(effects))
 
 
 def _succeed(

@@ -1,4 +1,4 @@
-"""Build refresh and revocation requests and read token responses without doing any I/O.
+"""Build refresh, code and revocation requests and read token responses without doing any I/O.
 
 Refresh: RFC 6749 sections 2.3.1, 5 and 6. Revocation: RFC 7009 section 2.1.
 
@@ -65,6 +65,32 @@ def build_refresh_request(
     form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
     if scope:
         form["scope"] = scope
+    headers = {"Accept": "application/json", "Content-Type": FORM_CONTENT_TYPE}
+    if use_basic_auth:
+        headers["Authorization"] = basic_credentials(client_id, client_secret)
+    else:
+        form["client_id"] = client_id
+        form["client_secret"] = client_secret
+    return TokenRequest(form=form, headers=headers)
+
+
+def build_code_request(
+    *,
+    client_id: str,
+    client_secret: str,
+    code: str,
+    redirect_uri: str,
+    code_verifier: str,
+    use_basic_auth: bool,
+) -> TokenRequest:
+    """RFC 6749 section 4.1.3 with RFC 7636 section 4.5: redeem an authorization code with its verifier and
+    the same ``redirect_uri`` the authorization request carried."""
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": redirect_uri,
+        "code_verifier": code_verifier,
+    }
     headers = {"Accept": "application/json", "Content-Type": FORM_CONTENT_TYPE}
     if use_basic_auth:
         headers["Authorization"] = basic_credentials(client_id, client_secret)

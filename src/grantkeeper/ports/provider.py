@@ -23,6 +23,15 @@ class TokenEndpoint(Protocol):
     async def introspect(self, provider: ProviderConfig, refresh_token: str) -> IntrospectionResult: ...
 
 
+class CodeExchanger(Protocol):
+    """Redeems an authorization code with its PKCE verifier (RFC 6749 section 4.1.3, RFC 7636) and classifies
+    the answer as a refresh's: the browser side of connecting and reconnecting."""
+
+    async def exchange_code(
+        self, provider: ProviderConfig, code: str, code_verifier: str, redirect_uri: str
+    ) -> Outcome: ...
+
+
 class TokenStatus(StrEnum):
     """What an RFC 7662 introspection said about a token: it works, it does not, or no usable answer."""
 

@@ -17,6 +17,7 @@ from grantkeeper.core.model import (
     NotificationType,
     Outcome,
     OutcomeClass,
+    TokenSet,
     Transition,
 )
 
@@ -56,6 +57,8 @@ class ProviderConfig:
     flag_reason: str | None = None
     max_concurrency: int | None = None
     rate_limit_per_second: float | None = None
+    #: extra query parameters for the authorization endpoint, e.g. {"access_type": "offline"}
+    authorize_params: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class NewProvider:
     introspection_url: str | None = None
     max_concurrency: int | None = None  # refresh requests in flight at once, across all workers
     rate_limit_per_second: float | None = None  # refresh requests started per second, across all workers
+    authorize_params: dict[str, str] | None = None  # extra authorization endpoint parameters
 
 
 @dataclass(frozen=True)
@@ -262,3 +266,92 @@ class PruneBatch:
 
     deleted: int
     is_done: bool
+
+
+# --- connecting in a browser (ADR 13) -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConnectSession:
+    """A connect link's stored side: who connects which provider, to which connection (None: a new one),
+    and where the browser goes afterwards. Never holds the link's secret, only finds it by its digest."""
+
+    session_id: str
+    tenant_id: str
+    provider: ProviderConfig
+    user_id: str
+    email: str | None
+    connection_id: str | None
+    return_to: str | None
+    expires_at: datetime
+    completed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class NewConnectSession:
+    """What the application asks a link for (``POST /v1/connect-sessions`` or a reconnect link)."""
+
+    tenant_id: str
+    secret_hash: str
+    expires_at: datetime
+    provider: str | None = None  # by name, for a new connection
+    user_id: str | None = None
+    email: str | None = None
+    connection_id: str | None = None  # to reconnect an existing one (provider and user come from it)
+    return_to: str | None = None
+
+
+@dataclass(frozen=True)
+class NewAuthorizationRequest:
+    """One trip to the provider: stored by the digests of its ``state`` and of the browser's cookie."""
+
+    session_id: str
+    state_hash: str
+    browser_hash: str
+    code_verifier: str = field(repr=False)
+    redirect_uri: str
+    return_to: str | None
+    expires_at: datetime
+
+
+class CallbackCheck(StrEnum):
+    """Why a callback's ``state`` was refused, or ``OK``: each gets its own page."""
+
+    OK = "ok"
+    UNKNOWN = "unknown"  # never issued (or tampered with)
+    USED = "used"  # already taken by a callback: a replay
+    EXPIRED = "expired"
+    OTHER_BROWSER = "other_browser"  # issued to another browser (login CSRF, a forwarded link)
+
+
+@dataclass(frozen=True)
+class TakenAuthorization:
+    """The callback's view of its authorization request: the check, and when OK the verifier and session."""
+
+    check: CallbackCheck
+    session: ConnectSession | None = None
+    code_verifier: str | None = field(default=None, repr=False)
+    redirect_uri: str | None = None
+    return_to: str | None = None
+
+
+@dataclass(frozen=True)
+class ConnectCompletion:
+    """What the callback stores once the provider gave tokens: for a reconnect, the transition (and its
+    rendered notices); for a new connection, the row to create."""
+
+    session_id: str
+    tokens: TokenSet = field(repr=False)
+    now: datetime
+    transition: Transition | None = None
+    notifications: tuple[NotificationContent, ...] = ()
+    new_connection: NewConnection | None = None
+
+
+@dataclass(frozen=True)
+class ConnectResult:
+    """A finished connect: the connection, whether it is new, and the workflows that resumed."""
+
+    connection_id: str
+    is_new: bool
+    resumed_workflows: tuple[str, ...]

@@ -24,13 +24,20 @@ from grantkeeper.ports.records import (
     AttemptRecord,
     AttemptStarts,
     ClaimedConnection,
+    ConnectCompletion,
     ConnectionRecord,
+    ConnectResult,
+    ConnectSession,
+    NewAuthorizationRequest,
     NewConnection,
+    NewConnectSession,
     NewProvider,
+    NotificationContent,
     NotificationRecord,
     ProviderConfig,
     PruneBatch,
     StoredTokens,
+    TakenAuthorization,
     TenantRecord,
     WorkflowRecord,
 )
@@ -110,8 +117,38 @@ class ConnectionStore(Protocol):
         ...
 
     def reconnect(
-        self, tenant_id: str, connection_id: str, tokens: TokenSet, transition: Transition, now: datetime
+        self,
+        tenant_id: str,
+        connection_id: str,
+        tokens: TokenSet,
+        transition: Transition,
+        now: datetime,
+        notifications: Sequence[NotificationContent] = (),
     ) -> bool: ...
+
+    # --- connecting in a browser (ADR 13) --------------------------------------------------------------
+
+    def create_connect_session(self, session: NewConnectSession, now: datetime) -> ConnectSession:
+        """Store a connect link's session (the link's secret only as a digest); an email's signed link asks
+        again on every click and gets the first click's row. Raises ``UnknownProviderError`` or
+        ``UnknownConnectionError`` for what the tenant does not have."""
+        ...
+
+    def connect_session(self, secret_hash: str) -> ConnectSession | None: ...
+
+    def tenant_of_connection(self, connection_id: str) -> str | None: ...
+
+    def add_authorization_request(self, request: NewAuthorizationRequest, now: datetime) -> None: ...
+
+    def take_authorization_request(
+        self, state_hash: str, browser_hash: str | None, now: datetime
+    ) -> TakenAuthorization:
+        """Check a callback's state and use it up (once); see ``CallbackCheck`` for the refusals."""
+        ...
+
+    def complete_connect(self, completion: ConnectCompletion) -> ConnectResult | None:
+        """Store a finished flow's tokens, once per session; None when it was completed already."""
+        ...
 
     def list_notifications(
         self,

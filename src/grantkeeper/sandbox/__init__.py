@@ -1,7 +1,9 @@
 """A sandbox OAuth 2.0 provider: a real token endpoint (RFC 6749 section 6) that fails on cue.
 
-Beside ``POST /oauth/token`` it serves token revocation (RFC 7009, ``POST /oauth/revoke``) and token
-introspection (RFC 7662, ``POST /oauth/introspect``), plus a control API under ``/_sandbox/``.
+Beside ``POST /oauth/token`` it serves token revocation (RFC 7009, ``POST /oauth/revoke``), token
+introspection (RFC 7662, ``POST /oauth/introspect``) and the authorization-code grant with PKCE (RFC 6749
+section 4.1, RFC 7636: a consent page at ``/oauth/authorize``, codes exchanged at the token endpoint), plus a
+control API under ``/_sandbox/``.
 
 grantkeeper's demo, tests and benchmarks refresh against it over real HTTP, so the provider client, the policy
 and the scheduler meet every answer of DESIGN section 2 (rate limits, outages, resets, revoked grants, vendor

@@ -11,6 +11,7 @@ import math
 import os
 import sys
 
+from grantkeeper.sandbox.authorize import redirect_uri_problem
 from grantkeeper.sandbox.server import SandboxServer
 from grantkeeper.sandbox.state import Sandbox
 
@@ -35,6 +36,13 @@ def _cpu(text: str) -> int:
     return value
 
 
+def _redirect_uri(text: str) -> str:
+    problem = redirect_uri_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"redirect URI {text!r} {problem}")
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m grantkeeper.sandbox", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
@@ -47,6 +55,15 @@ def _parser() -> argparse.ArgumentParser:
         type=_non_negative,
         default=0.0,
         help="with --client-id: how long a rotated refresh token stays usable (default 0: reuse at once)",
+    )
+    parser.add_argument(
+        "--redirect-uri",
+        dest="redirect_uris",
+        metavar="URL",
+        action="append",
+        type=_redirect_uri,
+        default=[],
+        help="with --client-id: a redirect URI for the authorization-code grant (repeatable)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for fraction draws")
     parser.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto", help="HTTP parser")
@@ -81,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--client-id and --client-secret go together")
     if args.grace_seconds and args.client_id is None:
         parser.error("--grace-seconds applies to --client-id")
+    if args.redirect_uris and args.client_id is None:
+        parser.error("--redirect-uri applies to --client-id")
     if args.cpu is not None and (error := _pin(args.cpu)) is not None:
         print(error, file=sys.stderr)
         return 1
@@ -92,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             args.client_secret,
             rotate_refresh_tokens=not args.no_rotation,
             rotation_grace_seconds=args.grace_seconds,
+            redirect_uris=args.redirect_uris,
         )
     try:
         server = SandboxServer(sandbox, args.host, args.port, args.http)

@@ -1,7 +1,8 @@
-"""The sandbox provider as a raw ASGI application: token, revocation and introspection endpoints, control API.
+"""The sandbox provider as a raw ASGI application: OAuth endpoints and the control API.
 
-``POST /oauth/token`` (RFC 6749 section 6), ``POST /oauth/revoke`` (RFC 7009), ``POST /oauth/introspect``
-(RFC 7662) and the control API under ``/_sandbox/``.
+``POST /oauth/token`` (RFC 6749 sections 6 and 4.1.3), ``GET``/``POST /oauth/authorize`` (RFC 6749 section
+4.1.1 with RFC 7636 PKCE: the consent page and the user's answer), ``POST /oauth/revoke`` (RFC 7009),
+``POST /oauth/introspect`` (RFC 7662) and the control API under ``/_sandbox/``.
 
 Raw ASGI (no framework) keeps the token endpoint's hot path to a form parse, one locked state update and two
 ``send`` calls, so one core serves thousands of refreshes per second. Being the outermost layer also gives
@@ -23,7 +24,8 @@ from email.utils import formatdate
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote_plus
 
-from grantkeeper.sandbox import control
+from grantkeeper.sandbox import control, pages
+from grantkeeper.sandbox.authorize import MAX_USER, CodeRequest, OpenConsent, Redirect, Refusal
 from grantkeeper.sandbox.behaviour import (
     CANNED,
     HANG_TIMEOUT,
@@ -45,6 +47,7 @@ Send = Callable[[Message], Awaitable[None]]
 TOKEN_PATH: Final = "/oauth/token"  # noqa: S105 - a path, not a secret
 REVOCATION_PATH: Final = "/oauth/revoke"
 INTROSPECTION_PATH: Final = "/oauth/introspect"
+AUTHORIZE_PATH: Final = "/oauth/authorize"
 CONTROL_PREFIX: Final = "/_sandbox/"
 _MAX_FORM: Final = 64 * 1024
 _MAX_CONTROL: Final = 32 * 1024 * 1024
@@ -54,6 +57,9 @@ _LINGER_RST: Final = struct.pack("ii", 1, 0)
 _NOT_FOUND: Final = json_response(404, {"error": "not_found"})
 _TOO_LARGE: Final = json_response(413, {"error": "invalid_request", "error_description": "body too large"})
 _NOT_ALLOWED: Final = canned(405, extra=[(b"allow", b"POST")])
+_NOT_ALLOWED_AUTHORIZE: Final = canned(405, extra=[(b"allow", b"GET, POST")])
+#: The parameters a code exchange needs beside the client's credentials (RFC 6749 section 4.1.3, RFC 7636).
+_CODE_PARAMETERS: Final = ("code", "redirect_uri", "code_verifier")
 #: ``Sandbox.token_request`` arguments: client id, secret, refresh token, early and late rejection.
 TokenRequest = tuple[str, str, str, Rejection | None, Rejection | None]
 _NOT_POST: Final[TokenRequest] = (
@@ -141,11 +147,10 @@ def _client_credentials(authorization: bytes | None, form: dict[str, str]) -> tu
     return client_id, unquote_plus(raw_secret)
 
 
-def _form_and_credentials(
+def _form_and_authorization(
     headers: list[tuple[bytes, bytes]], body: bytes
-) -> tuple[dict[str, str], tuple[str, str]] | Canned:
-    """The form and the client's credentials of a POST to the token or introspection endpoint, or the answer
-    that refuses it (a 400 for the form, a 400 or 401 for the credentials)."""
+) -> tuple[dict[str, str], bytes | None] | Canned:
+    """The form of a POST to the token or introspection endpoint and its Authorization header, or the 400."""
     authorization = content_type = None
     for name, value in headers:
         if name == b"authorization":
@@ -155,27 +160,96 @@ def _form_and_credentials(
     form = _parse_form(body, content_type)
     if isinstance(form, str):
         return _bad_request(form)
+    return form, authorization
+
+
+def _form_and_credentials(
+    headers: list[tuple[bytes, bytes]], body: bytes
+) -> tuple[dict[str, str], tuple[str, str]] | Canned:
+    """The form and the client's credentials of a POST to the token or introspection endpoint, or the answer
+    that refuses it (a 400 for the form, a 400 or 401 for the credentials)."""
+    read = _form_and_authorization(headers, body)
+    if isinstance(read, Canned):
+        return read
+    form, authorization = read
     credentials = _client_credentials(authorization, form)
     if isinstance(credentials, Canned):
         return credentials
     return form, credentials
 
 
-def _token_request(headers: list[tuple[bytes, bytes]], body: bytes) -> TokenRequest:
-    """Everything about a POSTed token request that needs no state, as ``Sandbox.token_request`` takes it."""
-    read = _form_and_credentials(headers, body)
+def _token_request(headers: list[tuple[bytes, bytes]], body: bytes) -> TokenRequest | CodeRequest:
+    """Everything about a POSTed token request that needs no state, as ``Sandbox.token_request`` takes it.
+
+    A code exchange (``grant_type=authorization_code``) is told apart as soon as the form is read and goes
+    its own way (``CodeRequest``), so it stays out of the refresh statistics; a refresh pays one comparison.
+    """
+    read = _form_and_authorization(headers, body)
     if isinstance(read, Canned):
-        rejected = Behaviour.INVALID_CLIENT if read.status == 401 else Behaviour.INVALID_REQUEST
-        return "", "", "", (rejected, read), None
-    form, credentials = read
+        return "", "", "", (Behaviour.INVALID_REQUEST, read), None
+    form, authorization = read
+    grant_type = form.get("grant_type")
+    if grant_type == "authorization_code":
+        return _code_request(authorization, form)
+    credentials = _client_credentials(authorization, form)
+    if isinstance(credentials, Canned):
+        rejected = Behaviour.INVALID_CLIENT if credentials.status == 401 else Behaviour.INVALID_REQUEST
+        return "", "", "", (rejected, credentials), None
     late: Rejection | None = None
-    if "grant_type" not in form:
+    if grant_type is None:
         late = Behaviour.INVALID_REQUEST, _bad_request("grant_type is required")
-    elif form["grant_type"] != "refresh_token":
+    elif grant_type != "refresh_token":
         late = Behaviour.UNSUPPORTED_GRANT_TYPE, CANNED[Behaviour.UNSUPPORTED_GRANT_TYPE]
     elif not form.get("refresh_token"):
         late = Behaviour.INVALID_REQUEST, _bad_request("refresh_token is required")
     return credentials[0], credentials[1], form.get("refresh_token", ""), None, late
+
+
+def _code_request(authorization: bytes | None, form: dict[str, str]) -> CodeRequest:
+    """RFC 6749 section 4.1.3 read without state: the client's credentials and the three parameters."""
+    credentials = _client_credentials(authorization, form)
+    if isinstance(credentials, Canned):
+        return CodeRequest("", "", "", "", "", early=credentials)
+    missing = next((name for name in _CODE_PARAMETERS if not form.get(name)), None)
+    late = None if missing is None else _bad_request(f"{missing} is required")
+    code, redirect_uri, verifier = (form.get(name, "") for name in _CODE_PARAMETERS)
+    return CodeRequest(credentials[0], credentials[1], code, redirect_uri, verifier, late=late)
+
+
+def _query_pairs(query_string: bytes) -> list[tuple[str, str]] | None:
+    """An authorization request's query parameters (RFC 6749 section 4.1.1), or None when not UTF-8."""
+    try:
+        return parse_qsl(query_string.decode("utf-8"), keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def _consent_answer(body: bytes, content_type: bytes | None) -> tuple[str, bool, str] | Refusal:
+    """The consent form's id, decision (allow: True) and user name, or why the form cannot be acted on.
+
+    Checked before the consent is looked up, so a bad form leaves the consent answerable.
+    """
+    form = _parse_form(body, content_type)
+    if isinstance(form, str):
+        return Refusal(f"The consent form could not be read: {form}.")
+    consent_id = form.get("consent", "")
+    decision = form.get("decision")
+    user = form.get("user", "").strip()
+    if not consent_id:
+        return Refusal("The consent form has no consent id. Start again from the application.")
+    if decision not in ("allow", "deny"):
+        return Refusal("The consent form must answer allow or deny.")
+    if decision == "allow" and not 0 < len(user) <= MAX_USER:
+        return Refusal(f"Give a user name of 1 to {MAX_USER} characters to allow access.")
+    return consent_id, decision == "allow", user
+
+
+def _authorization_page(answer: OpenConsent | Refusal | Redirect) -> Canned:
+    if isinstance(answer, OpenConsent):
+        return pages.consent_page(answer, AUTHORIZE_PATH)
+    if isinstance(answer, Refusal):
+        return pages.error_page(answer)
+    return pages.redirect(answer)
 
 
 def _introspection_request(headers: list[tuple[bytes, bytes]], body: bytes) -> IntrospectionRequest:
@@ -230,6 +304,8 @@ class SandboxApp:
                 await self._revoke(scope, receive, send)
             elif path == INTROSPECTION_PATH:
                 await self._introspect(scope, receive, send)
+            elif path == AUTHORIZE_PATH:
+                await self._authorize(scope, receive, send)
             elif path.startswith(CONTROL_PREFIX):
                 await self._control(scope, receive, send)
             else:
@@ -246,11 +322,15 @@ class SandboxApp:
     async def _token(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Read the request, let the sandbox decide under its lock once, wait out any latency, answer."""
         sandbox = self.sandbox
+        request: TokenRequest | CodeRequest
         if scope["method"] != "POST":
             request = _NOT_POST
         else:
             body = await _read_body(receive, _MAX_FORM)
             request = _TOO_LARGE_REQUEST if body is None else _token_request(scope["headers"], body)
+            if isinstance(request, CodeRequest):
+                await self._exchange_code(request, receive, send)
+                return
         answer, key = sandbox.token_request(*request)
         try:
             latency = sandbox.latency
@@ -259,6 +339,40 @@ class SandboxApp:
             await self._act_out(answer, receive, send)
         finally:
             sandbox.request_done(key)
+
+    async def _exchange_code(self, request: CodeRequest, receive: Receive, send: Send) -> None:
+        """A code exchange: decided under the lock once, then answered as a refresh is (latency included)."""
+        answer = self.sandbox.code_request(request)
+        latency = self.sandbox.latency
+        if latency > 0:
+            await asyncio.sleep(latency)
+        await self._act_out(answer, receive, send)
+
+    async def _authorize(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The authorization endpoint: GET shows the consent page, POST takes the user's decision.
+
+        Answers are HTML pages for the user or 302 redirects to the client (see ``pages``); no latency,
+        outage or statistics of the token endpoint apply.
+        """
+        method = scope["method"]
+        if method == "GET":
+            pairs = _query_pairs(scope["query_string"])
+            if pairs is None:
+                answer: OpenConsent | Refusal | Redirect = Refusal("The request's query is not valid UTF-8.")
+            else:
+                answer = self.sandbox.authorization_request(pairs)
+            await _respond(send, _authorization_page(answer))
+        elif method == "POST":
+            body = await _read_body(receive, _MAX_FORM)
+            if body is None:
+                await _respond(send, pages.error_page(Refusal("The consent form is too large."), 413))
+                return
+            content_type = next((v for k, v in scope["headers"] if k == b"content-type"), None)
+            read = _consent_answer(body, content_type)
+            decided = read if isinstance(read, Refusal) else self.sandbox.consent_decision(*read)
+            await _respond(send, _authorization_page(decided))
+        else:
+            await _respond(send, _NOT_ALLOWED_AUTHORIZE)
 
     async def _act_out(self, answer: Answer, receive: Receive, send: Send) -> None:
         """Send ``answer``: render issued tokens, send a ready response or act out a behaviour."""

@@ -5,7 +5,11 @@ Bad input changes nothing and gets a 400 naming what is wrong.
 
 ``GET /_sandbox/stats`` keeps its original five fields, which existing callers compare exactly;
 ``GET /_sandbox/stats/full`` has every ``SandboxStats`` field (``requests_by_second`` keys become strings,
-as JSON object keys must).
+as JSON object keys must), the authorization-code counts included.
+
+``POST /_sandbox/clients`` takes ``client_id``, ``client_secret`` and optionally ``rotate_refresh_tokens``,
+``rotation_grace_seconds``, ``redirect_uris`` (a list of absolute http or https URLs without a fragment)
+and ``access_token_lifetime`` (of the grants its code exchanges create).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, Final
 
+from grantkeeper.sandbox.authorize import redirect_uri_problem
 from grantkeeper.sandbox.behaviour import Behaviour
 from grantkeeper.sandbox.state import Sandbox
 
@@ -78,12 +83,33 @@ def _behaviour(value: object) -> Behaviour:
     raise BadInputError(f"unknown behaviour {value!r}; one of: {_BEHAVIOURS}")
 
 
+def _redirect_uris(body: dict[str, Any]) -> list[str]:
+    """The optional ``redirect_uris``: a JSON list of URLs, each one fit to register (or BadInputError)."""
+    value = body.get("redirect_uris", [])
+    if not isinstance(value, list):
+        raise BadInputError("redirect_uris must be a list of URLs")
+    for index, uri in enumerate(value):
+        problem = redirect_uri_problem(uri)
+        if problem is not None:
+            raise BadInputError(f"redirect_uris[{index}] {problem}: {uri!r}")
+    return value
+
+
 def _add_client(sandbox: Sandbox, body: dict[str, Any]) -> Result:
     rotate = body.get("rotate_refresh_tokens", True)
     if not isinstance(rotate, bool):
         raise BadInputError("rotate_refresh_tokens must be a boolean")
     grace = _seconds(body, "rotation_grace_seconds", 0.0)
-    sandbox.add_client(_str(body, "client_id"), _str(body, "client_secret"), rotate, grace)
+    uris = _redirect_uris(body)
+    lifetime = _int(body, "access_token_lifetime", 3600, 10**9)
+    sandbox.add_client(
+        _str(body, "client_id"),
+        _str(body, "client_secret"),
+        rotate,
+        grace,
+        redirect_uris=uris,
+        access_token_lifetime=lifetime,
+    )
     return _ok()
 
 

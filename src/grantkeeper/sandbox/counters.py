@@ -1,4 +1,4 @@
-"""The token endpoint's statistics (and the introspection count), apart from the grant state.
+"""The token endpoint's statistics (and the introspection and authorization-code counts), apart from grants.
 
 Everything here runs with the ``Sandbox``'s lock held except ``finish``: the end of a request is recorded
 without the lock (``deque.append`` is atomic) and folded in at the next locked call, so a token request still
@@ -21,9 +21,13 @@ class Counters:
         "_in_flight",
         "_in_flight_by_client",
         "_wall_clock",
+        "authorizations",
         "by_behaviour",
         "by_grant",
         "by_second",
+        "code_exchanges",
+        "code_failures",
+        "codes_issued",
         "grace_uses",
         "introspections",
         "max_by_client",
@@ -48,6 +52,10 @@ class Counters:
         self.reuse = 0
         self.grace_uses = 0
         self.introspections = 0
+        self.authorizations = 0
+        self.codes_issued = 0
+        self.code_exchanges = 0
+        self.code_failures = 0
         self.by_behaviour: Counter[str] = Counter()
         self.by_grant: Counter[str] = Counter()
         self.by_second: Counter[int] = Counter()
@@ -91,4 +99,8 @@ class Counters:
             max_in_flight=self.max_in_flight,
             max_in_flight_by_client=dict(self.max_by_client),
             introspections=self.introspections,
+            authorizations=self.authorizations,
+            codes_issued=self.codes_issued,
+            code_exchanges=self.code_exchanges,
+            code_failures=self.code_failures,
         )

@@ -39,10 +39,15 @@ class GrantBook:
         self._next_id = 0
 
     def issue(
-        self, client_id: str, lifetime: int, behaviour: Behaviour | None, scope: str | None
+        self,
+        client_id: str,
+        lifetime: int,
+        behaviour: Behaviour | None,
+        scope: str | None,
+        user: str | None = None,
     ) -> GrantTokens:
         self._next_id += 1
-        grant = Grant(f"grant-{self._next_id}", client_id, lifetime, scope)
+        grant = Grant(f"grant-{self._next_id}", client_id, lifetime, scope, user)
         grant.default = behaviour
         grant.access, grant.refresh = new_token("sbx-at-"), new_token("sbx-rt-")
         grant.access_issued = self.clock()

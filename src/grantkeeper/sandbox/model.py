@@ -40,6 +40,14 @@ class SandboxStats:
     ``introspections`` counts every request to the introspection endpoint (RFC 7662) the sandbox answered,
     whatever the answer (errors and outage answers too). Introspection is kept out of every other field:
     ``requests``, ``by_behaviour`` and the rest stay about the token endpoint alone.
+
+    The authorization-code grant (RFC 6749 section 4.1) has fields of its own: ``authorizations`` counts the
+    consent pages shown, ``codes_issued`` the codes sent back after "allow", ``code_exchanges`` the codes
+    exchanged for tokens and ``code_failures`` the ``invalid_grant`` answers to code exchanges (replays
+    included). Token requests with ``grant_type=authorization_code`` are kept out of the refresh fields:
+    ``requests``, ``refreshes_ok``, ``by_behaviour``, ``by_grant``, ``requests_by_second`` and the in-flight
+    maxima stay about refreshes (and the odd request that is no code exchange), so refresh benchmarks read
+    the same with a connect flow running beside them.
     """
 
     requests: int = 0
@@ -52,6 +60,10 @@ class SandboxStats:
     max_in_flight: int = 0
     max_in_flight_by_client: dict[str, int] = field(default_factory=dict)
     introspections: int = 0
+    authorizations: int = 0
+    codes_issued: int = 0
+    code_exchanges: int = 0
+    code_failures: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,13 +92,18 @@ class Grant:
         "revoked",
         "scope",
         "script",
+        "user",
     )
 
-    def __init__(self, grant_id: str, client_id: str, lifetime: int, scope: str | None) -> None:
+    def __init__(
+        self, grant_id: str, client_id: str, lifetime: int, scope: str | None, user: str | None = None
+    ) -> None:
         self.grant_id = grant_id
         self.client_id = client_id
         self.lifetime = lifetime
         self.scope = scope
+        # Who consented, for grants made by an authorization code; None for grants issued directly.
+        self.user = user
         self.access = ""
         # The clock reading when ``access`` was issued, for introspection to tell whether it has expired.
         self.access_issued = 0.0
@@ -107,3 +124,7 @@ class Client:
     rotate: bool
     #: How long a rotated-away refresh token stays usable (Okta 30 s, Xero 30 min); 0: reuse at once.
     grace: float = 0.0
+    #: Where the authorization endpoint may send the user back to, matched exactly (RFC 9700 section 4.1.3).
+    redirect_uris: frozenset[str] = frozenset()
+    #: The access token lifetime of grants made by exchanging an authorization code.
+    lifetime: int = 3600

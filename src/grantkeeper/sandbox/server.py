@@ -17,7 +17,13 @@ from typing import Final, Literal
 
 import uvicorn
 
-from grantkeeper.sandbox.app import INTROSPECTION_PATH, REVOCATION_PATH, TOKEN_PATH, SandboxApp
+from grantkeeper.sandbox.app import (
+    AUTHORIZE_PATH,
+    INTROSPECTION_PATH,
+    REVOCATION_PATH,
+    TOKEN_PATH,
+    SandboxApp,
+)
 from grantkeeper.sandbox.state import Sandbox
 
 #: uvicorn's HTTP parser: "auto" is httptools when installed (about 2.5x faster here), else h11.
@@ -142,6 +148,7 @@ class SandboxServer:
         self.token_url = self.base_url + TOKEN_PATH
         self.revocation_url = self.base_url + REVOCATION_PATH
         self.introspection_url = self.base_url + INTROSPECTION_PATH
+        self.authorize_url = self.base_url + AUTHORIZE_PATH
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None

@@ -10,10 +10,24 @@ import hmac
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
-from grantkeeper.sandbox.behaviour import TOKEN_ISSUING, UNKNOWN_CLIENT, Behaviour, Canned
+from grantkeeper.sandbox.authorize import (
+    AuthorizationBook,
+    AuthorizationRequest,
+    CodeProblem,
+    CodeRefused,
+    CodeRequest,
+    OpenConsent,
+    Redirect,
+    Refusal,
+    checked_redirect_uris,
+    error_redirect,
+    read_authorization,
+    redirect_to,
+)
+from grantkeeper.sandbox.behaviour import TOKEN_ISSUING, UNKNOWN_CLIENT, Behaviour, Canned, json_response
 from grantkeeper.sandbox.counters import Counters
 from grantkeeper.sandbox.grants import Claims, GrantBook
 from grantkeeper.sandbox.model import Client, GrantTokens, Issued, Rejection, SandboxStats
@@ -27,6 +41,19 @@ Answer = Issued | Behaviour | Canned
 #: What the ASGI layer is told to answer an introspection request: claims to send as JSON, an outage
 #: behaviour to act out, or a ready (error) response.
 IntrospectionAnswer = Claims | Behaviour | Canned
+#: The ``invalid_grant`` answer to a refused code exchange, by reason (rendered once, as ``CANNED`` is).
+_CODE_REFUSALS: Final = {
+    problem: json_response(400, {"error": "invalid_grant", "error_description": problem.value})
+    for problem in CodeProblem
+}
+#: A code exchange by a client without redirect URIs, which no code can ever have been issued to.
+_NO_CODE_GRANT: Final = json_response(
+    400,
+    {
+        "error": "unauthorized_client",
+        "error_description": "a client without redirect URIs cannot use the authorization_code grant",
+    },
+)
 
 
 def _seconds(name: str, value: float) -> float:
@@ -40,7 +67,9 @@ class Sandbox:
 
     Besides the token endpoint it answers token revocation (RFC 7009, ``revoke_token``) and token
     introspection (RFC 7662, ``introspection_request``), which tells a client whether a token would still
-    work without using it.
+    work without using it. It also plays the authorization-code grant with PKCE (RFC 6749 section 4.1,
+    RFC 7636): ``authorization_request`` opens a consent, ``consent_decision`` answers it with a code and
+    ``code_request`` exchanges the code for a new grant, so a test can drive a whole "connect" flow.
 
     ``seed`` makes ``set_fractions`` draws reproducible; ``hang_seconds`` is how long ``Behaviour.HANG``
     keeps a request waiting before it answers 504. ``clock`` times rotation grace windows and ``wall_clock``
@@ -64,6 +93,7 @@ class Sandbox:
         self._clients: dict[str, Client] = {}
         self._stats = Counters(wall_clock)
         self._book = GrantBook(seed, clock, self._stats)
+        self._auth = AuthorizationBook(clock)
 
     # --- configuration ---------------------------------------------------------------------------------
 
@@ -73,6 +103,9 @@ class Sandbox:
         client_secret: str,
         rotate_refresh_tokens: bool = True,
         rotation_grace_seconds: float = 0.0,
+        *,
+        redirect_uris: Sequence[str] = (),
+        access_token_lifetime: int = 3600,
     ) -> None:
         """Register (or replace) a confidential client (RFC 6749 section 2.3.1).
 
@@ -82,12 +115,23 @@ class Sandbox:
         the client lost, so it stops working. Each rotation opens a window for the token it replaced; a grace
         use opens none and does not restart one. Grace uses count in ``grace_uses`` (and ``refreshes_ok``);
         outside its window (or with 0) a rotated token is reuse, as before: the grant is revoked.
+
+        ``redirect_uris`` are where the authorization endpoint may send the user back to: absolute http or
+        https URLs without a fragment, matched by exact string comparison (RFC 9700 section 4.1.3). A client
+        with none cannot use the authorization-code grant. ``access_token_lifetime`` is the lifetime of the
+        grants its code exchanges create. Bad values raise ValueError and change nothing.
         """
         if not client_id or not client_secret:
             raise ValueError("client_id and client_secret must be non-empty")
         grace = _seconds("rotation_grace_seconds", rotation_grace_seconds)
+        uris = checked_redirect_uris(redirect_uris)
+        if isinstance(access_token_lifetime, bool) or not isinstance(access_token_lifetime, int):
+            raise ValueError("access_token_lifetime must be an integer number of seconds")
+        if access_token_lifetime < 0:
+            raise ValueError("access_token_lifetime must be >= 0")
+        client = Client(client_secret, rotate_refresh_tokens, grace, uris, access_token_lifetime)
         with self._lock:
-            self._clients[client_id] = Client(client_secret, rotate_refresh_tokens, grace)
+            self._clients[client_id] = client
 
     def issue_grant(
         self,
@@ -155,7 +199,8 @@ class Sandbox:
         POST's body is still read first, so keep-alive connections stay usable). ``latency`` still applies.
         Counted in ``requests``, ``requests_by_second`` and ``by_behaviour``, not ``by_grant`` (no grant is
         read). The introspection endpoint answers with the outage too (counted in ``introspections`` only);
-        the revocation endpoint does not.
+        the revocation endpoint does not. Authorization-code exchanges get the outage too (counted nowhere,
+        as they are kept out of the refresh fields); the authorization endpoint's pages do not.
         """
         value = None if behaviour is None else Behaviour(behaviour)
         if value in TOKEN_ISSUING:
@@ -171,7 +216,8 @@ class Sandbox:
         """Make every token response wait ``seconds`` before it is sent, as a distant or slow provider does.
 
         The wait is on the event loop, without the lock, so requests overlap and ``max_in_flight`` shows how
-        many a client keeps open at once. Revocation and introspection answers are not delayed.
+        many a client keeps open at once. Code exchanges wait too (they are token responses); revocation,
+        introspection and the authorization endpoint's answers are not delayed.
         """
         self._latency = _seconds("latency", seconds)
 
@@ -188,6 +234,16 @@ class Sandbox:
         with self._lock:
             return self._book.get(grant_id).refresh
 
+    def grant_of_refresh_token(self, refresh_token: str) -> str | None:
+        """The id of the grant whose current refresh token this is (revoked or not); None for any other.
+
+        A test hook: after a code exchange it names the grant the answer's refresh token belongs to, for
+        ``describe``, ``revoke`` or ``set_behaviour``. A rotated-away token names no grant.
+        """
+        with self._lock:
+            grant = self._book.by_refresh.get(refresh_token)
+            return grant.grant_id if grant is not None and grant.refresh == refresh_token else None
+
     def describe(self, grant_id: str) -> dict[str, Any]:
         """The grant's state as JSON-ready values (the sandbox's tokens are fake, so they are included)."""
         with self._lock:
@@ -198,6 +254,7 @@ class Sandbox:
                 "refresh_token": g.refresh,
                 "access_token": g.access,
                 "revoked": g.revoked,
+                "user": g.user,
                 "behaviour": None if g.default is None else g.default.value,
                 "script": [b.value for b in g.script],
             }
@@ -286,7 +343,81 @@ class Sandbox:
                 return late
             return self._book.introspect(client, client_id, token, token_type_hint, self._wall_clock())
 
+    def authorization_request(self, pairs: Sequence[tuple[str, str]]) -> OpenConsent | Refusal | Redirect:
+        """Read an authorization request's query (RFC 6749 section 4.1.1); on success open a consent for it.
+
+        The consent (``OpenConsent.consent_id``) is kept server-side, single use, for ``CONSENT_LIFETIME``
+        seconds of the clock; showing its page counts in ``authorizations``. See ``read_authorization`` for
+        what is refused with a page (``Refusal``) and what goes back as an error redirect.
+        """
+        with self._lock:
+            answer = read_authorization(pairs, self._redirect_uris_of)
+            if not isinstance(answer, AuthorizationRequest):
+                return answer
+            self._stats.authorizations += 1
+            return self._auth.open_consent(answer)
+
+    def consent_decision(self, consent_id: str, allow: bool, user: str) -> Refusal | Redirect:
+        """The user answered a consent page: a code (counted in ``codes_issued``) or ``access_denied``.
+
+        The consent is used up either way; an unknown, used or expired one gets a page, never a redirect.
+        """
+        with self._lock:
+            request = self._auth.take_consent(consent_id)
+            if isinstance(request, Refusal):
+                return request
+            if not allow:
+                return error_redirect(
+                    request.redirect_uri, "access_denied", "the user denied access", request.state
+                )
+            code = self._auth.issue_code(request, user)
+            self._stats.codes_issued += 1
+        params = [("code", code)] if request.state is None else [("code", code), ("state", request.state)]
+        return redirect_to(request.redirect_uri, params)
+
+    def code_request(self, request: CodeRequest) -> Answer:
+        """Answer a token request with ``grant_type=authorization_code`` (RFC 6749 section 4.1.3).
+
+        In the refresh's order: an outage answers everything; then ``request.early``; then client
+        authentication (``invalid_client``); then ``unauthorized_client`` for a client without redirect URIs
+        (RFC 6749 section 5.2); then ``request.late`` (a missing parameter); then the code
+        (``AuthorizationBook.redeem``). A good code creates a grant as ``issue_grant`` does (the client's
+        rotation settings apply to its refreshes); a refused one is ``invalid_grant``, counted in
+        ``code_failures``, and a replayed one also revokes the grant its first use created (RFC 6749 section
+        4.1.2). Kept out of the refresh statistics (see ``SandboxStats``); needs no ``request_done``.
+        """
+        with self._lock:
+            if self._outage is not None:
+                return self._outage
+            if request.early is not None:
+                return request.early
+            client = self._clients.get(request.client_id)
+            if client is None or not hmac.compare_digest(
+                client.secret.encode(), request.client_secret.encode()
+            ):
+                return UNKNOWN_CLIENT
+            if not client.redirect_uris:
+                return _NO_CODE_GRANT
+            if request.late is not None:
+                return request.late
+            code = self._auth.redeem(
+                request.client_id, request.code, request.redirect_uri, request.code_verifier
+            )
+            if isinstance(code, CodeRefused):
+                self._stats.code_failures += 1
+                if code.revoke is not None:
+                    self._book.get(code.revoke).revoked = True
+                return _CODE_REFUSALS[code.problem]
+            tokens = self._book.issue(request.client_id, client.lifetime, None, code.scope, code.user)
+            code.grant_id = tokens.grant_id
+            self._stats.code_exchanges += 1
+        return Issued(Behaviour.OK, tokens.access_token, tokens.expires_in, tokens.refresh_token, code.scope)
+
     # --- internals (lock held) -------------------------------------------------------------------------
+
+    def _redirect_uris_of(self, client_id: str) -> frozenset[str] | None:
+        client = self._clients.get(client_id)
+        return None if client is None else client.redirect_uris
 
     def _decide(
         self,

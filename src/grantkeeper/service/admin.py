@@ -6,16 +6,26 @@ Each validates its input completely before touching the store, so bad input chan
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from grantkeeper.core.errors import InvalidInputError
 from grantkeeper.core.machine import initial_state, reconnect
-from grantkeeper.core.model import TokenSet
+from grantkeeper.core.model import TokenSet, Transition
+from grantkeeper.core.notices import render_notice
 from grantkeeper.core.policy import Policy
 from grantkeeper.core.urls import validate_token_url
-from grantkeeper.ports import Clock, ConnectionStore, NewConnection, NewProvider, ProviderConfig
+from grantkeeper.ports import (
+    Clock,
+    ConnectionRecord,
+    ConnectionStore,
+    NewConnection,
+    NewProvider,
+    NotificationContent,
+    ProviderConfig,
+)
 from grantkeeper.service.importing import LineError, parse_import
 
 
@@ -37,6 +47,7 @@ def add_provider(store: ConnectionStore, tenant_id: str, provider: NewProvider) 
     if provider.default_expires_in < 1:
         raise InvalidInputError("default expires_in must be at least 1 second")
     check_limits(provider.max_concurrency, provider.rate_limit_per_second)
+    check_authorize_params(provider.authorize_params)
     check_endpoint_url(provider.token_url)
     for field, url in (
         ("revocation URL", provider.revocation_url),
@@ -46,6 +57,29 @@ def add_provider(store: ConnectionStore, tenant_id: str, provider: NewProvider) 
         if url is not None:
             check_endpoint_url(url, field=field)
     return store.add_provider(tenant_id, provider)
+
+
+#: Set by the flow itself (RFC 6749 section 4.1.1, RFC 7636); a provider's extras may not override them.
+RESERVED_AUTHORIZE_PARAMS = frozenset(
+    {"response_type", "client_id", "redirect_uri", "state", "scope"}
+    | {"code_challenge", "code_challenge_method"}
+)
+_PARAM_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def check_authorize_params(params: dict[str, str] | None) -> None:
+    """Extra authorization parameters are plain name=value pairs that never replace the flow's own."""
+    if not params:
+        return
+    if len(params) > 20:
+        raise InvalidInputError("at most 20 extra authorization parameters")
+    for name, value in params.items():
+        if not _PARAM_NAME.fullmatch(name):
+            raise InvalidInputError(f"authorization parameter name {name[:64]!r}: 1-64 of A-Z a-z 0-9 _ . -")
+        if name in RESERVED_AUTHORIZE_PARAMS:
+            raise InvalidInputError(f"authorization parameter {name!r} is set by the flow itself")
+        if len(value) > 512 or any(not c.isprintable() for c in value):
+            raise InvalidInputError(f"authorization parameter {name!r}: value must be printable, at most 512")
 
 
 MAX_CONCURRENCY_LIMIT = 10_000
@@ -88,10 +122,10 @@ def import_rows(
 ) -> list[str]:
     """Import validated rows, each scheduled by its expiry (one transaction)."""
     now = clock.now()
-    return store.import_connections(tenant_id, [_scheduled(row, policy, now) for row in rows], now)
+    return store.import_connections(tenant_id, [scheduled(row, policy, now) for row in rows], now)
 
 
-def _scheduled(row: NewConnection, policy: Policy, now: datetime) -> NewConnection:
+def scheduled(row: NewConnection, policy: Policy, now: datetime) -> NewConnection:
     """Without an access token there is nothing to expire: such a connection is due at once."""
     expires_at = row.expires_at if row.access_token else None
     due_at = initial_state(expires_at, now, policy).next_attempt_at
@@ -112,4 +146,16 @@ def reconnect_connection(
         return False
     now = clock.now()
     transition = reconnect(record.state, tokens, policy, now)
-    return store.reconnect(tenant_id, connection_id, tokens, transition, now)
+    notices = reconnect_notices(transition, record)
+    return store.reconnect(tenant_id, connection_id, tokens, transition, now, notices)
+
+
+def reconnect_notices(transition: Transition, record: ConnectionRecord) -> tuple[NotificationContent, ...]:
+    """The rendered notifications a reconnect's transition asks for (a recovery notice, in app only)."""
+    metadata = {"provider": record.provider, "connection_id": record.connection_id, "user_id": record.user_id}
+    contents = []
+    for effect in transition.notifications:
+        text = render_notice(effect.type, record.provider)
+        channels = ("email",) if effect.email else ()
+        contents.append(NotificationContent(effect.type, text.title, text.message, metadata, channels))
+    return tuple(contents)

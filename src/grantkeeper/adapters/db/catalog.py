@@ -94,6 +94,7 @@ def add_provider(
         "scopes": provider.scopes,
         "max_concurrency": provider.max_concurrency,
         "rate_limit_per_second": provider.rate_limit_per_second,
+        "authorize_params": provider.authorize_params or None,
         "created_at": now,
     }
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -43,7 +44,7 @@ from grantkeeper.core.model import (
     Transition,
 )
 from grantkeeper.core.routing import EventType
-from grantkeeper.ports import AttemptCommit, WorkflowStatus
+from grantkeeper.ports import AttemptCommit, NotificationContent, WorkflowStatus
 
 _c = connections.c
 _w = workflows.c
@@ -233,36 +234,59 @@ def _attempt_row(commit: AttemptCommit) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Recipient:
+    """Whose connection a notification is about: enough to address it and to name it."""
+
+    tenant_id: str
+    connection_id: str
+    user_id: str | None
+    email: str | None
+    provider_name: str
+
+
 def _insert_notifications(connection: Connection, commit: AttemptCommit, fanout: Fanout) -> None:
-    """One notification row each, and its outbox rows (email, chat, webhooks), in the state's transaction."""
     claim = commit.claim
+    recipient = Recipient(
+        claim.tenant_id, claim.connection_id, claim.user_id, claim.email, claim.provider.name
+    )
+    insert_notifications(connection, recipient, commit.notifications, fanout)
+
+
+def insert_notifications(
+    connection: Connection,
+    recipient: Recipient,
+    contents: Sequence[NotificationContent],
+    fanout: Fanout,
+) -> None:
+    """One notification row each, and its outbox rows (email, chat, webhooks), in the state's transaction."""
     notification_rows: list[dict[str, Any]] = []
-    for content in commit.notifications:
+    for content in contents:
         notification_id = new_id("ntf")
         notification_rows.append(
             {
                 "id": notification_id,
-                "tenant_id": claim.tenant_id,
-                "connection_id": claim.connection_id,
-                "user_id": claim.user_id,
+                "tenant_id": recipient.tenant_id,
+                "connection_id": recipient.connection_id,
+                "user_id": recipient.user_id,
                 "type": content.type.value,
                 "title": content.title,
                 "message": content.message,
                 "is_read": False,
                 "created_at": fanout.at,
-                "metadata": {"provider": claim.provider.name} | content.metadata,
+                "metadata": {"provider": recipient.provider_name} | content.metadata,
             }
         )
         data = {
             "notification_id": notification_id,
-            "connection_id": claim.connection_id,
-            "user_id": claim.user_id,
-            "provider": claim.provider.name,
+            "connection_id": recipient.connection_id,
+            "user_id": recipient.user_id,
+            "provider": recipient.provider_name,
             "title": content.title,
             "message": content.message,
         }
         notice = NotificationFanout(notification_id, content.type, "email" in content.channels, data)
-        fanout.notification(notice, user_id=claim.user_id, email=claim.email)
+        fanout.notification(notice, user_id=recipient.user_id, email=recipient.email)
     if notification_rows:
         # before the outbox rows that reference them
         connection.execute(notifications.insert(), notification_rows)
@@ -274,11 +298,13 @@ def apply_effects(
     connection_id: str,
     provider: tuple[str, str],
     fanout: Fanout,
-) -> None:
+) -> list[str]:
     """Carry out the transition's effects other than notifications (those arrive rendered, as content).
 
     Queues the webhook events they cause: one per workflow paused or resumed, one when a provider is flagged.
+    Returns the names of the workflows resumed (a reconnect's success page lists them).
     """
+    resumed: list[str] = []
     at = fanout.at
     provider_id, provider_name = provider
     for effect in effects:
@@ -295,6 +321,7 @@ def apply_effects(
                 )
         elif isinstance(effect, ResumeWorkflows):
             for workflow_id, name in resume_workflows(connection, connection_id, at):
+                resumed.append(name)
                 fanout.event(
                     EventType.WORKFLOW_RESUMED,
                     {"workflow_id": workflow_id, "name": name, "connection_id": connection_id},
@@ -313,6 +340,8 @@ def apply_effects(
                         "connection_id": connection_id,
                     },
                 )
+
+    return resumed
 
 
 def lock_linked_workflows(connection: Connection, connection_id: str) -> list[str]:
@@ -455,26 +484,31 @@ def reconnect(
     transition: Transition,
     now: datetime,
     *,
+    notifications: Sequence[NotificationContent] = (),
     digest_hour: int = DEFAULT_DIGEST_HOUR,
-) -> bool:
+) -> list[str] | None:
     """Store the new grant's tokens and the fresh state; bumping ``version`` makes any in-flight attempt with
     the old refresh token fail its fenced commit instead of overwriting the new tokens. A grant without a
-    refresh token keeps the stored one, as a refresh without rotation does."""
+    refresh token keeps the stored one, as a refresh without rotation does. Returns the names of the
+    workflows resumed, None when the tenant has no such connection."""
     values = state_values(transition.state) | _token_values(cipher, connection_id, tokens)
     statement = (
         update(connections)
         .where(and_(_c.tenant_id == tenant_id, _c.id == connection_id))
         .values(values | _lease_cleared(now))
-        .returning(_c.provider_id)
+        .returning(_c.provider_id, _c.user_id, _c.email)
     )
-    provider_id = connection.scalar(statement)
-    if provider_id is None:
-        return False
+    row = connection.execute(statement).first()
+    if row is None:
+        return None
+    provider_id, user_id, email = row
     effects = transition.effects
     if not any(isinstance(effect, ResumeWorkflows) for effect in effects):
         effects = (*effects, ResumeWorkflows())
-    provider_name = connection.scalar(select(providers.c.name).where(providers.c.id == provider_id))
+    provider_name = str(connection.scalar(select(providers.c.name).where(providers.c.id == provider_id)))
     fanout = Fanout(connection, tenant_id, now, digest_hour)
-    apply_effects(connection, effects, connection_id, (provider_id, str(provider_name)), fanout)
+    recipient = Recipient(tenant_id, connection_id, user_id, email, provider_name)
+    insert_notifications(connection, recipient, notifications, fanout)
+    resumed = apply_effects(connection, effects, connection_id, (provider_id, provider_name), fanout)
     fanout.flush()
-    return True
+    return resumed

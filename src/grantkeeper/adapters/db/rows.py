@@ -160,6 +160,7 @@ def provider_from_row(row: Row[Any], cipher: FieldCipher) -> ProviderConfig:
         flag_reason=row.flag_reason,
         max_concurrency=row.max_concurrency,
         rate_limit_per_second=row.rate_limit_per_second,
+        authorize_params=dict(row.authorize_params) if row.authorize_params else None,
     )
 
 

@@ -19,6 +19,7 @@ from grantkeeper.adapters.crypto import Keyring
 from grantkeeper.adapters.db import (
     catalog,
     commits,
+    connect,
     deletions,
     destinations,
     imports,
@@ -41,12 +42,18 @@ from grantkeeper.ports import (
     AttemptRecord,
     AttemptStarts,
     ClaimedConnection,
+    ConnectCompletion,
     ConnectionRecord,
+    ConnectResult,
+    ConnectSession,
     DeliveryAttemptRecord,
     DeliveryResult,
     DestinationRecord,
+    NewAuthorizationRequest,
     NewConnection,
+    NewConnectSession,
     NewProvider,
+    NotificationContent,
     NotificationRecord,
     OutboxItem,
     OutboxRecord,
@@ -54,6 +61,7 @@ from grantkeeper.ports import (
     PruneBatch,
     StoredTokens,
     StoreUnavailableError,
+    TakenAuthorization,
     TenantRecord,
     UserPreferences,
     WorkflowRecord,
@@ -266,10 +274,16 @@ class SqlStore:
             return leases.park_unreadable(connection, claim, now)
 
     def reconnect(
-        self, tenant_id: str, connection_id: str, tokens: TokenSet, transition: Transition, now: datetime
+        self,
+        tenant_id: str,
+        connection_id: str,
+        tokens: TokenSet,
+        transition: Transition,
+        now: datetime,
+        notifications: Sequence[NotificationContent] = (),
     ) -> bool:
         with write_transaction(self._engine) as connection:
-            return commits.reconnect(
+            resumed = commits.reconnect(
                 connection,
                 self._cipher,
                 tenant_id,
@@ -277,8 +291,38 @@ class SqlStore:
                 tokens,
                 transition,
                 now,
+                notifications=notifications,
                 digest_hour=self._digest_hour,
             )
+        return resumed is not None
+
+    # --- connecting in a browser (ADR 13) --------------------------------------------------------------
+
+    def create_connect_session(self, session: NewConnectSession, now: datetime) -> ConnectSession:
+        with write_transaction(self._engine) as connection:
+            return connect.create_session(connection, self._cipher, session, now)
+
+    def connect_session(self, secret_hash: str) -> ConnectSession | None:
+        with read_transaction(self._engine) as connection:
+            return connect.session_by_secret(connection, self._cipher, secret_hash)
+
+    def tenant_of_connection(self, connection_id: str) -> str | None:
+        with read_transaction(self._engine) as connection:
+            return connect.tenant_of_connection(connection, connection_id)
+
+    def add_authorization_request(self, request: NewAuthorizationRequest, now: datetime) -> None:
+        with write_transaction(self._engine) as connection:
+            connect.add_authorization_request(connection, self._cipher, request, now)
+
+    def take_authorization_request(
+        self, state_hash: str, browser_hash: str | None, now: datetime
+    ) -> TakenAuthorization:
+        with write_transaction(self._engine) as connection:
+            return connect.take_authorization_request(connection, self._cipher, state_hash, browser_hash, now)
+
+    def complete_connect(self, completion: ConnectCompletion) -> ConnectResult | None:
+        with write_transaction(self._engine) as connection:
+            return connect.complete(connection, self._cipher, completion, digest_hour=self._digest_hour)
 
     def list_notifications(
         self,

@@ -88,6 +88,8 @@ providers = Table(
     Column("rate_limit_per_second", Float, nullable=True),
     Column("rate_tokens", Float, nullable=True),
     Column("rate_refilled_at", UTCDateTime, nullable=True),
+    # Extra query parameters for the authorization endpoint, e.g. {"access_type": "offline"} (migration 7).
+    Column("authorize_params", JSON_DOCUMENT, nullable=True),
     UniqueConstraint("tenant_id", "name"),
 )
 
@@ -276,4 +278,48 @@ delivery_attempts = Table(
     Column("duration_ms", Integer, nullable=False),
     Index("ix_delivery_attempts_tenant_attempted", "tenant_id", "attempted_at"),
     Index("ix_delivery_attempts_outbox_id", "outbox_id"),
+)
+
+
+# --- connecting in a browser (migration 7, ADR 13) ---------------------------------------------------------
+
+#: A connect link: for a new connection (``connection_id`` NULL until it completes) or to reconnect one.
+#: Only the SHA-256 of the link's secret is stored; an email's signed link gets a row on its first use,
+#: keyed by its token's digest, so it too works once.
+connect_sessions = Table(
+    "connect_sessions",
+    metadata,
+    Column("id", ID, primary_key=True),
+    _tenant_fk(),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("provider_id", ID, ForeignKey("providers.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("email", String(320), nullable=True),
+    Column("connection_id", ID, ForeignKey("connections.id", ondelete="CASCADE"), nullable=True),
+    Column("return_to", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("completed_at", UTCDateTime, nullable=True),
+)
+
+#: One trip to the provider's authorization endpoint: the ``state`` (its digest), the browser it belongs to
+#: (its cookie's digest), and the PKCE verifier, sealed. Used once, by the callback.
+authorization_requests = Table(
+    "authorization_requests",
+    metadata,
+    Column("state_hash", String(64), primary_key=True),
+    Column(
+        "session_id",
+        ID,
+        ForeignKey("connect_sessions.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("browser_hash", String(64), nullable=False),
+    Column("code_verifier_enc", Text, nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("return_to", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime, nullable=True),
 )

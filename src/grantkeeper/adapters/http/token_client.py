@@ -35,6 +35,7 @@ from grantkeeper.core.model import ErrorInfo, Outcome, OutcomeClass
 from grantkeeper.core.oauth_wire import (
     RawResponse,
     TokenRequest,
+    build_code_request,
     build_introspection_request,
     build_refresh_request,
     build_revocation_request,
@@ -143,6 +144,38 @@ class HttpTokenEndpoint:
                 network_fault(exc), describe(exc, _secrets_of(provider, refresh_token, request))
             )
         secrets = _secrets_of(provider, refresh_token, request)
+        if is_oversized and 200 <= raw.status < 300:
+            return self._oversized(raw, started_at)
+        return classify_response(
+            raw, now=started_at, default_expires_in=provider.default_expires_in, redact=secrets
+        )
+
+    async def exchange_code(
+        self, provider: ProviderConfig, code: str, code_verifier: str, redirect_uri: str
+    ) -> Outcome:
+        """Redeem an authorization code (RFC 6749 section 4.1.3, PKCE verifier per RFC 7636 section 4.5) and
+        classify the answer as a refresh's; never raises for anything the provider or the network does.
+
+        A code is single use, so, as with a refresh, nothing here ever retries. The code, the verifier and
+        the client secret are redacted from anything the outcome carries."""
+        try:
+            validate_token_url(provider.token_url)
+        except ValueError as exc:
+            return Outcome(OutcomeClass.CONFIG, None, ErrorInfo("invalid_token_url", sanitize(str(exc))))
+        request = build_code_request(
+            client_id=provider.client_id,
+            client_secret=provider.client_secret,
+            code=code,
+            redirect_uri=redirect_uri,
+            code_verifier=code_verifier,
+            use_basic_auth=provider.auth_method is AuthMethod.CLIENT_SECRET_BASIC,
+        )
+        secrets = _secrets_of(provider, code, request) + _token_forms(code_verifier)
+        started_at = self._clock.now()
+        try:
+            raw, is_oversized = await self._post(provider.token_url, request)
+        except TRANSPORT_ERRORS as exc:
+            return classify_fault(network_fault(exc), describe(exc, secrets))
         if is_oversized and 200 <= raw.status < 300:
             return self._oversized(raw, started_at)
         return classify_response(

@@ -18,7 +18,13 @@ from fastapi import FastAPI, Request, Response
 
 from grantkeeper import __version__
 from grantkeeper.bootstrap import Runtime
-from grantkeeper.entrypoints.api import routes_connections, routes_notify, routes_ops, routes_resources
+from grantkeeper.entrypoints.api import (
+    routes_connect,
+    routes_connections,
+    routes_notify,
+    routes_ops,
+    routes_resources,
+)
 from grantkeeper.entrypoints.api.context import ApiContext
 from grantkeeper.entrypoints.api.errors import install_error_handlers
 from grantkeeper.entrypoints.api.metrics import Metrics
@@ -54,6 +60,7 @@ def _context(runtime: Runtime, metrics: Metrics) -> ApiContext:
         service=service,
         vendor=vendor,
         endpoint=endpoint,
+        connect=runtime.connect_flow(endpoint),
     )
 
 
@@ -111,6 +118,8 @@ def create_app(runtime: Runtime, *, run_scheduler: bool = True) -> FastAPI:
         routes_notify.preferences,
         routes_notify.deliveries,
         routes_ops.router,
+        routes_connect.api,
+        routes_connect.pages,
     ):
         app.include_router(router)
     app.middleware("http")(_access_log)
@@ -121,14 +130,20 @@ def create_app(runtime: Runtime, *, run_scheduler: bool = True) -> FastAPI:
     return app
 
 
+_SESSION_LINK_PREFIX = "/connect/session/"
+
+
 async def _access_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
     """One line per request with the path only: a query string may carry the cron secret (``?secret=``)."""
     started = time.perf_counter()
     response = await call_next(request)
+    path = request.url.path
+    if path.startswith(_SESSION_LINK_PREFIX):  # a connect link's secret is in its path
+        path = _SESSION_LINK_PREFIX + "<secret>"
     access_log.info(
         "%s %s %d %.1fms",
         request.method,
-        request.url.path,
+        path,
         response.status_code,
         (time.perf_counter() - started) * 1000,
         extra={"action": "http_request"},

@@ -20,6 +20,7 @@ from grantkeeper.core.policy import Policy
 from grantkeeper.entrypoints.api.errors import Problem
 from grantkeeper.entrypoints.api.metrics import Metrics
 from grantkeeper.ports import Clock, TenantRecord
+from grantkeeper.service.connecting import ConnectFlow
 from grantkeeper.service.cycle import RefreshService
 from grantkeeper.service.report import CycleReport
 from grantkeeper.service.tenants import tenant_for_api_key
@@ -36,6 +37,7 @@ class ApiContext:
     service: RefreshService
     vendor: TokenVendor
     endpoint: HttpTokenEndpoint
+    connect: ConnectFlow
     cycle_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def run_cycle(self) -> CycleReport | None:

@@ -141,7 +141,8 @@ def _translate(exc: Exception, request: Request) -> Problem:
     if isinstance(exc, DuplicateProviderError | DuplicateWorkflowError):
         return Problem(409, "already-exists", str(exc))
     if isinstance(exc, NeedsReauthorizationError):
-        reconnect = f"{request.app.state.public_url}/connect/reconnect/{exc.connection_id}"
+        link = request.app.state.context.connect.signed_reconnect_link(exc.connection_id)
+        reconnect = link.url if link is not None else None
         return Problem(
             409, "needs-reauthorization", str(exc), connection_id=exc.connection_id, reconnect_url=reconnect
         )

@@ -39,6 +39,7 @@ async def create_provider(body: ProviderIn, context: Context, tenant: Tenant) ->
         revocation_url=body.revocation_url,
         introspection_url=body.introspection_url,
         scopes=body.scopes,
+        authorize_params=body.authorize_params,
         max_concurrency=body.max_concurrency,
         rate_limit_per_second=body.rate_limit_per_second,
     )

@@ -40,6 +40,8 @@ Secret = Annotated[str, Field(min_length=1, max_length=4096, pattern=_PRINTABLE)
 Url = Annotated[str, Field(min_length=1, max_length=2048, pattern=_PRINTABLE)]
 Text = Annotated[str, Field(min_length=1, max_length=200, pattern=_PRINTABLE)]
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+ParamName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+ParamValue = Annotated[str, Field(max_length=512, pattern=_PRINTABLE)]
 
 
 class Strict(BaseModel):
@@ -57,6 +59,7 @@ class ProviderIn(Strict):
     revocation_url: Url | None = None
     introspection_url: Url | None = None
     scopes: Annotated[str, Field(max_length=2048, pattern=_PRINTABLE)] | None = None
+    authorize_params: dict[ParamName, ParamValue] | None = Field(default=None, max_length=20)
     max_concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY_LIMIT)
     rate_limit_per_second: float | None = Field(default=None, ge=0.01, le=MAX_RATE_LIMIT, allow_inf_nan=False)
 
@@ -71,6 +74,7 @@ class ProviderOut(BaseModel):
     revocation_url: str | None
     introspection_url: str | None
     scopes: str | None
+    authorize_params: dict[str, str]
     flagged_at: datetime | None
     flag_reason: str | None
     max_concurrency: int | None
@@ -88,6 +92,7 @@ class ProviderOut(BaseModel):
             revocation_url=provider.revocation_url,
             introspection_url=provider.introspection_url,
             scopes=provider.scopes,
+            authorize_params=provider.authorize_params or {},
             flagged_at=provider.flagged_at,
             flag_reason=provider.flag_reason,
             max_concurrency=provider.max_concurrency,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +17,7 @@ from grantkeeper.adapters.db.engine import make_engine
 from grantkeeper.adapters.db.schema import head_revision, migrate
 from grantkeeper.bootstrap import check_database_url
 from grantkeeper.core.errors import InvalidInputError
-from grantkeeper.core.model import ConnectionStatus, TokenSet
+from grantkeeper.core.model import ConnectionStatus, Outcome, TokenSet
 from grantkeeper.entrypoints.cli.app import (
     EXIT_USAGE,
     CliError,
@@ -32,13 +33,14 @@ from grantkeeper.entrypoints.cli.output import (
     connection_dict,
     connections_table,
     console,
+    iso,
     notification_dict,
     notifications_table,
     print_json,
     provider_dict,
     table,
 )
-from grantkeeper.ports import AuthMethod, NewProvider
+from grantkeeper.ports import AuthMethod, NewProvider, ProviderConfig
 from grantkeeper.service import admin
 from grantkeeper.service.importing import parse_time
 
@@ -97,6 +99,14 @@ def providers_add(
     default_expires_in: Annotated[
         int, typer.Option(help="Token lifetime when the provider omits it.")
     ] = 3600,
+    authorize_url: Annotated[
+        str | None, typer.Option(help="Authorization endpoint, for connecting and reconnecting in a browser.")
+    ] = None,
+    scopes: Annotated[str | None, typer.Option(help='Scopes to ask for, space-separated ("a b").')] = None,
+    authorize_param: Annotated[
+        list[str] | None,
+        typer.Option(help="Extra authorization parameter NAME=VALUE (repeatable), e.g. access_type=offline."),
+    ] = None,
     revocation_url: Annotated[str | None, typer.Option(help="RFC 7009 revocation endpoint.")] = None,
     introspection_url: Annotated[
         str | None,
@@ -121,6 +131,9 @@ def providers_add(
         client_secret=secret,
         auth_method=auth_method,
         default_expires_in=default_expires_in,
+        authorize_url=authorize_url,
+        scopes=scopes,
+        authorize_params=_name_values(authorize_param or []),
         revocation_url=revocation_url,
         introspection_url=introspection_url,
         max_concurrency=max_concurrency,
@@ -132,6 +145,18 @@ def providers_add(
         print_json(provider_dict(created))
     else:
         console.print(f"added provider {created.name} ({created.provider_id})")
+
+
+def _name_values(pairs: list[str]) -> dict[str, str] | None:
+    params: dict[str, str] = {}
+    for pair in pairs:
+        name, separator, value = pair.partition("=")
+        if not separator or not name:
+            raise InvalidInputError(f"--authorize-param takes NAME=VALUE, not {pair[:80]!r}")
+        if name in params:
+            raise InvalidInputError(f"--authorize-param names {name[:64]!r} twice")
+        params[name] = value
+    return params or None
 
 
 @providers_app.command("list")
@@ -224,6 +249,40 @@ def connections_reconnect(
         print_json(connection_dict(record))
     else:
         console.print(f"{connection_id} reconnected; status {record.state.status.value}")
+
+
+@connections_app.command("reconnect-link")
+@handle_errors
+def connections_reconnect_link(
+    connection_id: str,
+    return_to: Annotated[
+        str | None, typer.Option(help="Where the browser goes afterwards (on the return URL allow list).")
+    ] = None,
+    ttl: Annotated[int, typer.Option(min=60, max=7 * 86400, help="How long the link works, seconds.")] = 3600,
+    tenant: TenantOption = "default",
+    json_output: JsonOption = False,
+) -> None:
+    """Print a link that reconnects the connection in a browser (GRANTKEEPER_PUBLIC_URL must reach serve)."""
+    with runtime() as rt:
+        tenant_id = rt.store.ensure_tenant(tenant)
+        flow = rt.connect_flow(_NO_EXCHANGE)
+        link = flow.reconnect_link(tenant_id, connection_id, return_to=return_to, ttl=timedelta(seconds=ttl))
+    if json_output:
+        print_json({"url": link.url, "expires_at": iso(link.expires_at)})
+    else:
+        console.print(link.url, soft_wrap=True)
+
+
+class _NoExchange:
+    """Making a link redeems no code; the ``serve`` process that receives the callback does."""
+
+    async def exchange_code(
+        self, provider: ProviderConfig, code: str, code_verifier: str, redirect_uri: str
+    ) -> Outcome:
+        raise RuntimeError("a CLI command never redeems an authorization code")
+
+
+_NO_EXCHANGE = _NoExchange()
 
 
 def _read_tokens(file: Path) -> TokenSet:

@@ -25,13 +25,18 @@ from rich.live import Live
 from rich.table import Table
 
 from grantkeeper.adapters.crypto import Keyring, generate_key_line
+from grantkeeper.adapters.http import HttpTokenEndpoint
 from grantkeeper.bootstrap import Runtime, build_runtime, load_keyring
+from grantkeeper.core.model import ConnectionStatus
 from grantkeeper.core.policy import Policy
+from grantkeeper.entrypoints.api.app import create_app
 from grantkeeper.entrypoints.cli.app import JsonOption, TenantOption, app, handle_errors, load_settings
 from grantkeeper.entrypoints.cli.output import console, err_console, print_json, table
+from grantkeeper.entrypoints.cli.serving import ApiThread
 from grantkeeper.ports import AuthMethod, NewConnection, NewProvider
 from grantkeeper.sandbox import Behaviour, Sandbox, serve_sandbox
 from grantkeeper.service import admin
+from grantkeeper.service.connecting import CALLBACK_PATH
 from grantkeeper.service.report import CycleReport
 
 DEMO_KEY_FILE = Path("grantkeeper-demo.key")
@@ -91,25 +96,40 @@ def demo_command(
     duration: Annotated[float | None, typer.Option(min=1, help="Stop after this many seconds.")] = None,
     lifetime: Annotated[int, typer.Option(min=10, max=3600, help="Access token lifetime, seconds.")] = 60,
     seed: Annotated[int, typer.Option(help="Seed for the mix of behaviours.")] = 7,
+    port: Annotated[
+        int,
+        typer.Option(min=0, max=65535, help="Port of the demo's web pages on 127.0.0.1 (0: any free one)."),
+    ] = 0,
     tenant: TenantOption = "default",
     json_output: JsonOption = False,
 ) -> None:
-    """Run the sandbox provider and the scheduler on a few hundred connections; Ctrl-C stops it."""
+    """Run the sandbox provider and the scheduler on a few hundred connections; Ctrl-C stops it.
+
+    The demo also serves grantkeeper's pages on 127.0.0.1, so the reconnect link it prints for the first
+    connection that breaks works in a browser on this machine (the sandbox shows its consent page)."""
+    pages = ApiThread.bind(port)
+    public_url = f"http://127.0.0.1:{pages.port}"
     # Short timeouts: a hanging provider should cost the demo's one-minute tokens seconds, not a cycle.
     settings = load_settings().model_copy(
-        update={"connect_timeout_seconds": 1.0, "read_timeout_seconds": 2.0}
+        update={"connect_timeout_seconds": 1.0, "read_timeout_seconds": 2.0, "public_url": public_url}
     )
     keyring = demo_keyring(load_keyring(settings))
     rt = build_runtime(settings, keyring=keyring, policy=demo_policy())
     sandbox = Sandbox(seed=seed, hang_seconds=5.0)
     client_secret = secrets.token_urlsafe(24)
-    sandbox.add_client(client_id="grantkeeper-demo", client_secret=client_secret, rotate_refresh_tokens=True)
+    sandbox.add_client(
+        client_id="grantkeeper-demo",
+        client_secret=client_secret,
+        rotate_refresh_tokens=True,
+        redirect_uris=[public_url + CALLBACK_PATH],
+    )
     try:
-        with serve_sandbox(sandbox) as server:
+        with serve_sandbox(sandbox) as server, pages.serving(create_app(rt, run_scheduler=False)):
             tenant_id = rt.store.ensure_tenant(tenant)
-            _seed(rt, tenant_id, sandbox, server.token_url, client_secret, connections, lifetime, seed)
-            report = asyncio.run(_run(rt, tenant_id, duration, json_output))
-        _print_summary(rt, tenant_id, report, sandbox, json_output)
+            urls = (server.token_url, server.authorize_url)
+            _seed(rt, tenant_id, sandbox, urls, client_secret, connections, lifetime, seed)
+            report, link = asyncio.run(_run(rt, tenant_id, duration, json_output))
+        _print_summary(rt, tenant_id, report, sandbox, json_output, link)
     finally:
         rt.close()
 
@@ -118,7 +138,7 @@ def _seed(
     rt: Runtime,
     tenant_id: str,
     sandbox: Sandbox,
-    token_url: str,
+    urls: tuple[str, str],
     client_secret: str,
     count: int,
     lifetime: int,
@@ -126,9 +146,12 @@ def _seed(
 ) -> None:
     """Replace a previous demo's provider and connections, then seed ``count`` connections with a mix."""
     rt.store.delete_provider(tenant_id, DEMO_PROVIDER)
+    token_url, authorize_url = urls
     provider = NewProvider(
         name=DEMO_PROVIDER,
         token_url=token_url,
+        authorize_url=authorize_url,
+        scopes="demo.read",
         client_id="grantkeeper-demo",
         client_secret=client_secret,
         auth_method=AuthMethod.CLIENT_SECRET_BASIC,
@@ -166,7 +189,9 @@ def _assign_scenario(sandbox: Sandbox, grant_id: str, draw: float) -> None:
         draw -= share
 
 
-async def _run(rt: Runtime, tenant_id: str, duration: float | None, json_output: bool) -> CycleReport:
+async def _run(
+    rt: Runtime, tenant_id: str, duration: float | None, json_output: bool
+) -> tuple[CycleReport, str | None]:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -174,6 +199,7 @@ async def _run(rt: Runtime, tenant_id: str, duration: float | None, json_output:
             loop.add_signal_handler(signum, stop.set)
     service, endpoint = rt.refresh_service(concurrency=32)
     totals = CycleReport(started_at=rt.clock.now())
+    link: str | None = None
     started = time.monotonic()
     live = Live(console=console, refresh_per_second=4) if sys.stdout.isatty() and not json_output else None
     try:
@@ -182,15 +208,32 @@ async def _run(rt: Runtime, tenant_id: str, duration: float | None, json_output:
                 if duration is not None and time.monotonic() - started >= duration:
                     break
                 _merge(totals, await service.run_cycle(tenant_id))
+                if link is None and totals.newly_disconnected:
+                    link = await asyncio.to_thread(_reconnect_link, rt, endpoint, tenant_id)
                 if live is not None:
-                    live.update(_screen(rt, tenant_id, totals, time.monotonic() - started))
+                    live.update(_screen(rt, tenant_id, totals, time.monotonic() - started, link))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=0.5)
     finally:
         await endpoint.close()
         service.runner.close()
     totals.finished_at = rt.clock.now()
-    return totals
+    return totals, link
+
+
+def _reconnect_link(rt: Runtime, endpoint: HttpTokenEndpoint, tenant_id: str) -> str | None:
+    """A browser link for the first broken demo connection, said once on stderr (the screen shows it too)."""
+    broken = rt.store.list_connections(tenant_id, ConnectionStatus.NEEDS_REAUTHORIZATION)
+    if not broken:
+        return None
+    record = broken[0]
+    link = rt.connect_flow(endpoint).reconnect_link(tenant_id, record.connection_id, ttl=timedelta(days=1))
+    err_console.print(
+        f"{record.user_id}'s {record.provider} connection broke; reconnect it in your browser while the demo "
+        f"runs: {link.url}",
+        soft_wrap=True,
+    )
+    return link.url
 
 
 def _merge(totals: CycleReport, report: CycleReport) -> None:
@@ -202,7 +245,7 @@ def _merge(totals: CycleReport, report: CycleReport) -> None:
     totals.lease_conflicts += report.lease_conflicts
 
 
-def _screen(rt: Runtime, tenant_id: str, totals: CycleReport, elapsed: float) -> Group:
+def _screen(rt: Runtime, tenant_id: str, totals: CycleReport, elapsed: float, link: str | None) -> Group:
     counts = rt.store.count_by_status(tenant_id)
     status_table = table("Connections by status", ("status", "count"), sorted(counts.items()))
     outcomes = table("Refresh outcomes so far", ("outcome", "count"), sorted(totals.by_outcome.items()))
@@ -215,17 +258,19 @@ def _screen(rt: Runtime, tenant_id: str, totals: CycleReport, elapsed: float) ->
         for n in recent
     ]
     header = f"grantkeeper demo: {elapsed:5.0f}s, {totals.due} attempts (Ctrl-C to stop)"
-    return Group(header, grid, "Latest notifications:", *lines)
+    footer = [f"Reconnect a broken connection in your browser: {link}"] if link else []
+    return Group(header, grid, "Latest notifications:", *lines, *footer)
 
 
 def _print_summary(
-    rt: Runtime, tenant_id: str, report: CycleReport, sandbox: Sandbox, json_output: bool
+    rt: Runtime, tenant_id: str, report: CycleReport, sandbox: Sandbox, json_output: bool, link: str | None
 ) -> None:
     counts = Counter(rt.store.count_by_status(tenant_id))
     stats = sandbox.stats()
     summary = report.as_dict() | {
         "counts": dict(counts),
         "sandbox": {"requests": stats.requests, "reuse_detected": stats.reuse_detected},
+        "reconnect_url": link,
     }
     if json_output:
         print_json(summary)
