@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from grantkeeper.adapters.db.tables import authorization_requests
+from grantkeeper.adapters.db.tables import authorization_requests, connect_sessions
 from tests.api.connect_support import ALLOWED_RETURN, ConnectRig, query, running_rig
 
 
@@ -302,3 +302,17 @@ def test_secrets_never_reach_the_logs(rig, caplog):
     values = [secret, query(callback)["code"], query(callback)["state"], browser.client.cookies["gk_browser"]]
     for value in values:
         assert value not in caplog.text
+
+
+def test_a_provider_without_an_authorize_url_gets_no_link_and_nothing_is_stored(rig):
+    rig.add_provider(authorize_url=None)
+    connection_id = rig.broken_connection()
+
+    response = rig.acme.post(f"/v1/connections/{connection_id}/reconnect-link", json={})
+    assert response.status_code == 422, response.text
+    assert "authorize URL" in response.json()["detail"]
+    response = rig.acme.post("/v1/connect-sessions", json={"provider": "sandbox", "user_id": "u9"})
+    assert response.status_code == 422, response.text
+
+    with rig.runtime.engine.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(connect_sessions)) == 0

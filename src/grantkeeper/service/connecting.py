@@ -41,6 +41,8 @@ from grantkeeper.ports import (
     NewAuthorizationRequest,
     NewConnection,
     NewConnectSession,
+    UnknownConnectionError,
+    UnknownProviderError,
 )
 from grantkeeper.service import admin
 
@@ -181,11 +183,11 @@ class ConnectFlow:
         )  # fmt: skip
 
     def _session_link(self, session: NewConnectSession) -> ConnectLink:
+        self._check_configured(session)  # before anything is stored: a refused request leaves no row
         secret = new_secret()
         stored = self._store.create_connect_session(
             replace(session, secret_hash=digest("session:" + secret)), self._clock.now()
         )
-        self._check_configured(stored)
         return ConnectLink(f"{self._public_url}/connect/session/{secret}", stored.expires_at)
 
     def signed_reconnect_link(
@@ -208,11 +210,20 @@ class ConnectFlow:
             raise InvalidInputError("return_to is not on the allow list (GRANTKEEPER_RETURN_URL_ALLOWLIST)")
         return return_to
 
-    @staticmethod
-    def _check_configured(session: ConnectSession) -> None:
-        if not session.provider.authorize_url:
+    def _check_configured(self, session: NewConnectSession) -> None:
+        """The provider (named, or the connection's) must exist for the tenant and have an authorize URL."""
+        name = session.provider
+        if session.connection_id is not None:
+            record = self._store.get_connection(session.tenant_id, session.connection_id)
+            if record is None:
+                raise UnknownConnectionError([session.connection_id])
+            name = record.provider
+        provider = self._store.get_provider(session.tenant_id, name or "")
+        if provider is None:
+            raise UnknownProviderError(name or "")
+        if not provider.authorize_url:
             raise InvalidInputError(
-                f"provider {session.provider.name!r} has no authorize URL: set it to connect in a browser"
+                f"provider {provider.name!r} has no authorize URL: set it to connect in a browser"
             )
 
     # --- the browser: /connect ----------------------------------------------------------------------------
