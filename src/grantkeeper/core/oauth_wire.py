@@ -53,6 +53,20 @@ def basic_credentials(client_id: str, client_secret: str) -> str:
     return "Basic " + base64.b64encode(pair.encode()).decode("ascii")
 
 
+def _authenticated(
+    form: dict[str, str], client_id: str, client_secret: str, *, use_basic_auth: bool
+) -> TokenRequest:
+    """RFC 6749 section 2.3.1, as every endpoint that takes our credentials wants it: Basic credentials in the
+    header, or ``client_id`` and ``client_secret`` in the body, never both."""
+    headers = {"Accept": "application/json", "Content-Type": FORM_CONTENT_TYPE}
+    if use_basic_auth:
+        headers["Authorization"] = basic_credentials(client_id, client_secret)
+    else:
+        form["client_id"] = client_id
+        form["client_secret"] = client_secret
+    return TokenRequest(form=form, headers=headers)
+
+
 def build_refresh_request(
     *,
     client_id: str,
@@ -65,13 +79,7 @@ def build_refresh_request(
     form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
     if scope:
         form["scope"] = scope
-    headers = {"Accept": "application/json", "Content-Type": FORM_CONTENT_TYPE}
-    if use_basic_auth:
-        headers["Authorization"] = basic_credentials(client_id, client_secret)
-    else:
-        form["client_id"] = client_id
-        form["client_secret"] = client_secret
-    return TokenRequest(form=form, headers=headers)
+    return _authenticated(form, client_id, client_secret, use_basic_auth=use_basic_auth)
 
 
 def build_code_request(
@@ -91,13 +99,7 @@ def build_code_request(
         "redirect_uri": redirect_uri,
         "code_verifier": code_verifier,
     }
-    headers = {"Accept": "application/json", "Content-Type": FORM_CONTENT_TYPE}
-    if use_basic_auth:
-        headers["Authorization"] = basic_credentials(client_id, client_secret)
-    else:
-        form["client_id"] = client_id
-        form["client_secret"] = client_secret
-    return TokenRequest(form=form, headers=headers)
+    return _authenticated(form, client_id, client_secret, use_basic_auth=use_basic_auth)
 
 
 def build_revocation_request(
@@ -117,13 +119,7 @@ def build_revocation_request(
     form = {"token": token}
     if token_type_hint:
         form["token_type_hint"] = token_type_hint
-    headers = {"Accept": "application/json", "Content-Type": FORM_CONTENT_TYPE}
-    if use_basic_auth:
-        headers["Authorization"] = basic_credentials(client_id, client_secret)
-    else:
-        form["client_id"] = client_id
-        form["client_secret"] = client_secret
-    return TokenRequest(form=form, headers=headers)
+    return _authenticated(form, client_id, client_secret, use_basic_auth=use_basic_auth)
 
 
 def build_introspection_request(
