@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -96,8 +97,10 @@ def child(role: str, concurrency: int, args: list[str]) -> dict[str, float]:
     """Run one measured client in its own process, pinned to the client CPU."""
     command = ["taskset", "-c", str(CLIENT_CPU), sys.executable, __file__, "--role", role,
                "--concurrency", str(concurrency), *args]  # fmt: skip
-    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return dict(json.loads(out.strip().splitlines()[-1]))
+    done = subprocess.run(command, check=False, capture_output=True, text=True)
+    if done.returncode != 0:  # say why: a bare CalledProcessError hid the child's traceback
+        raise RuntimeError(f"the {role} client failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 async def engine_cycle(url: str, key: str, concurrency: int) -> dict[str, float]:
@@ -144,6 +147,10 @@ async def authlib_refresher(path: Path, key: bytes, token_url: str, concurrency:
     aead = AESGCM(key)
     db = sqlite3.connect(path, check_same_thread=False)
     db.execute("PRAGMA synchronous=NORMAL")
+    # one connection shared by the worker threads of asyncio.to_thread: a sqlite3 connection must not be used
+    # by two threads at once (without the lock the child failed now and then at concurrency 128); SQLite
+    # takes one writer at a time anyway
+    db_lock = threading.Lock()
     rows = db.execute("SELECT id, refresh FROM tokens").fetchall()
     queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
     for row in rows:
@@ -156,7 +163,7 @@ async def authlib_refresher(path: Path, key: bytes, token_url: str, concurrency:
         for name in ("refresh_token", "access_token"):
             nonce = os.urandom(12)
             sealed.append(nonce + aead.encrypt(nonce, str(token[name]).encode(), aad))
-        with db:
+        with db_lock, db:
             db.execute(
                 "UPDATE tokens SET refresh = ?, access = ?, expires_at = ? WHERE id = ?",
                 (sealed[0], sealed[1], float(str(token["expires_at"])), row_id),
