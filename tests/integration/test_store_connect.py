@@ -4,6 +4,7 @@ that completes once even when two tabs come back."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -24,6 +25,8 @@ from grantkeeper.ports import (
     UnknownProviderError,
 )
 from grantkeeper.service.admin import scheduled
+from grantkeeper.service.retention import EXPIRED_LINK_GRACE, prune_connect_links, run_pruning
+from grantkeeper.testing import FrozenClock
 from tests.fixtures.db import T0, new_connection
 
 VERIFIER = "v-" + "k" * 60
@@ -143,3 +146,29 @@ def test_a_reconnect_resets_the_connection_and_resumes_its_workflows(
     assert state.status is ConnectionStatus.CONNECTED
     assert state.consecutive_failures == 0
     assert store.read_tokens(tenant_id, connection_id).refresh_token == "rt-back"
+
+
+async def test_expired_links_and_requests_are_pruned_a_day_after_they_expire(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    expired = _session(store, tenant_id, "1" * 64)  # expires at T0 + 1 h
+    _request(store, expired.session_id, state_hash="2" * 64)  # expires at T0 + 10 min
+    store.create_connect_session(
+        NewConnectSession(tenant_id, "3" * 64, T0 + timedelta(days=3), provider="google", user_id="u"), T0
+    )
+    clock = FrozenClock(T0 + timedelta(hours=1) + EXPIRED_LINK_GRACE - timedelta(seconds=1))
+
+    assert await prune_connect_links(store, clock) == 1  # the request: expired over a day ago
+    assert store.connect_session("1" * 64) is not None  # still inside its day of grace
+    clock.advance(timedelta(seconds=2))
+    stop = asyncio.Event()  # the worker's loop, with attempts kept forever (keep=None): links go anyway
+    pruning = asyncio.create_task(run_pruning(store, clock, None, stop=stop))
+    for _ in range(200):
+        if store.connect_session("1" * 64) is None:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    assert await pruning == 1
+
+    assert store.connect_session("1" * 64) is None
+    assert store.connect_session("3" * 64) is not None

@@ -150,6 +150,10 @@ class ConnectionStore(Protocol):
         """Store a finished flow's tokens, once per session; None when it was completed already."""
         ...
 
+    def prune_connect_links(self, before: datetime) -> int:
+        """Delete connect sessions and authorization requests that expired before ``before``."""
+        ...
+
     def list_notifications(
         self,
         tenant_id: str,

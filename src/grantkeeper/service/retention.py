@@ -17,12 +17,20 @@ from datetime import timedelta
 from grantkeeper.ports import Clock, ConnectionStore, PruneBatch
 from grantkeeper.service.scheduler import run_cycles
 
-__all__ = ["PRUNE_INTERVAL_SECONDS", "prune_attempts", "run_pruning"]
+__all__ = [
+    "EXPIRED_LINK_GRACE",
+    "PRUNE_INTERVAL_SECONDS",
+    "prune_attempts",
+    "prune_connect_links",
+    "run_pruning",
+]
 
 log = logging.getLogger("grantkeeper.retention")
 
 #: how often the worker and the API's scheduler prune; the first prune runs as they start
 PRUNE_INTERVAL_SECONDS = 3600.0
+#: how long an expired connect link is kept (so a late click gets the "expired" page)
+EXPIRED_LINK_GRACE = timedelta(days=1)
 
 RunInThread = Callable[[Callable[[], PruneBatch]], Awaitable[PruneBatch]]
 
@@ -60,18 +68,35 @@ async def prune_attempts(
     return total
 
 
+async def prune_connect_links(store: ConnectionStore, clock: Clock) -> int:
+    """Delete connect links and authorization requests a day after they expired (until then a late click
+    still gets its "expired" page rather than "this link does not work"); returns how many rows went."""
+    before = clock.now() - EXPIRED_LINK_GRACE
+    deleted = await asyncio.to_thread(store.prune_connect_links, before)
+    if deleted:
+        log.info(
+            "pruned %d expired connect link row(s)",
+            deleted,
+            extra={"action": "connect_links_pruned", "deleted": deleted},
+        )
+    return deleted
+
+
 async def run_pruning(
     store: ConnectionStore,
     clock: Clock,
-    keep: timedelta,
+    keep: timedelta | None,
     *,
     stop: asyncio.Event,
     interval: float = PRUNE_INTERVAL_SECONDS,
 ) -> int:
     """Prune at once, then every ``interval`` seconds until ``stop`` is set; returns how many prunes ran.
+    Attempts go only with a retention (``keep``; None keeps them forever); expired connect links always go.
     A prune that fails (the database restarting) is logged and retried by ``run_cycles``."""
 
     async def prune() -> int:
-        return await prune_attempts(store, clock, keep, stop=stop)
+        links = await prune_connect_links(store, clock)
+        attempts = 0 if keep is None else await prune_attempts(store, clock, keep, stop=stop)
+        return links + attempts
 
     return await run_cycles(prune, interval=interval, stop=stop)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 from datetime import datetime
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, delete, select, update
 
 from grantkeeper.adapters.db import commits, imports
 from grantkeeper.adapters.db.catalog import insert_ignoring_duplicates, providers_by_id
@@ -217,6 +217,15 @@ def complete(
         update(connect_sessions).where(_s.id == completion.session_id).values(connection_id=created)
     )
     return ConnectResult(created, is_new=True, resumed_workflows=())
+
+
+def prune_expired(connection: Connection, before: datetime) -> int:
+    """Delete authorization requests and connect sessions that expired before ``before`` (their requests
+    go with them); returns how many rows went. A link lives hours and a request minutes, so these tables stay
+    small: one statement each, no batching."""
+    requests_gone = connection.execute(delete(authorization_requests).where(_a.expires_at < before)).rowcount
+    sessions_gone = connection.execute(delete(connect_sessions).where(_s.expires_at < before)).rowcount
+    return int(requests_gone) + int(sessions_gone)
 
 
 def _same(left: str, right: str) -> bool:

@@ -324,6 +324,10 @@ class SqlStore:
         with write_transaction(self._engine) as connection:
             return connect.complete(connection, self._cipher, completion, digest_hour=self._digest_hour)
 
+    def prune_connect_links(self, before: datetime) -> int:
+        with _unavailable_as_store_error(), write_transaction(self._engine) as connection:
+            return connect.prune_expired(connection, before)
+
     def list_notifications(
         self,
         tenant_id: str,

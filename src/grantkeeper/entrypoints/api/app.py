@@ -83,10 +83,10 @@ def create_app(runtime: Runtime, *, run_scheduler: bool = True) -> FastAPI:
             if dispatcher is not None:
                 deliver = run_cycles(dispatcher.deliver_due, interval=interval, stop=stop)
                 background.append(asyncio.create_task(deliver))
-            if runtime.settings.attempt_retention_days:
-                keep = timedelta(days=runtime.settings.attempt_retention_days)
-                prune = run_pruning(runtime.store, runtime.clock, keep, stop=stop)
-                background.append(asyncio.create_task(prune))
+            days = runtime.settings.attempt_retention_days  # 0 keeps attempts; expired links go anyway
+            keep = timedelta(days=days) if days else None
+            prune = run_pruning(runtime.store, runtime.clock, keep, stop=stop)
+            background.append(asyncio.create_task(prune))
         try:
             yield
         finally:

@@ -154,9 +154,9 @@ async def _worker_loop(
         loops = [refresh_then_stop()]
         if dispatcher is not None:
             loops.append(run_cycles(dispatcher.deliver_due, interval=interval, stop=stop))
-        if rt.settings.attempt_retention_days:
-            keep = timedelta(days=rt.settings.attempt_retention_days)
-            loops.append(run_pruning(rt.store, rt.clock, keep, stop=stop))
+        days = rt.settings.attempt_retention_days  # 0 keeps attempts forever; expired links go anyway
+        keep = timedelta(days=days) if days else None
+        loops.append(run_pruning(rt.store, rt.clock, keep, stop=stop))
         await asyncio.gather(*loops)
         if dispatcher is not None:
             await _deliver_before_exit(dispatcher)
