@@ -153,9 +153,32 @@ def test_revocation_endpoint_revokes_the_grant(
 def test_revocation_endpoint_answers_200_for_unknown_tokens(
     sandbox: Sandbox, sandbox_server: SandboxServer, grant: GrantTokens
 ) -> None:
-    assert httpx.post(sandbox_server.revocation_url, data={"token": "sbx-rt-nope"}).status_code == 200
-    assert httpx.post(sandbox_server.revocation_url, data={}).status_code == 200
+    response = httpx.post(sandbox_server.revocation_url, data={"token": "sbx-rt-nope"}, auth=AUTH)
+    assert response.status_code == 200
     assert sandbox.describe(grant.grant_id)["revoked"] is False
+
+
+def test_revocation_endpoint_authenticates_the_client_first(
+    sandbox: Sandbox, sandbox_server: SandboxServer, grant: GrantTokens
+) -> None:
+    """RFC 7009 section 2.1: client authentication as at the token endpoint; nobody else revokes a grant."""
+    url, token = sandbox_server.revocation_url, grant.refresh_token
+    unauthenticated = httpx.post(url, data={"token": token})
+    assert unauthenticated.status_code == 401
+    assert unauthenticated.json()["error"] == "invalid_client"
+    wrong = httpx.post(url, data={"token": token}, auth=(AUTH[0], "wrong-secret"))
+    assert wrong.status_code == 401
+    in_body = {"token": token, "client_id": AUTH[0], "client_secret": "wrong-secret"}
+    assert httpx.post(url, data=in_body).status_code == 401
+    missing = httpx.post(url, data={}, auth=AUTH)
+    assert missing.status_code == 400
+    assert missing.json()["error"] == "invalid_request"
+    sandbox.add_client("other", "other-secret")
+    other = httpx.post(url, data={"token": token}, auth=("other", "other-secret"))
+    assert other.status_code == 200  # answered as an unknown token would be
+    assert sandbox.describe(grant.grant_id)["revoked"] is False
+    assert httpx.post(url, data={"token": token}, auth=AUTH).status_code == 200
+    assert sandbox.describe(grant.grant_id)["revoked"] is True
 
 
 def test_issue_grants_in_bulk_gives_unique_grants(sandbox: Sandbox) -> None:

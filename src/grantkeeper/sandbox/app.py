@@ -406,7 +406,10 @@ class SandboxApp:
             await _respond(send, HANG_TIMEOUT)
 
     async def _revoke(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """RFC 7009 section 2.2: 200 whether or not the token was known; a known one revokes its grant."""
+        """RFC 7009 section 2.1: the client authenticates as at the token endpoint (400 or 401
+        ``invalid_client`` otherwise) and must send ``token`` (400 ``invalid_request``); then 200 whether or
+        not the token was known (section 2.2). A token revokes its grant only when the grant is this
+        client's: another client's token is answered as an unknown one, and left alone."""
         if scope["method"] != "POST":
             await _respond(send, _NOT_ALLOWED)
             return
@@ -414,10 +417,19 @@ class SandboxApp:
         if body is None:
             await _respond(send, _TOO_LARGE)
             return
-        content_type = next((v for k, v in scope["headers"] if k == b"content-type"), None)
-        form = _parse_form(body, content_type)
-        if isinstance(form, dict) and form.get("token"):
-            self.sandbox.revoke_token(form["token"])
+        read = _form_and_credentials(scope["headers"], body)
+        if isinstance(read, Canned):
+            await _respond(send, read)
+            return
+        form, (client_id, client_secret) = read
+        if not self.sandbox.authenticate(client_id, client_secret):
+            await _respond(send, _invalid_client("client authentication failed"))
+            return
+        token = form.get("token")
+        if not token:
+            await _respond(send, _bad_request("token is required"))
+            return
+        self.sandbox.revoke_token(token, client_id=client_id)
         await _respond(send, canned(200, extra=list(NO_STORE)))
 
     async def _introspect(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -94,11 +94,12 @@ class GrantBook:
             return Behaviour.INVALID_GRANT
         return self._rotate(client, grant, remember=True)
 
-    def revoke_token(self, token: str) -> bool:
+    def revoke_token(self, token: str, client_id: str | None = None) -> bool:
         grant = self.by_refresh.get(token) or self.by_access.get(token)
-        if grant is not None:
-            grant.revoked = True
-        return grant is not None
+        if grant is None or (client_id is not None and grant.client_id != client_id):
+            return False
+        grant.revoked = True
+        return True
 
     def introspect(
         self, client: Client, client_id: str, token: str, hint: str | None, wall_now: float

@@ -309,10 +309,11 @@ class Sandbox:
         """The answer to a ``token_request`` has been sent (or given up); lock-free, for ``max_in_flight``."""
         self._stats.finish(key)
 
-    def revoke_token(self, token: str) -> bool:
-        """RFC 7009: revoke the grant of a refresh token (current or rotated) or a current access token."""
+    def revoke_token(self, token: str, *, client_id: str | None = None) -> bool:
+        """RFC 7009: revoke the grant of a refresh token (current or rotated) or a current access token; with
+        ``client_id`` (the revocation endpoint's authenticated client) only a grant of that client."""
         with self._lock:
-            return self._book.revoke_token(token)
+            return self._book.revoke_token(token, client_id)
 
     def introspection_request(
         self,
