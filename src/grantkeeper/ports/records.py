@@ -158,6 +158,18 @@ class ClaimedConnection:
         """The refresh token in clear, decrypted on each read; raises ``UnreadableSecretError``."""
         return None if self.refresh_secret is None else self.refresh_secret.reveal()
 
+    def started(self, lease_expires_at: datetime, started_at: datetime) -> ClaimedConnection:
+        """This claim once its attempt is recorded in flight, with the attempt's lease.
+
+        The same as ``dataclasses.replace``, which works the fields out again on every call: 4 µs against
+        0.4 for a copy of the instance's dict, once per refresh on the store thread."""
+        copy = object.__new__(ClaimedConnection)
+        values = copy.__dict__
+        values.update(self.__dict__)
+        values["lease_expires_at"] = lease_expires_at
+        values["started_at"] = started_at
+        return copy
+
 
 @dataclass(frozen=True)
 class AttemptStarts:

@@ -16,7 +16,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import replace
 from datetime import timedelta
 
 from grantkeeper.ports import AttemptCommit, ClaimedConnection, Clock, ConnectionStore, StoreUnavailableError
@@ -119,9 +118,7 @@ class StartGate:
             if isinstance(item, AttemptCommit):
                 answers.append(next(results))
             elif item.connection_id in starts.started:
-                answers.append(
-                    replace(item, lease_expires_at=starts.lease_expires_at, started_at=starts.started_at)
-                )
+                answers.append(item.started(starts.lease_expires_at, starts.started_at))
             else:
                 answers.append(starts.waits.get(item.connection_id))
         return answers
