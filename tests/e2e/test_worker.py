@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
+
+import pytest
 
 from grantkeeper.adapters.crypto import generate_key_line
 from tests.e2e.cli import Cli
@@ -36,7 +39,12 @@ def test_worker_survives_losing_its_database_and_stops_on_sigterm(
         assert worker.poll() is None, "the worker exited instead of retrying"
     finally:
         worker.send_signal(signal.SIGTERM)
-        _, err = worker.communicate(timeout=30)
+        try:
+            _, err = worker.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            _, err = worker.communicate()
+            pytest.fail(f"the worker did not stop within 30 s of SIGTERM; its log:\n{err[-4000:]}")
     assert worker.returncode == 0, err[-2000:]
     assert "cycle failed" in err
     assert "Traceback" not in err
