@@ -291,7 +291,7 @@ def test_prune_refuses_a_bad_age_and_changes_nothing(cli, provider, sandbox, tmp
 def test_prune_reports_how_many_old_attempts_it_deleted(cli, provider, sandbox, tmp_path):
     total = _seed_attempts(cli, sandbox, tmp_path, old=250)
     assert total == 252
-    none = {"connect_links_deleted": 0}
+    none = {"deliveries_deleted": 0, "connect_links_deleted": 0}
     assert cli.json("prune", "--older-than-days", "41") == {"deleted": 0, "older_than_days": 41} | none
     assert cli.json("prune") == {"deleted": 250, "older_than_days": 30} | none  # the setting's default
     assert _count_attempts(cli) == 2  # the refreshes just made stay

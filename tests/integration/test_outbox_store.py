@@ -16,6 +16,8 @@ from grantkeeper.core.model import NotificationType as Kind
 from grantkeeper.core.model import OutcomeClass as Klass
 from grantkeeper.core.routing import DestinationKind
 from grantkeeper.ports import DeliveryResult, OutboxItem, ProviderConfig
+from grantkeeper.service.retention import prune_deliveries
+from grantkeeper.testing import FrozenClock
 from tests.fixtures.db import LEASE_TTL, T0, attempt_commit, new_connection, notice, run_claimers
 
 DELIVERED = DeliveryResult(is_delivered=True)
@@ -246,3 +248,26 @@ def test_processes_claiming_at_once_never_share_an_outbox_row(
     every_claim = [outbox_id for per_process in claimed for outbox_id in per_process]
     assert len(every_claim) == len(set(every_claim)) == 1000
     assert sum(1 for per_process in claimed if per_process) > 1
+
+
+async def test_finished_deliveries_are_pruned_with_their_attempts_and_pending_ones_stay(
+    store: SqlStore, tenant_id: str, three_emails: None
+) -> None:
+    """Retention (``GRANTKEEPER_ATTEMPT_RETENTION_DAYS``) covers deliveries too: delivered and failed rows
+    older than the cutoff go with their delivery attempts, in batches; a pending row stays however old it
+    is, and so do the in-app notifications."""
+    delivered, failed = _claim_one(store, "d1"), _claim_one(store, "d2")
+    assert store.record_delivery(delivered, DELIVERED, LATER, timedelta(0), None)
+    assert store.record_delivery(failed, REFUSED, LATER, timedelta(0), None)
+    notifications_before = len(store.list_notifications(tenant_id))
+    keep = timedelta(days=30)
+
+    assert store.prune_finished_outbox(T0).deleted == 0  # a cutoff before they finished: nothing goes
+    clock = FrozenClock(T0 + keep + timedelta(days=1))
+    assert await prune_deliveries(store, clock, keep) == 2
+
+    assert store.outbox_counts(tenant_id) == {"pending": 1, "delivered": 0, "failed": 0}
+    assert store.list_deliveries(tenant_id) == []
+    assert len(store.list_notifications(tenant_id)) == notifications_before
+    batch = store.prune_finished_outbox(clock.now(), batch_size=1)
+    assert (batch.deleted, batch.is_done) == (0, True)

@@ -273,8 +273,8 @@ class AttemptCommit:
 
 @dataclass(frozen=True)
 class PruneBatch:
-    """One batch of pruned refresh attempts: how many rows went, and whether the prune is done (the batch
-    held nothing older than the cutoff, or reached the end of the table)."""
+    """One batch of pruned rows (refresh attempts, finished deliveries): how many went, and whether the prune
+    is done (the batch held nothing older than the cutoff, or reached the end of the table)."""
 
     deleted: int
     is_done: bool

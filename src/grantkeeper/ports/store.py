@@ -283,3 +283,8 @@ class ConnectionStore(Protocol):
     # Retention: refresh attempts older than a cutoff, oldest first, one transaction per batch.
 
     def prune_refresh_attempts(self, before: datetime, *, batch_size: int = 10_000) -> PruneBatch: ...
+
+    def prune_finished_outbox(self, before: datetime, *, batch_size: int = 1000) -> PruneBatch:
+        """Delivered or failed outbox rows older than ``before`` go, with their delivery attempts; pending
+        rows stay whatever their age."""
+        ...

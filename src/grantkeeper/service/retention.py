@@ -22,6 +22,7 @@ __all__ = [
     "PRUNE_INTERVAL_SECONDS",
     "prune_attempts",
     "prune_connect_links",
+    "prune_deliveries",
     "run_pruning",
 ]
 
@@ -68,6 +69,30 @@ async def prune_attempts(
     return total
 
 
+async def prune_deliveries(
+    store: ConnectionStore, clock: Clock, keep: timedelta, *, pause_seconds: float = 0.05
+) -> int:
+    """Delete finished outbox rows (delivered, or given up after the last retry) and their delivery attempts
+    once they are older than ``keep``; the in-app notifications they delivered stay. Returns how many
+    outbox rows went."""
+    before = clock.now() - keep
+    total = 0
+    while True:
+        batch = await asyncio.to_thread(store.prune_finished_outbox, before)
+        total += batch.deleted
+        if batch.is_done:
+            break
+        await asyncio.sleep(pause_seconds)
+    if total:
+        log.info(
+            "pruned %d finished deliveries from before %s",
+            total,
+            before.isoformat(),
+            extra={"action": "deliveries_pruned", "deleted": total},
+        )
+    return total
+
+
 async def prune_connect_links(store: ConnectionStore, clock: Clock) -> int:
     """Delete connect links and authorization requests a day after they expired (until then a late click
     still gets its "expired" page rather than "this link does not work"); returns how many rows went."""
@@ -96,7 +121,9 @@ async def run_pruning(
 
     async def prune() -> int:
         links = await prune_connect_links(store, clock)
-        attempts = 0 if keep is None else await prune_attempts(store, clock, keep, stop=stop)
-        return links + attempts
+        if keep is None:
+            return links
+        attempts = await prune_attempts(store, clock, keep, stop=stop)
+        return links + attempts + await prune_deliveries(store, clock, keep)
 
     return await run_cycles(prune, interval=interval, stop=stop)

@@ -28,9 +28,9 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Connection, any_, bindparam, delete, select
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from grantkeeper.adapters.db.tables import refresh_attempts
+from grantkeeper.adapters.db.tables import outbox, refresh_attempts
 
-__all__ = ["prune_refresh_attempts"]
+__all__ = ["prune_finished_outbox", "prune_refresh_attempts"]
 
 _a = refresh_attempts.c
 _IS_OLD = _a.attempted_at < bindparam("before")
@@ -65,3 +65,30 @@ def prune_refresh_attempts(connection: Connection, before: datetime, batch_size:
         return connection.execute(_DELETE_LOCKED, {"ids": old}).rowcount, is_done
     parameters = {"first_id": batch[0].id, "last_id": batch[-1].id, "before": before}
     return connection.execute(_DELETE_RANGE, parameters).rowcount, is_done
+
+
+# --- finished deliveries ----------------------------------------------------------------------------------
+
+_o = outbox.c
+#: Delivered and failed rows whose last attempt was scheduled before the cutoff; ``ix_outbox_due``
+#: (status, next_attempt_at) serves it as two index ranges. A finished row's ``next_attempt_at`` is when its
+#: last attempt was due, so this is "finished before the cutoff" within one retry delay.
+_FINISHED = (
+    select(_o.id)
+    .where(_o.status.in_(("delivered", "failed")), _o.next_attempt_at < bindparam("before"))
+    .limit(bindparam("batch_size"))
+    .with_for_update(skip_locked=True)
+)
+
+
+def prune_finished_outbox(connection: Connection, before: datetime, batch_size: int) -> tuple[int, bool]:
+    """Delete up to ``batch_size`` finished outbox rows (delivered or given up) older than ``before``, with
+    their delivery attempts (``ON DELETE CASCADE``); pending rows are never touched. Returns how many rows
+    went and whether none are left."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    ids = list(connection.scalars(_FINISHED, {"before": before, "batch_size": batch_size}))
+    if not ids:
+        return 0, True
+    deleted = connection.execute(delete(outbox).where(_o.id.in_(ids))).rowcount
+    return int(deleted), len(ids) < batch_size

@@ -487,6 +487,12 @@ class SqlStore:
             deleted, is_done = retention.prune_refresh_attempts(connection, before, batch_size)
         return PruneBatch(deleted=deleted, is_done=is_done)
 
+    def prune_finished_outbox(self, before: datetime, *, batch_size: int = 1000) -> PruneBatch:
+        """Delete a batch of delivered or failed outbox rows older than ``before``, with their attempts."""
+        with _unavailable_as_store_error(), write_transaction(self._engine) as connection:
+            deleted, is_done = retention.prune_finished_outbox(connection, before, batch_size)
+        return PruneBatch(deleted=deleted, is_done=is_done)
+
     def ping(self) -> None:
         ping(self._engine)
 
