@@ -9,9 +9,12 @@ import subprocess
 import time
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from grantkeeper.adapters.crypto import generate_key_line
+from grantkeeper.service.attempt import SHUTDOWN_COMMIT_GRACE
 from tests.e2e.cli import Cli
+from tests.fixtures.tcp_proxy import tcp_proxy
 
 
 def test_worker_survives_losing_its_database_and_stops_on_sigterm(
@@ -48,3 +51,55 @@ def test_worker_survives_losing_its_database_and_stops_on_sigterm(
     assert worker.returncode == 0, err[-2000:]
     assert "cycle failed" in err
     assert "Traceback" not in err
+
+
+def test_sigterm_during_an_outage_gives_a_held_answer_a_bounded_grace_then_stops(
+    postgres_server, sandbox, sandbox_server, tmp_path
+):
+    """A refreshed token that cannot be committed is kept in memory and retried, but SIGTERM bounds that:
+    the worker retries for ``SHUTDOWN_COMMIT_GRACE`` more, gives the answer up loudly and exits (an outage
+    must not keep a stopping worker alive for the full commit patience, ten minutes)."""
+    name = postgres_server.create(template=postgres_server.template)
+    url = make_url(postgres_server.url_for(name))
+    try:
+        with tcp_proxy((url.host or "127.0.0.1", url.port or 5432)) as proxy:
+            proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+            cli = Cli(database_url=proxied, keys=generate_key_line("w"), cwd=tmp_path)
+            cli.json(
+                "providers", "add", "sandbox", "--token-url", sandbox_server.token_url,
+                "--client-id", "app", "--client-secret", "app-secret",
+            )  # fmt: skip
+            grant = sandbox.issue_grant(client_id="app", access_token_lifetime=3600)
+            line = json.dumps({"provider": "sandbox", "user_id": "u", "refresh_token": grant.refresh_token})
+            (tmp_path / "c.jsonl").write_text(line + "\n")
+            cli.json("connections", "import", str(tmp_path / "c.jsonl"))
+            sandbox.set_latency(1.0)  # the window in which the database goes away
+
+            worker = cli.popen("worker", "--poll-interval", "0.2")
+            try:
+                deadline = time.monotonic() + 20
+                while sandbox.stats().requests < 1 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                assert sandbox.stats().requests == 1
+                proxy.cut()  # the answer comes back to a database that is gone
+                deadline = time.monotonic() + 10
+                while sandbox.stats().refreshes_ok < 1 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(1.5)  # the commit fails and is retried
+            finally:
+                worker.send_signal(signal.SIGTERM)
+                stopped_at = time.monotonic()
+                try:
+                    _, err = worker.communicate(timeout=30)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+                    _, err = worker.communicate()
+                    pytest.fail(f"the worker did not stop within 30 s of SIGTERM; its log:\n{err[-4000:]}")
+            took = time.monotonic() - stopped_at
+    finally:
+        postgres_server.drop(name)
+    assert worker.returncode == 0, err[-2000:]
+    assert "keeping the answer in memory" in err
+    assert "the worker is stopping" in err, err[-2000:]
+    assert took < SHUTDOWN_COMMIT_GRACE.total_seconds() + 10, took
+    assert grant.refresh_token not in err

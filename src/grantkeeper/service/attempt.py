@@ -46,6 +46,10 @@ R = TypeVar("R")
 _COMMIT_RETRY_DELAYS = (0.1, 0.2, 0.5)
 #: Of the attempt budget, what is not the request's own timeouts (bootstrap adds this to them).
 START_MARGIN = timedelta(seconds=5)
+#: Once the worker is told to stop, how much longer an answer held in memory may wait for the database. Well
+#: inside the grace orchestrators give before SIGKILL (Kubernetes 30 s, systemd 90 s): a SIGTERM during an
+#: outage must stop the worker, not leave it retrying for ``commit_patience``.
+SHUTDOWN_COMMIT_GRACE = timedelta(seconds=10)
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,7 @@ class AttemptRunner:
         # (one writer at a time anyway), and on PostgreSQL batches grow instead of round trips multiplying.
         self.store_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grantkeeper-store")
         self._on_store_unavailable = on_store_unavailable or (lambda: None)
+        self._stop_deadline: float | None = None  # monotonic; set once the worker is stopping
         self.gate = StartGate(
             store, clock, max_attempt_duration, self.store_executor, on_unavailable=self._on_store_unavailable
         )
@@ -165,6 +170,12 @@ class AttemptRunner:
             await self.in_store_thread(self._store.release, started)
             return None
         return await self._attempt(started, refresh_token, on_answer)
+
+    def stop_committing_after(self, grace: timedelta = SHUTDOWN_COMMIT_GRACE) -> None:
+        """The worker is stopping: answers held for an unreachable database get ``grace`` more to land, then
+        are given up (logged as ``commit_abandoned``; the next attempt tells whether a rotation was lost)."""
+        deadline = time.monotonic() + grace.total_seconds()
+        self._stop_deadline = deadline if self._stop_deadline is None else min(self._stop_deadline, deadline)
 
     def close(self) -> None:
         """Let the store thread go (it ends once idle); the runner is not used afterwards."""
@@ -256,8 +267,11 @@ class AttemptRunner:
                         self.gate.hold()
                     failures += 1
                     delay = _COMMIT_RETRY_DELAYS[min(failures - 1, len(_COMMIT_RETRY_DELAYS) - 1)]
-                    if time.monotonic() + delay > give_up_at:
-                        _log_abandoned(connection_id, f"{failures} tries: {exc}")
+                    stop_at = self._stop_deadline
+                    limit = give_up_at if stop_at is None else min(give_up_at, stop_at)
+                    if time.monotonic() + delay > limit:
+                        why = "the database stayed away" if stop_at is None else "the worker is stopping"
+                        _log_abandoned(connection_id, f"{why}; {failures} tries: {exc}")
                         return False
                     # the first failure and then one line a minute: retries come twice a second per answer
                     level = logging.WARNING if failures == 1 or failures % 120 == 0 else logging.DEBUG

@@ -91,6 +91,7 @@ def create_app(runtime: Runtime, *, run_scheduler: bool = True) -> FastAPI:
             yield
         finally:
             stop.set()
+            context.service.runner.stop_committing_after()  # a held answer gets a bounded grace, as in worker
             for task in background:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

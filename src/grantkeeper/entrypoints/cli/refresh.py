@@ -132,10 +132,15 @@ async def _worker_loop(
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    service, endpoint = rt.refresh_service(concurrency=concurrency)
+
+    def on_stop_signal() -> None:
+        stop.set()
+        service.runner.stop_committing_after()  # answers held through an outage get a bounded grace
+
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, stop.set)
-    service, endpoint = rt.refresh_service(concurrency=concurrency)
+            loop.add_signal_handler(signum, on_stop_signal)
 
     def report(cycle_report: CycleReport) -> None:
         if cycle_report.due:
