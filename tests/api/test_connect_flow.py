@@ -209,7 +209,8 @@ def test_a_link_for_another_tenants_connection_is_not_made(rig):
     response = rig.globex.post(f"/v1/connections/{connection_id}/reconnect-link", json={})
 
     assert response.status_code == 404
-    assert connection_id not in response.text or "not-found" in response.text
+    assert response.json()["type"] == "urn:grantkeeper:problem:not-found"
+    assert response.json()["detail"] == "no such connection"  # as if it did not exist
     response = rig.globex.post("/v1/connect-sessions", json={"provider": "nope", "user_id": "u"})
     assert response.status_code == 422
 

@@ -12,16 +12,14 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from grantkeeper.adapters.crypto import generate_key_line
+from grantkeeper.sandbox import GrantTokens
 from grantkeeper.service.attempt import SHUTDOWN_COMMIT_GRACE
 from tests.e2e.cli import Cli
 from tests.fixtures.tcp_proxy import tcp_proxy
 
 
-def test_worker_survives_losing_its_database_and_stops_on_sigterm(
-    postgres_server, sandbox, sandbox_server, tmp_path
-):
-    name = postgres_server.create(template=postgres_server.template)
-    cli = Cli(database_url=postgres_server.url_for(name), keys=generate_key_line("w"), cwd=tmp_path)
+def one_connection(cli: Cli, sandbox, sandbox_server, tmp_path) -> GrantTokens:
+    """The sandbox as a provider and one connection to it, due at once; returns its grant."""
     cli.json(
         "providers", "add", "sandbox", "--token-url", sandbox_server.token_url,
         "--client-id", "app", "--client-secret", "app-secret",
@@ -30,6 +28,27 @@ def test_worker_survives_losing_its_database_and_stops_on_sigterm(
     line = json.dumps({"provider": "sandbox", "user_id": "u", "refresh_token": grant.refresh_token})
     (tmp_path / "c.jsonl").write_text(line + "\n")
     cli.json("connections", "import", str(tmp_path / "c.jsonl"))
+    return grant
+
+
+def stop_worker(worker: subprocess.Popen[str]) -> str:
+    """SIGTERM, then the worker's log; a worker still running 30 s later fails the test with that log."""
+    worker.send_signal(signal.SIGTERM)
+    try:
+        _, err = worker.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        _, err = worker.communicate()
+        pytest.fail(f"the worker did not stop within 30 s of SIGTERM; its log:\n{err[-4000:]}")
+    return err
+
+
+def test_worker_survives_losing_its_database_and_stops_on_sigterm(
+    postgres_server, sandbox, sandbox_server, tmp_path
+):
+    name = postgres_server.create(template=postgres_server.template)
+    cli = Cli(database_url=postgres_server.url_for(name), keys=generate_key_line("w"), cwd=tmp_path)
+    one_connection(cli, sandbox, sandbox_server, tmp_path)
 
     worker = cli.popen("worker", "--poll-interval", "0.2")
     try:
@@ -41,13 +60,7 @@ def test_worker_survives_losing_its_database_and_stops_on_sigterm(
         time.sleep(2)
         assert worker.poll() is None, "the worker exited instead of retrying"
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            _, err = worker.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            _, err = worker.communicate()
-            pytest.fail(f"the worker did not stop within 30 s of SIGTERM; its log:\n{err[-4000:]}")
+        err = stop_worker(worker)
     assert worker.returncode == 0, err[-2000:]
     assert "cycle failed" in err
     assert "Traceback" not in err
@@ -65,14 +78,7 @@ def test_sigterm_during_an_outage_gives_a_held_answer_a_bounded_grace_then_stops
         with tcp_proxy((url.host or "127.0.0.1", url.port or 5432)) as proxy:
             proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
             cli = Cli(database_url=proxied, keys=generate_key_line("w"), cwd=tmp_path)
-            cli.json(
-                "providers", "add", "sandbox", "--token-url", sandbox_server.token_url,
-                "--client-id", "app", "--client-secret", "app-secret",
-            )  # fmt: skip
-            grant = sandbox.issue_grant(client_id="app", access_token_lifetime=3600)
-            line = json.dumps({"provider": "sandbox", "user_id": "u", "refresh_token": grant.refresh_token})
-            (tmp_path / "c.jsonl").write_text(line + "\n")
-            cli.json("connections", "import", str(tmp_path / "c.jsonl"))
+            grant = one_connection(cli, sandbox, sandbox_server, tmp_path)
             sandbox.set_latency(1.0)  # the window in which the database goes away
 
             worker = cli.popen("worker", "--poll-interval", "0.2")
@@ -87,14 +93,8 @@ def test_sigterm_during_an_outage_gives_a_held_answer_a_bounded_grace_then_stops
                     time.sleep(0.05)
                 time.sleep(1.5)  # the commit fails and is retried
             finally:
-                worker.send_signal(signal.SIGTERM)
                 stopped_at = time.monotonic()
-                try:
-                    _, err = worker.communicate(timeout=30)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
-                    _, err = worker.communicate()
-                    pytest.fail(f"the worker did not stop within 30 s of SIGTERM; its log:\n{err[-4000:]}")
+                err = stop_worker(worker)
             took = time.monotonic() - stopped_at
     finally:
         postgres_server.drop(name)

@@ -16,7 +16,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -27,7 +26,7 @@ import pytest
 
 from grantkeeper.sandbox import Behaviour, Sandbox, SandboxServer
 from grantkeeper.sandbox.__main__ import _parser, main
-from tests.fixtures.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
+from tests.fixtures.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, ManualClock, read_line
 
 AUTH = (SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET)
 OTHER_AUTH = ("other", "other-secret")
@@ -36,19 +35,6 @@ QUERY_CALLBACK = "http://127.0.0.1:9/cb?tenant=a%20b"  # already has a query: th
 OTHER_CALLBACK = "https://other.example/cb"
 HOSTILE = '<script>alert("x")</script>'
 CONSENT_ID = re.compile(r'<input type="hidden" name="consent" id="consent" value="([A-Za-z0-9_-]+)">')
-
-
-class ManualClock:
-    """A clock that moves only when told to."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
@@ -807,15 +793,6 @@ def test_cli_refuses_bad_redirect_uris(argv: list[str], capsys: pytest.CaptureFi
     assert "redirect" in capsys.readouterr().err
 
 
-def _read_line(stream: Any, timeout: float) -> str:
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.append(stream.readline()), daemon=True)
-    reader.start()
-    reader.join(timeout)
-    assert lines, "the sandbox did not print its token URL in time"
-    return str(lines[0]).strip()
-
-
 def test_standalone_sandbox_serves_the_code_grant_for_its_client() -> None:
     command = [sys.executable, "-m", "grantkeeper.sandbox", "--port", "0"]
     command += ["--client-id", "bench", "--client-secret", "bench-secret", "--redirect-uri", CALLBACK]
@@ -824,7 +801,7 @@ def test_standalone_sandbox_serves_the_code_grant_for_its_client() -> None:
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     ) as proc:
         try:
-            base = _read_line(proc.stdout, timeout=10).removesuffix("/oauth/token")
+            base = read_line(proc.stdout, timeout=10).removesuffix("/oauth/token")
             with httpx.Client(base_url=base, timeout=5) as http:
                 verifier, challenge = pkce()
                 answer = obtain_code(http, challenge, client_id="bench")

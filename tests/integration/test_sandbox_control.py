@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +13,7 @@ import httpx
 import pytest
 
 from grantkeeper.sandbox import GrantTokens, Sandbox, SandboxServer
-from tests.fixtures.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
+from tests.fixtures.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, read_line
 
 AUTH = (SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET)
 
@@ -194,15 +193,6 @@ def test_issue_grant_refuses_unknown_clients(sandbox: Sandbox) -> None:
         sandbox.current_refresh_token("grant-404")
 
 
-def _read_line(stream: Any, timeout: float) -> str:
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.append(stream.readline()), daemon=True)
-    reader.start()
-    reader.join(timeout)
-    assert lines, "the sandbox did not print its token URL in time"
-    return str(lines[0]).strip()
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_standalone_sandbox_serves_until_signalled(sig: signal.Signals) -> None:
     command = [sys.executable, "-m", "grantkeeper.sandbox", "--host", "127.0.0.1", "--port", "0"]
@@ -212,7 +202,7 @@ def test_standalone_sandbox_serves_until_signalled(sig: signal.Signals) -> None:
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     ) as proc:
         try:
-            token_url = _read_line(proc.stdout, timeout=10)
+            token_url = read_line(proc.stdout, timeout=10)
             assert token_url.startswith("http://127.0.0.1:")
             assert token_url.endswith("/oauth/token")
             base = token_url.removesuffix("/oauth/token")

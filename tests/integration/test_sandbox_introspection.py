@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from grantkeeper.sandbox import Behaviour, Sandbox, SandboxServer
-from tests.fixtures.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
+from tests.fixtures.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, ManualClock
 
 GRACE = 30.0
 WALL_START = 1_700_000_000.0
@@ -24,19 +24,6 @@ GRACE_AUTH = ("okta", "okta-secret")  # rotates with a GRACE window
 OTHER_AUTH = ("other", "other-secret")
 INACTIVE = {"active": False}
 FORM = {"content-type": "application/x-www-form-urlencoded"}  # httpx sends none for an empty form
-
-
-class ManualClock:
-    """A clock that moves only when told to."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -13,10 +13,8 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import aiohttp
 import httpx
@@ -24,19 +22,9 @@ import pytest
 
 from grantkeeper.sandbox import Behaviour, GrantTokens, Sandbox, SandboxServer, SandboxStats, serve_sandbox
 from grantkeeper.sandbox.__main__ import _parser, main
-from tests.fixtures.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
+from tests.fixtures.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, ManualClock, read_line
 
 AUTH = (SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET)
-
-
-class ManualClock:
-    """A wall clock that moves only when told to."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -277,15 +265,6 @@ def test_cli_reports_a_cpu_it_cannot_pin_to(capsys: pytest.CaptureFixture[str]) 
     assert os.sched_getaffinity(0) == before
 
 
-def _read_line(stream: Any, timeout: float) -> str:
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.append(stream.readline()), daemon=True)
-    reader.start()
-    reader.join(timeout)
-    assert lines, "the sandbox did not print its token URL in time"
-    return str(lines[0]).strip()
-
-
 def test_standalone_sandbox_applies_cpu_grace_and_latency() -> None:
     cpu = min(os.sched_getaffinity(0))
     command = [sys.executable, "-m", "grantkeeper.sandbox", "--port", "0", "--cpu", str(cpu)]
@@ -296,7 +275,7 @@ def test_standalone_sandbox_applies_cpu_grace_and_latency() -> None:
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     ) as proc:
         try:
-            base = _read_line(proc.stdout, timeout=10).removesuffix("/oauth/token")
+            base = read_line(proc.stdout, timeout=10).removesuffix("/oauth/token")
             assert os.sched_getaffinity(proc.pid) == {cpu}
             with httpx.Client(base_url=base, timeout=5) as http:
                 assert http.get("/_sandbox/latency").json() == {"seconds": 0.1}

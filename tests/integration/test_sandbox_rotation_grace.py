@@ -11,23 +11,10 @@ import httpx
 import pytest
 
 from grantkeeper.sandbox import Behaviour, Sandbox, SandboxServer
-from tests.fixtures.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
+from tests.fixtures.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, ManualClock
 
 GRACE = 30.0
 AUTH = (SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET)
-
-
-class ManualClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
