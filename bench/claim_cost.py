@@ -11,7 +11,8 @@ cost must not grow with the table, which holds only if ``ix_connections_due`` se
 Set-up: a database from ``seed.py`` (one tenant, one provider, tokens sealed with the store's cipher);
 ``max(n * --due-fraction, --min-due)`` rows due, the rest due over the next day. Each round is one
 ``store.claim_due(anchor, 1000, owner, 2 min, None)`` call with a fresh owner, timed from the call to its
-return: the transaction, the statement, the provider lookup, decrypting both tokens of 1,000 rows, the commit.
+return: the transaction, the statement, the provider lookup, the commit (the tokens stay sealed: an attempt
+opens its own when it starts).
 ``statement`` is the claim statement alone, timed around the driver's ``execute``. Between rounds, untimed,
 the round's rows are handed back the way a worker's commit hands them back (lease cleared, ``version`` + 1,
 ``next_attempt_at`` moved), except that they move to the back of the due queue (``next_attempt_at`` =
@@ -23,7 +24,14 @@ touched to its seeded state (then ``VACUUM ANALYZE`` on PostgreSQL). After the r
 captured claim statement is printed: ``EXPLAIN (ANALYZE, BUFFERS)`` in a rolled-back transaction on
 PostgreSQL, ``EXPLAIN QUERY PLAN`` on SQLite. ``statement``, ``commit`` and ``rest`` split a claim's time:
 the claim statement at the driver, the DBAPI commit, and everything else (result rows through SQLAlchemy,
-decrypting 2,000 tokens, building the claims, the provider lookup).
+building the claims, the provider lookup).
+
+PostgreSQL runs on the machine's server (``GRANTKEEPER_BENCH_PG``, 127.0.0.1:5432 by default), or with
+``--own-server [NAME=VALUE ...]`` on a server of the benchmark's own (``pg_cluster.py``) with the settings
+given, by default those an operator of a million connections would set first (``pg_cluster.SIZED_SETTINGS``:
+2 GB of shared buffers, 4 GB of WAL between checkpoints); its seeded databases are kept like the SQLite
+files. Before the rounds, ``pg_prewarm`` loads the connections table and its indexes into the server's cache,
+as far as it holds them, as a server that has been serving workers holds them.
 
 To measure a proposed change against the schema and settings the project ships, the change is made on a
 copy of the seeded database (the same file copied, or ``CREATE DATABASE ... TEMPLATE``, so the same physical
@@ -40,6 +48,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -59,6 +68,7 @@ from grantkeeper.adapters.db import SqlStore, make_engine
 from grantkeeper.adapters.db.tables import connections
 
 BATCH = 1000
+_OWN_SERVER = "GRANTKEEPER_BENCH_OWN_SERVER"  # set in the run that ``--own-server`` starts: its settings
 LEASE_TTL = timedelta(minutes=2)
 MAX_MS = 50.0
 MAX_RATIO = 2.0
@@ -183,7 +193,12 @@ def variant_copy(seeded: Seeded, variant: Variant) -> Iterator[str]:
                     break
                 except OperationalError:
                     if attempt == 29:
-                        raise
+                        others = connection.exec_driver_sql(
+                            "SELECT backend_type, application_name, state, left(query, 80) "
+                            "FROM pg_stat_activity WHERE datname = %(name)s",
+                            {"name": name},
+                        ).all()
+                        raise RuntimeError(f"{name} stayed in use: {others}") from None
                     time.sleep(1)
         url = f"{PG_SERVER}/{copy}"
     engine = make_engine(url)
@@ -212,9 +227,10 @@ def variant_copy(seeded: Seeded, variant: Variant) -> Iterator[str]:
 
 @dataclass
 class Arm:
-    """One database measured: the seeded one as shipped, or a variant's copy."""
+    """One database measured: a seeded one as shipped, or a variant's copy of it."""
 
     label: str
+    seeded: Seeded
     engine: Engine
     store: SqlStore
     totals: list[float] = field(default_factory=list)
@@ -222,13 +238,13 @@ class Arm:
     commits: list[float] = field(default_factory=list)
     explained: str = ""
 
-    def result(self, seeded: Seeded, rounds: int) -> dict[str, Any]:
+    def result(self, rounds: int) -> dict[str, Any]:
         rest = [t - s - c for t, s, c in zip(self.totals, self.statements, self.commits, strict=True)]
         return {
-            "database": seeded.kind,
+            "database": self.seeded.kind,
             "variant": self.label,
-            "n": seeded.n,
-            "due": seeded.due,
+            "n": self.seeded.n,
+            "due": self.seeded.due,
             "rounds": rounds,
             "median_ms": statistics.median(self.totals),
             "p90_ms": percentile(self.totals, 0.9),
@@ -242,7 +258,7 @@ class Arm:
         }
 
 
-def make_arm(label: str, url: str, pragmas: tuple[str, ...]) -> Arm:
+def make_arm(label: str, seeded: Seeded, url: str, pragmas: tuple[str, ...]) -> Arm:
     engine = make_engine(url)
     if pragmas and engine.dialect.name == "sqlite":
 
@@ -251,13 +267,15 @@ def make_arm(label: str, url: str, pragmas: tuple[str, ...]) -> Arm:
                 dbapi_connection.execute(f"PRAGMA {pragma}")
 
         event.listen(engine, "connect", set_pragmas)
-    return Arm(label, engine, SqlStore(engine, keyring()))
+    return Arm(label, seeded, engine, SqlStore(engine, keyring()))
 
 
-def run_rounds(arms: list[Arm], now: datetime, rounds: int, warmup: int, *, sequential: bool) -> None:
-    """Claim, time, hand back. With two arms the rounds alternate, so both see the same machine load, unless
-    ``sequential``: on PostgreSQL two alternating copies of a large table share (and fight over) one server's
-    buffer cache, which neither would in production."""
+def run_rounds(arms: list[Arm], rounds: int, warmup: int, *, sequential: bool) -> None:
+    """Claim, time, hand back. The arms' rounds alternate (every size, and a variant beside what it
+    changes), so all see the same machine load: on these shared machines the load drifts over minutes,
+    and a ratio of two sizes measured minutes apart measured the drift. ``sequential``: all of an arm's
+    rounds before the next arm's; on PostgreSQL two alternating copies of a large table share (and fight
+    over) one server's buffer cache, which neither would in production."""
     schedule = [(number, index) for number in range(warmup + rounds) for index in range(len(arms))]
     if sequential:
         schedule.sort(key=lambda item: item[1])
@@ -265,6 +283,7 @@ def run_rounds(arms: list[Arm], now: datetime, rounds: int, warmup: int, *, sequ
         timers = [stack.enter_context(Timer(arm.engine).installed()) for arm in arms]
         for round_number, index in schedule:
             arm, timer = arms[index], timers[index]
+            now = arm.seeded.anchor
             owner = f"bench-{uuid.uuid4().hex[:12]}"
             timer.in_claim = True
             started = time.perf_counter()
@@ -282,27 +301,55 @@ def run_rounds(arms: list[Arm], now: datetime, rounds: int, warmup: int, *, sequ
             arm.explained = plan(arm.engine, timer)
 
 
+def restore_all(seededs: list[Seeded]) -> None:
+    for seeded in seededs:
+        engine = seeded.engine()
+        restore(seeded, engine)
+        engine.dispose()
+
+
+def prewarm(seededs: list[Seeded]) -> None:
+    """PostgreSQL: load the connections table and its indexes into the server's buffer cache, as far as it
+    holds them, as a server that has been serving the workers holds them (every row is refreshed once per
+    token lifetime). A server started for the run starts cold, and its first rounds measured reads from the
+    operating system's cache instead (about 20 ms of a claim at a million rows)."""
+    for seeded in seededs:
+        if seeded.kind != "postgresql":
+            continue
+        engine = seeded.engine()
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+            connection.exec_driver_sql(
+                "SELECT pg_prewarm(c.oid) FROM pg_class c WHERE c.oid = 'connections'::regclass "
+                "OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = 'connections'::regclass)"
+            )
+        engine.dispose()
+
+
 def measure(
-    seeded: Seeded, rounds: int, warmup: int, variant: Variant, *, sequential: bool = False
+    seededs: list[Seeded], rounds: int, warmup: int, variant: Variant, *, sequential: bool = False
 ) -> list[dict[str, Any]]:
-    """The seeded database as shipped; with a variant, also its copy with the change, rounds alternating."""
-    engine = seeded.engine()
-    restore(seeded, engine)
-    engine.dispose()
+    """The seeded databases (one per size) as shipped; with a variant, also each one's copy with the
+    change; the rounds of all of them alternating."""
+    restore_all(seededs)
+    prewarm(seededs)
     with ExitStack() as stack:
-        copy_url = stack.enter_context(variant_copy(seeded, variant)) if variant else None
-        arms = [make_arm("as shipped", seeded.url, ())]
-        if copy_url is not None:
-            arms.append(make_arm("variant", copy_url, variant.sqlite_pragmas))
+        arms: list[Arm] = []
         try:
-            run_rounds(arms, seeded.anchor, rounds, warmup, sequential=sequential)
+            # every copy first: a store connects when made, and a database in use cannot be a template
+            copies = [
+                stack.enter_context(variant_copy(seeded, variant)) if variant else "" for seeded in seededs
+            ]
+            for seeded, copy_url in zip(seededs, copies, strict=True):
+                arms.append(make_arm("as shipped", seeded, seeded.url, ()))
+                if variant:
+                    arms.append(make_arm("variant", seeded, copy_url, variant.sqlite_pragmas))
+            run_rounds(arms, rounds, warmup, sequential=sequential)
         finally:
             for arm in arms:
                 arm.engine.dispose()
-    engine = seeded.engine()
-    restore(seeded, engine)
-    engine.dispose()
-    return [arm.result(seeded, rounds) for arm in arms]
+    restore_all(seededs)
+    return [arm.result(rounds) for arm in arms]
 
 
 def due_for(n: int, fraction: float, minimum: int) -> int:
@@ -327,25 +374,47 @@ def main() -> None:
     parser.add_argument(
         "--sqlite-pragma", action="append", default=[], help="variant: NAME=VALUE on its SQLite connections"
     )
+    parser.add_argument(
+        "--own-server",
+        nargs="*",
+        metavar="NAME=VALUE",
+        default=None,
+        help="PostgreSQL on the benchmark's own server (pg_cluster.py) with these settings; "
+        "none given: pg_cluster.SIZED_SETTINGS",
+    )
     args = parser.parse_args()
+    if args.own_server is not None and _OWN_SERVER not in os.environ:
+        from pg_cluster import SIZED_SETTINGS, own_server
+
+        settings = args.own_server or list(SIZED_SETTINGS)
+        with own_server(settings) as url:
+            # seed.py and this module read the server's address once, at import: run again pointed at it
+            environment = os.environ | {"GRANTKEEPER_BENCH_PG": url, _OWN_SERVER: " ".join(settings)}
+            done = subprocess.run([sys.executable, *sys.argv], env=environment, check=False)
+            raise SystemExit(done.returncode)
+    server = os.environ.get(_OWN_SERVER, f"the server at {PG_SERVER}, as found")
     sizes = sorted(args.n or [10_000, 1_000_000])
     variant = Variant(tuple(args.setup_sql), tuple(args.sqlite_pragma))
     results: list[dict[str, Any]] = []
     for kind in args.database or ["sqlite", "postgresql"]:
-        for n in sizes:
-            seeded = ensure_seeded(kind, n, due_for(n, args.due_fraction, args.min_due), reseed=args.reseed)
-            load_before = os.getloadavg()[0]
-            for result in measure(seeded, args.rounds, args.warmup, variant, sequential=args.sequential):
-                result |= {"load_before": load_before, "load_after": os.getloadavg()[0]}
-                results.append(result)
-                print(
-                    json.dumps({k: v for k, v in result.items() if k != "plan"}), file=sys.stderr, flush=True
-                )
+        seededs = [
+            ensure_seeded(kind, n, due_for(n, args.due_fraction, args.min_due), reseed=args.reseed)
+            for n in sizes
+        ]
+        load_before = os.getloadavg()[0]
+        for result in measure(seededs, args.rounds, args.warmup, variant, sequential=args.sequential):
+            result |= {"load_before": load_before, "load_after": os.getloadavg()[0]}
+            if kind == "postgresql":
+                result["server"] = server
+            results.append(result)
+            print(json.dumps({k: v for k, v in result.items() if k != "plan"}), file=sys.stderr, flush=True)
     print_table(results, sizes[0])
 
 
 def print_table(results: list[dict[str, Any]], smallest_n: int) -> None:
     print()
+    for server in sorted({r["server"] for r in results if "server" in r}):
+        print(f"PostgreSQL: {server}\n")
     print(
         "| database | variant | stored | due | rounds | median ms | p90 ms | min-max ms | statement ms "
         f"| commit ms | rest ms | vs {smallest_n:,} (median) | <= {MAX_MS:.0f} ms (p90) "
