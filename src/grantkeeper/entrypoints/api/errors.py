@@ -11,12 +11,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
 from grantkeeper.core.errors import InvalidInputError, InvalidSettingError, MissingEncryptionKeyError
+from grantkeeper.entrypoints.api.html_pages import error_page, is_page_path
 from grantkeeper.ports import (
     DuplicateProviderError,
     DuplicateWorkflowError,
@@ -184,8 +185,11 @@ def _translate(exc: Exception, request: Request) -> Problem:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    async def handle(request: Request, exc: Exception) -> JSONResponse:
-        return problem_response(_translate(exc, request), request)
+    async def handle(request: Request, exc: Exception) -> Response:
+        problem = _translate(exc, request)
+        if is_page_path(request.url.path):  # a person's browser, not an API client: a page, not JSON
+            return error_page(problem.status, problem.slug, problem.title, problem.detail, problem.headers)
+        return problem_response(problem, request)
 
     for kind in (
         Problem,

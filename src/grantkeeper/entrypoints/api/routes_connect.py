@@ -3,23 +3,22 @@
 ``POST /v1/connect-sessions`` and ``POST /v1/connections/{id}/reconnect-link`` answer ``{url, expires_at}``
 for the application to show its user. ``/connect/...`` starts the authorization-code flow and
 ``/oauth/callback`` ends it (``service.connecting`` holds the logic and ADR 13 the reasons). The pages are
-plain HTML, cached by nobody, framed by nobody, and sending no Referer (the callback's URL holds a code).
+plain HTML (``html_pages``), and so are their errors.
 """
 
 from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
-from functools import cache
 from typing import Annotated
 
-import jinja2
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import Field
 
 from grantkeeper.entrypoints.api.context import Context, Tenant
 from grantkeeper.entrypoints.api.errors import problem_responses
+from grantkeeper.entrypoints.api.html_pages import PAGE_HEADERS, page
 from grantkeeper.entrypoints.api.schemas import Id, Strict, Text, Url
 from grantkeeper.service.connecting import DEFAULT_LINK_TTL, MAX_LINK_TTL, Connected, Redirect, Refusal
 
@@ -30,15 +29,6 @@ BROWSER_COOKIE_MAX_AGE = 24 * 3600
 
 api = APIRouter(tags=["connect"], responses=problem_responses(400, 401, 404, 422))
 pages = APIRouter(tags=["connect pages"], include_in_schema=False)
-
-_PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; "
-    "form-action 'none'; frame-ancestors 'none'",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-}
 
 
 class LinkOut(Strict):
@@ -148,14 +138,14 @@ async def oauth_callback(
     if isinstance(answer, Refusal):
         return _refusal_page(answer)
     if answer.return_to is not None:
-        return RedirectResponse(answer.return_to, status_code=303, headers=_PAGE_HEADERS)
+        return RedirectResponse(answer.return_to, status_code=303, headers=PAGE_HEADERS)
     return _connected_page(answer)
 
 
 def _begun(answer: Redirect | Refusal, public_url: str) -> Response:
     if isinstance(answer, Refusal):
         return _refusal_page(answer)
-    response = RedirectResponse(answer.location, status_code=303, headers=_PAGE_HEADERS)
+    response = RedirectResponse(answer.location, status_code=303, headers=PAGE_HEADERS)
     if answer.browser_cookie is not None:
         response.set_cookie(
             BROWSER_COOKIE,
@@ -174,7 +164,7 @@ def _connected_page(connected: Connected) -> HTMLResponse:
     message = f"Your {connected.provider} account is {verb}."
     if not connected.is_new and not connected.resumed_workflows:
         message += " No workflows were waiting on it."
-    return _page(
+    return page(
         200,
         kind="connected",
         ok=True,
@@ -185,20 +175,6 @@ def _connected_page(connected: Connected) -> HTMLResponse:
 
 
 def _refusal_page(refusal: Refusal) -> HTMLResponse:
-    return _page(
+    return page(
         refusal.status, kind=refusal.kind.value, ok=False, title=refusal.title, message=refusal.message
-    )
-
-
-def _page(status_code: int, **values: object) -> HTMLResponse:
-    html = _templates().get_template("page.html").render({"back_url": None, "workflows": ()} | values)
-    return HTMLResponse(html, status_code=status_code, headers=_PAGE_HEADERS)
-
-
-@cache
-def _templates() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("grantkeeper", "templates/connect"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
     )
