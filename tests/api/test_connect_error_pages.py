@@ -32,7 +32,7 @@ def _page(response: httpx.Response, status: int, kind: str) -> str:
 
 
 def _flow_rows(rig: ConnectRig) -> tuple[int, int, int]:
-    """Connect links, authorization requests started, and links completed: what opening a link could change."""
+    """Links, authorization requests started, links completed: what opening a link could change."""
     with rig.runtime.engine.connect() as connection:
         links = connection.scalar(select(func.count()).select_from(connect_sessions))
         started = connection.scalar(select(func.count()).select_from(authorization_requests))

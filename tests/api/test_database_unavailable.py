@@ -43,6 +43,13 @@ def test_an_unreachable_database_is_a_503_with_retry_after_and_the_api_recovers(
                 assert body["retry_after"] == 5
                 assert key not in response.text
                 assert "postgres" not in response.text.lower()  # no driver message, no URL
+            # a person opening a link meanwhile gets the connect page, not a problem document
+            page = client.get("/connect/session/abc", headers={"Authorization": ""})
+            assert page.status_code == 503
+            assert page.headers["content-type"].startswith("text/html")
+            assert 'data-kind="database-unavailable"' in page.text
+            assert page.headers["Retry-After"] == "5"
+            assert "postgres" not in page.text.lower()
             proxy.restore()
             assert client.get("/v1/connections").status_code == 200
     finally:
