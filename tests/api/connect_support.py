@@ -40,14 +40,15 @@ class Browser:
         """GET a connect link: a 303 to the provider (or a refusal page)."""
         return self.get(url)
 
-    def consent(self, authorize_location: str, decision: str = "allow") -> str:
-        """At the provider: load the consent page, click Allow or Deny; the provider's redirect back."""
+    def consent(self, authorize_location: str, decision: str = "allow", user: str = "sandbox-user") -> str:
+        """At the provider: load the consent page, sign in as ``user`` and click Allow or Deny; the provider's
+        redirect back."""
         page = self.get(authorize_location)
         assert page.status_code == 200, page.text
         consent_id = _CONSENT.search(page.text)
         assert consent_id is not None, page.text
         base = authorize_location.split("?")[0]
-        form = {"consent": consent_id.group(1), "decision": decision, "user": "sandbox-user"}
+        form = {"consent": consent_id.group(1), "decision": decision, "user": user}
         answer = self.client.post(base, data=form)
         assert answer.status_code == 302, answer.text
         return answer.headers["location"]
@@ -133,11 +134,12 @@ class ConnectRig:
         assert response.status_code == 201, response.text
         return str(response.json()["url"])
 
-    def to_callback(self, browser: Browser, link: str) -> str:
-        """Open the link and consent: the callback URL the provider sends the browser to (not yet visited)."""
+    def to_callback(self, browser: Browser, link: str, user: str = "sandbox-user") -> str:
+        """Open the link and consent as ``user``: the callback URL the provider sends the browser to (not yet
+        visited)."""
         started = browser.open_link(link)
         assert started.status_code == 303, started.text
-        callback = browser.consent(started.headers["location"])
+        callback = browser.consent(started.headers["location"], user=user)
         assert callback.startswith(self.base_url + "/oauth/callback?"), callback
         return callback
 

@@ -16,6 +16,7 @@ CONNECTION_FIELDS = {
     "provider",
     "user_id",
     "email",
+    "account_id",
     "status",
     "consecutive_failures",
     "consecutive_transient_failures",

@@ -324,6 +324,8 @@ def test_providers_add_takes_browser_settings_and_connections_get_reconnect_link
         (["--authorize-param", "state=x"], "set by the flow itself"),
         (["--authorize-param", "novalue"], "NAME=VALUE"),
         (["--authorize-url", "http://auth.example.com/authorize"], "authorize URL"),
+        (["--account-field", "id_token"], "needs the claim"),
+        (["--account-field", "a..b"], "dotted path"),
     ):
         result = cli.run(*base, *bad)
         assert result.returncode == 2, (bad, result.stderr)
@@ -332,8 +334,10 @@ def test_providers_add_takes_browser_settings_and_connections_get_reconnect_link
     added = cli.json(
         *base, "--authorize-url", sandbox_server.authorize_url, "--scopes", "files.read offline",
         "--authorize-param", "access_type=offline", "--authorize-param", "prompt=consent",
+        "--account-field", "id_token.sub",
     )  # fmt: skip
     assert added["authorize_url"] == sandbox_server.authorize_url
+    assert added["account_field"] == "id_token.sub"
     assert added["scopes"] == "files.read offline"
     assert added["authorize_params"] == {"access_type": "offline", "prompt": "consent"}
 
@@ -341,7 +345,9 @@ def test_providers_add_takes_browser_settings_and_connections_get_reconnect_link
     row = {"provider": "sandbox", "user_id": "ana", "refresh_token": grant.refresh_token}
     (cli.cwd / "c.jsonl").write_text(json.dumps(row) + "\n")
     assert cli.json("connections", "import", str(cli.cwd / "c.jsonl"))["imported"] == 1
-    [connection_id] = [c["id"] for c in cli.json("connections", "list")]
+    [listed] = cli.json("connections", "list")
+    connection_id = listed["id"]
+    assert listed["account_id"] is None  # imported: learned at its first connect flow
     link = cli.json("connections", "reconnect-link", connection_id, "--ttl", "600")
     assert link["url"].startswith("http://127.0.0.1:8000/connect/session/")
     missing = cli.run("connections", "reconnect-link", "con_nope")

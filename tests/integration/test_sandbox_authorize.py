@@ -185,8 +185,9 @@ def test_the_whole_flow_creates_a_grant_whose_tokens_work(
     assert tokens.status_code == 200, tokens.text
     assert tokens.headers["cache-control"] == "no-store"
     body = tokens.json()
-    assert set(body) == {"access_token", "token_type", "expires_in", "refresh_token", "scope"}
+    assert set(body) == {"access_token", "token_type", "expires_in", "refresh_token", "scope", "account_id"}
     assert (body["token_type"], body["expires_in"], body["scope"]) == ("Bearer", 3600, "read write")
+    assert body["account_id"] == "alice"  # the consenting user, as Dropbox names the account
 
     grant_id = sandbox.grant_of_refresh_token(body["refresh_token"])
     assert grant_id is not None

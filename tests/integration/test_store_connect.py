@@ -16,6 +16,7 @@ from grantkeeper.core.machine import reconnect
 from grantkeeper.core.model import ConnectionStatus, TokenSet
 from grantkeeper.core.policy import Policy
 from grantkeeper.ports import (
+    AccountMismatchError,
     CallbackCheck,
     ConnectCompletion,
     NewAuthorizationRequest,
@@ -146,6 +147,37 @@ def test_a_reconnect_resets_the_connection_and_resumes_its_workflows(
     assert state.status is ConnectionStatus.CONNECTED
     assert state.consecutive_failures == 0
     assert store.read_tokens(tenant_id, connection_id).refresh_token == "rt-back"
+
+
+def test_a_reconnect_learns_the_account_then_refuses_another_in_the_same_statement(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    [connection_id] = store.import_connections(tenant_id, [new_connection()], T0)
+    assert store.get_connection(tenant_id, connection_id).account_id is None  # imported: not known yet
+
+    def complete(secret_hash: str, account: str) -> object:
+        session = _session(
+            store, tenant_id, secret_hash, connection_id=connection_id, provider=None, user_id=None
+        )
+        record = store.get_connection(tenant_id, connection_id)
+        tokens = TokenSet(
+            f"at-{account}", f"rt-{account}", expires_at=T0 + timedelta(hours=1), account_id=account
+        )
+        transition = reconnect(record.state, tokens, Policy(), T0)
+        return store.complete_connect(
+            ConnectCompletion(session.session_id, tokens, T0, transition=transition)
+        )
+
+    assert complete("1" * 64, "alice") is not None
+    assert store.get_connection(tenant_id, connection_id).account_id == "alice"  # learned
+    assert complete("2" * 64, "alice") is not None  # the same account: fine
+
+    before = store.get_connection(tenant_id, connection_id)
+    with pytest.raises(AccountMismatchError):
+        complete("3" * 64, "mallory")
+    assert store.get_connection(tenant_id, connection_id) == before  # nothing stored
+    assert store.read_tokens(tenant_id, connection_id).refresh_token == "rt-alice"
+    assert store.connect_session("3" * 64).completed_at is None  # rolled back: the link still works
 
 
 async def test_expired_links_and_requests_are_pruned_a_day_after_they_expire(

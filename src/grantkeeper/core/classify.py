@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from grantkeeper.core.accounts import account_in
 from grantkeeper.core.model import ErrorInfo, NetworkFault, Outcome, OutcomeClass, TokenSet
 from grantkeeper.core.oauth_wire import (
     RawResponse,
@@ -136,8 +137,10 @@ def classify_response(
     default_expires_in: int,
     profile: ProviderProfile = DEFAULT_PROFILE,
     redact: tuple[str, ...] = (),
+    account_field: str | None = None,
 ) -> Outcome:
-    """Classify one HTTP response from the token endpoint; ``redact`` lists secrets to keep out of errors."""
+    """Classify one HTTP response from the token endpoint; ``redact`` lists secrets to keep out of errors,
+    ``account_field`` where a success names the provider account (``TokenSet.account_id``)."""
     body = parse_body(response.body, response.content_type)
     retry_after = parse_retry_after(response.retry_after, now)
     # An unknown code is kept as provider text, so secrets are cut out before the code is read: a server that
@@ -150,7 +153,11 @@ def classify_response(
         description = sanitize(body.get("error_description"), redact) if body is not None else ""
         return Outcome(klass, response.status, ErrorInfo(code, description), retry_after)
     if 200 <= response.status < 300:
-        return _classify_success_body(response.status, body, code, now, default_expires_in)
+        outcome = _classify_success_body(response.status, body, code, now, default_expires_in)
+        if account_field is not None and outcome.tokens is not None and body is not None:
+            account_id = account_in(body, account_field)
+            outcome = replace(outcome, tokens=replace(outcome.tokens, account_id=account_id))
+        return outcome
     return _classify_by_status(response.status, code, retry_after)
 
 

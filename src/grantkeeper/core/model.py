@@ -68,6 +68,9 @@ class TokenSet:
     expires_at: datetime | None = None
     token_type: str = "Bearer"  # noqa: S105 - a token type name, not a secret
     scope: str | None = None
+    #: The provider account the grant belongs to, read from the answer at the provider's ``account_field``
+    #: (``core.accounts``); only a code exchange asks for it.
+    account_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from grantkeeper.ports.delivery import (
     UserPreferences,
 )
 from grantkeeper.ports.errors import (
+    AccountMismatchError,
     DuplicateProviderError,
     DuplicateWorkflowError,
     SchemaOutdatedError,
@@ -74,6 +75,7 @@ from grantkeeper.ports.records import (
 from grantkeeper.ports.store import ConnectionStore
 
 __all__ = [
+    "AccountMismatchError",
     "AttemptCommit",
     "AttemptRecord",
     "AttemptStarts",

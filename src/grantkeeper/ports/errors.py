@@ -51,6 +51,14 @@ class UnknownConnectionError(StoreError, LookupError):
         self.connection_ids = tuple(connection_ids)
 
 
+class AccountMismatchError(StoreError):
+    """A connect flow's grant belongs to another provider account than the connection's: nothing stored."""
+
+    def __init__(self, connection_id: str) -> None:
+        super().__init__(f"connection {connection_id} belongs to another provider account")
+        self.connection_id = connection_id
+
+
 class UnknownWorkflowError(StoreError, LookupError):
     def __init__(self, workflow_id: str) -> None:
         super().__init__(f"unknown workflow id {workflow_id!r}")

@@ -59,6 +59,8 @@ class ProviderConfig:
     rate_limit_per_second: float | None = None
     #: extra query parameters for the authorization endpoint, e.g. {"access_type": "offline"}
     authorize_params: dict[str, str] | None = None
+    #: where a code exchange's answer names the account (``core.accounts``), e.g. "id_token.sub"
+    account_field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class NewProvider:
     max_concurrency: int | None = None  # refresh requests in flight at once, across all workers
     rate_limit_per_second: float | None = None  # refresh requests started per second, across all workers
     authorize_params: dict[str, str] | None = None  # extra authorization endpoint parameters
+    account_field: str | None = None  # where a code exchange's answer names the account (core.accounts)
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class NewConnection:
     email: str | None = None
     workflows: tuple[str, ...] = ()
     next_attempt_at: datetime | None = None  # None: due at once (the import's ``now``)
+    account_id: str | None = None  # the provider account, when a connect flow learned it
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,8 @@ class ConnectionRecord:
     state: ConnectionState
     created_at: datetime
     updated_at: datetime
+    #: The provider account the grant belongs to, once a connect flow learned it (``core.accounts``).
+    account_id: str | None = None
 
 
 class Secret(Protocol):

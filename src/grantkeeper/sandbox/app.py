@@ -277,6 +277,8 @@ def _issued(answer: Issued) -> Canned:
         payload["refresh_token"] = answer.refresh_token
     if answer.scope is not None:
         payload["scope"] = answer.scope
+    if answer.account_id is not None:
+        payload["account_id"] = answer.account_id
     body = json.dumps(payload, separators=(",", ":")).encode()
     return Canned(200, [(b"content-length", str(len(body)).encode()), *_TOKEN_HEADERS], body)
 

@@ -75,6 +75,8 @@ class Issued:
     expires_in: int
     refresh_token: str | None = field(repr=False)
     scope: str | None
+    #: The consenting user, sent as ``account_id`` (Dropbox's name for it) by code exchanges only.
+    account_id: str | None = None
 
 
 class Grant:

@@ -412,7 +412,9 @@ class Sandbox:
             tokens = self._book.issue(request.client_id, client.lifetime, None, code.scope, code.user)
             code.grant_id = tokens.grant_id
             self._stats.code_exchanges += 1
-        return Issued(Behaviour.OK, tokens.access_token, tokens.expires_in, tokens.refresh_token, code.scope)
+        return Issued(
+            Behaviour.OK, tokens.access_token, tokens.expires_in, tokens.refresh_token, code.scope, code.user
+        )
 
     # --- internals (lock held) -------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from grantkeeper.core.accounts import parse_account_field
 from grantkeeper.core.errors import InvalidInputError
 from grantkeeper.core.machine import initial_state, reconnect
 from grantkeeper.core.model import TokenSet, Transition
@@ -48,6 +49,8 @@ def add_provider(store: ConnectionStore, tenant_id: str, provider: NewProvider) 
         raise InvalidInputError("default expires_in must be at least 1 second")
     check_limits(provider.max_concurrency, provider.rate_limit_per_second)
     check_authorize_params(provider.authorize_params)
+    if provider.account_field is not None:
+        parse_account_field(provider.account_field)
     check_endpoint_url(provider.token_url)
     for field, url in (
         ("revocation URL", provider.revocation_url),

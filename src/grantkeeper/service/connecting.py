@@ -32,6 +32,7 @@ from grantkeeper.core.pkce import digest, new_secret, new_verifier, s256_challen
 from grantkeeper.core.policy import Policy
 from grantkeeper.core.return_urls import ReturnUrlAllowList
 from grantkeeper.ports import (
+    AccountMismatchError,
     CallbackCheck,
     Clock,
     CodeExchanger,
@@ -71,6 +72,8 @@ class RefusalKind(StrEnum):
     EXCHANGE_FAILED = "exchange_failed"
     NO_REFRESH_TOKEN = "no_refresh_token"  # noqa: S105 - a reason, not a secret
     CONNECTION_GONE = "connection_gone"
+    OTHER_ACCOUNT = "other_account"
+    ACCOUNT_UNKNOWN = "account_unknown"
 
 
 @dataclass(frozen=True)
@@ -375,6 +378,20 @@ class ConnectFlow:
                 "was changed; the operator may need to ask for offline access (e.g. access_type=offline).",
                 provider.name,
             )  # fmt: skip
+        if provider.account_field is not None and tokens.account_id is None:
+            log.warning(
+                "connect flow: %s's answer names no account at %s",
+                provider.name,
+                provider.account_field,
+                extra={"action": "connect_account_unknown", "connection_id": session.connection_id},
+            )
+            return Refusal(
+                RefusalKind.ACCOUNT_UNKNOWN, 502, f"{provider.name} did not say which account this is",
+                "So the sign-in could not be checked against the connection's account, and nothing was "
+                f"changed. The operator may need to ask {provider.name} for it (the openid scope, say) or "
+                "correct the provider's account_field.",
+                provider.name,
+            )  # fmt: skip
         now = self._clock.now()
         completion = ConnectCompletion(session.session_id, tokens, now)
         if session.connection_id is not None:
@@ -383,6 +400,8 @@ class ConnectFlow:
             )
             if record is None:
                 return _connection_gone(provider.name)
+            if record.account_id is not None and tokens.account_id not in (None, record.account_id):
+                return _other_account(provider.name, session.connection_id)
             transition = reconnect(record.state, tokens, self._policy, now)
             notices = admin.reconnect_notices(transition, record)
             completion = replace(completion, transition=transition, notifications=notices)
@@ -394,9 +413,13 @@ class ConnectFlow:
                 access_token=tokens.access_token,
                 expires_at=tokens.expires_at,
                 email=session.email,
+                account_id=tokens.account_id,
             )
             completion = replace(completion, new_connection=admin.scheduled(row, self._policy, now))
-        result = await asyncio.to_thread(self._store.complete_connect, completion)
+        try:
+            result = await asyncio.to_thread(self._store.complete_connect, completion)
+        except AccountMismatchError:  # another flow taught the connection its account a moment ago
+            return _other_account(provider.name, session.connection_id)
         if result is None:
             return Refusal(
                 RefusalKind.LINK_USED, 410, "This link was already used",
@@ -424,6 +447,23 @@ def _link_invalid() -> Refusal:
     return Refusal(
         RefusalKind.LINK_INVALID, 404, "This link does not work",
         "It may have been mistyped or cut short. Ask for a new one.",
+    )  # fmt: skip
+
+
+def _other_account(provider: str, connection_id: str | None) -> Refusal:
+    """The user signed in to another account than the one the connection belongs to (``core.accounts``)."""
+    log.warning(
+        "connect flow: %s signed in to another %s account; nothing stored",
+        connection_id,
+        provider,
+        extra={"action": "connect_other_account", "connection_id": connection_id},
+    )
+    return Refusal(
+        RefusalKind.OTHER_ACCOUNT, 409, f"That is a different {provider} account",
+        f"This connection belongs to another {provider} account than the one you signed in with, so nothing "
+        f"was changed. Open the link again and choose the account you connected before (you may need to sign "
+        f"out of {provider} first).",
+        provider,
     )  # fmt: skip
 
 

@@ -95,6 +95,7 @@ def add_provider(
         "max_concurrency": provider.max_concurrency,
         "rate_limit_per_second": provider.rate_limit_per_second,
         "authorize_params": provider.authorize_params or None,
+        "account_field": provider.account_field,
         "created_at": now,
     }
     try:

@@ -44,7 +44,7 @@ from grantkeeper.core.model import (
     Transition,
 )
 from grantkeeper.core.routing import EventType
-from grantkeeper.ports import AttemptCommit, NotificationContent, WorkflowStatus
+from grantkeeper.ports import AccountMismatchError, AttemptCommit, NotificationContent, WorkflowStatus
 
 _c = connections.c
 _w = workflows.c
@@ -490,16 +490,28 @@ def reconnect(
     """Store the new grant's tokens and the fresh state; bumping ``version`` makes any in-flight attempt with
     the old refresh token fail its fenced commit instead of overwriting the new tokens. A grant without a
     refresh token keeps the stored one, as a refresh without rotation does. Returns the names of the
-    workflows resumed, None when the tenant has no such connection."""
+    workflows resumed, None when the tenant has no such connection.
+
+    A grant that names its provider account (``tokens.account_id``) is stored only on a connection that has
+    none yet (which learns it) or the same one; another raises ``AccountMismatchError``, checked in the same
+    statement, so two flows finishing at once cannot both pass."""
     values = state_values(transition.state) | _token_values(cipher, connection_id, tokens)
+    condition = and_(_c.tenant_id == tenant_id, _c.id == connection_id)
+    if tokens.account_id is not None:
+        values["account_id"] = tokens.account_id
+        condition = and_(condition, or_(_c.account_id.is_(None), _c.account_id == tokens.account_id))
     statement = (
         update(connections)
-        .where(and_(_c.tenant_id == tenant_id, _c.id == connection_id))
+        .where(condition)
         .values(values | _lease_cleared(now))
         .returning(_c.provider_id, _c.user_id, _c.email)
     )
     row = connection.execute(statement).first()
     if row is None:
+        if tokens.account_id is not None and connection.scalar(
+            select(_c.id).where(_c.tenant_id == tenant_id, _c.id == connection_id)
+        ):
+            raise AccountMismatchError(connection_id)
         return None
     provider_id, user_id, email = row
     effects = transition.effects

@@ -97,6 +97,7 @@ def _connection_values(
         "provider_id": provider_id,
         "user_id": row.user_id,
         "email": row.email,
+        "account_id": row.account_id,
         "access_token_enc": _seal(cipher, connection_id, "access_token", row.access_token),
         "refresh_token_enc": _seal(cipher, connection_id, "refresh_token", row.refresh_token),
         "lease_owner": None,

@@ -133,6 +133,7 @@ def record_from_row(row: Row[Any]) -> ConnectionRecord:
         state=state_from_row(row),
         created_at=row.created_at,
         updated_at=row.updated_at,
+        account_id=row.account_id,
     )
 
 
@@ -161,6 +162,7 @@ def provider_from_row(row: Row[Any], cipher: FieldCipher) -> ProviderConfig:
         max_concurrency=row.max_concurrency,
         rate_limit_per_second=row.rate_limit_per_second,
         authorize_params=dict(row.authorize_params) if row.authorize_params else None,
+        account_field=row.account_field,
     )
 
 

@@ -90,6 +90,8 @@ providers = Table(
     Column("rate_refilled_at", UTCDateTime, nullable=True),
     # Extra query parameters for the authorization endpoint, e.g. {"access_type": "offline"} (migration 7).
     Column("authorize_params", JSON_DOCUMENT, nullable=True),
+    # Where a code exchange's answer names the provider account, e.g. "id_token.sub" (migration 8).
+    Column("account_field", String(200), nullable=True),
     UniqueConstraint("tenant_id", "name"),
 )
 
@@ -122,6 +124,8 @@ connections = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("in_flight_since", UTCDateTime, nullable=True),
+    # The provider account the grant belongs to, once a connect flow learned it (migration 8).
+    Column("account_id", String(255), nullable=True),
     CheckConstraint("status IN ('connected', 'needs_reauthorization', 'revoked')", name="status"),
     # The work queue's index: the due query is an equality on status, then a range in next_attempt_at order.
     Index("ix_connections_due", "status", "next_attempt_at"),

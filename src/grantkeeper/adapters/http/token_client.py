@@ -179,7 +179,11 @@ class HttpTokenEndpoint:
         if is_oversized and 200 <= raw.status < 300:
             return self._oversized(raw, started_at)
         return classify_response(
-            raw, now=started_at, default_expires_in=provider.default_expires_in, redact=secrets
+            raw,
+            now=started_at,
+            default_expires_in=provider.default_expires_in,
+            redact=secrets,
+            account_field=provider.account_field,
         )
 
     async def revoke(

@@ -40,6 +40,7 @@ async def create_provider(body: ProviderIn, context: Context, tenant: Tenant) ->
         introspection_url=body.introspection_url,
         scopes=body.scopes,
         authorize_params=body.authorize_params,
+        account_field=body.account_field,
         max_concurrency=body.max_concurrency,
         rate_limit_per_second=body.rate_limit_per_second,
     )

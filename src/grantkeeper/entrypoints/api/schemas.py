@@ -60,6 +60,12 @@ class ProviderIn(Strict):
     introspection_url: Url | None = None
     scopes: Annotated[str, Field(max_length=2048, pattern=_PRINTABLE)] | None = None
     authorize_params: dict[ParamName, ParamValue] | None = Field(default=None, max_length=20)
+    account_field: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Where a code exchange's answer names the provider account (e.g. id_token.sub, "
+        "account_id, authed_user.id); a reconnect to another account is then refused.",
+    )
     max_concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY_LIMIT)
     rate_limit_per_second: float | None = Field(default=None, ge=0.01, le=MAX_RATE_LIMIT, allow_inf_nan=False)
 
@@ -75,6 +81,7 @@ class ProviderOut(BaseModel):
     introspection_url: str | None
     scopes: str | None
     authorize_params: dict[str, str]
+    account_field: str | None
     flagged_at: datetime | None
     flag_reason: str | None
     max_concurrency: int | None
@@ -93,6 +100,7 @@ class ProviderOut(BaseModel):
             introspection_url=provider.introspection_url,
             scopes=provider.scopes,
             authorize_params=provider.authorize_params or {},
+            account_field=provider.account_field,
             flagged_at=provider.flagged_at,
             flag_reason=provider.flag_reason,
             max_concurrency=provider.max_concurrency,
@@ -138,6 +146,7 @@ class ConnectionOut(BaseModel):
     provider: str
     user_id: str
     email: str | None
+    account_id: str | None = Field(description="The provider account, once a connect flow learned it.")
     status: ConnectionStatus
     consecutive_failures: int
     consecutive_transient_failures: int
@@ -159,6 +168,7 @@ class ConnectionOut(BaseModel):
             provider=record.provider,
             user_id=record.user_id,
             email=record.email,
+            account_id=record.account_id,
             status=state.status,
             consecutive_failures=state.consecutive_failures,
             consecutive_transient_failures=state.consecutive_transient_failures,

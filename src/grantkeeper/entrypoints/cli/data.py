@@ -107,6 +107,13 @@ def providers_add(
         list[str] | None,
         typer.Option(help="Extra authorization parameter NAME=VALUE (repeatable), e.g. access_type=offline."),
     ] = None,
+    account_field: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the provider's token answer names the account (id_token.sub, account_id, "
+            "authed_user.id): a reconnect to another account is refused."
+        ),
+    ] = None,
     revocation_url: Annotated[str | None, typer.Option(help="RFC 7009 revocation endpoint.")] = None,
     introspection_url: Annotated[
         str | None,
@@ -134,6 +141,7 @@ def providers_add(
         authorize_url=authorize_url,
         scopes=scopes,
         authorize_params=_name_values(authorize_param or []),
+        account_field=account_field,
         revocation_url=revocation_url,
         introspection_url=introspection_url,
         max_concurrency=max_concurrency,
