@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -18,6 +19,9 @@ from grantkeeper.bootstrap import Runtime, build_runtime
 from grantkeeper.config import Settings
 from grantkeeper.entrypoints.api.app import create_app
 from grantkeeper.service.tenants import issue_api_key
+
+if TYPE_CHECKING:
+    from tests.api.connect_support import ConnectRig
 
 CRON_SECRET = "cron-secret-for-tests"
 
@@ -206,3 +210,12 @@ def connect(sandbox):
         return Connected(created["id"], created, grant)
 
     return create
+
+
+@pytest.fixture
+def rig(database_url, key_line, sandbox, sandbox_server) -> Iterator[ConnectRig]:
+    """The API and the sandbox provider set up for connecting in a browser (``connect_support``)."""
+    from tests.api.connect_support import running_rig  # it builds on this module's helpers
+
+    with running_rig(database_url, key_line, sandbox, sandbox_server) as built:
+        yield built

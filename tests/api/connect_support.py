@@ -175,3 +175,14 @@ def running_rig(
         api_server.should_exit = True
         thread.join(timeout=30)
         runtime.close()
+
+
+def page_of(response: httpx.Response, status: int, kind: str) -> str:
+    """The connect page a step answered with: its status, HTML, its ``data-kind``, never cached; its text."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("text/html"), response.text
+    assert f'data-kind="{kind}"' in response.text, response.text
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    return response.text

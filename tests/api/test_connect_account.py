@@ -3,25 +3,10 @@ in as a chosen user and its code exchange names that user as ``account_id``. On 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
-from tests.api.connect_support import ConnectRig, running_rig
-
-
-@pytest.fixture
-def rig(database_url, key_line, sandbox, sandbox_server) -> Iterator[ConnectRig]:
-    with running_rig(database_url, key_line, sandbox, sandbox_server) as built:
-        yield built
-
-
-def _page(response: httpx.Response, status: int, kind: str) -> str:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("text/html")
-    assert f'data-kind="{kind}"' in response.text, response.text
-    return response.text
+from tests.api.connect_support import ConnectRig, page_of
 
 
 def _reconnect(rig: ConnectRig, connection_id: str, user: str) -> httpx.Response:
@@ -41,7 +26,7 @@ def test_a_new_connection_remembers_its_account_and_a_reconnect_to_another_is_re
     assert _reconnect(rig, created["id"], "alice").status_code == 200  # the same account: fine
     before = rig.snapshot(created["id"])
 
-    text = _page(_reconnect(rig, created["id"], "mallory"), 409, "other_account")
+    text = page_of(_reconnect(rig, created["id"], "mallory"), 409, "other_account")
     assert "That is a different sandbox account" in text
     assert "choose the account you connected before" in text
     assert rig.snapshot(created["id"]) == before  # tokens, state, account: as they were
@@ -62,7 +47,7 @@ def test_a_broken_connection_learns_its_account_at_its_first_reconnect(rig):
     link = rig.reconnect_link(connection_id)
     browser = rig.browser()
     refused = browser.get(rig.to_callback(browser, link, user="carol"))
-    _page(refused, 409, "other_account")
+    page_of(refused, 409, "other_account")
     assert rig.connection(connection_id)["account_id"] == "bob"
     # the refusal used up the sign-in, not the link: the right account still reconnects with it
     again = rig.browser()
@@ -74,7 +59,7 @@ def test_a_provider_that_does_not_name_the_account_where_told_is_refused_with_no
     connection_id = rig.broken_connection()
     before = rig.snapshot(connection_id)
 
-    text = _page(_reconnect(rig, connection_id, "alice"), 502, "account_unknown")
+    text = page_of(_reconnect(rig, connection_id, "alice"), 502, "account_unknown")
     assert "sandbox did not say which account this is" in text
     assert rig.snapshot(connection_id) == before
 

@@ -5,30 +5,11 @@ and changes nothing. On SQLite and PostgreSQL, over real HTTP."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
-import pytest
 from sqlalchemy import func, select
 
 from grantkeeper.adapters.db.tables import authorization_requests, connect_sessions
-from tests.api.connect_support import ConnectRig, running_rig
-
-
-@pytest.fixture
-def rig(database_url, key_line, sandbox, sandbox_server) -> Iterator[ConnectRig]:
-    with running_rig(database_url, key_line, sandbox, sandbox_server) as built:
-        yield built
-
-
-def _page(response: httpx.Response, status: int, kind: str) -> str:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("text/html"), response.text
-    assert f'data-kind="{kind}"' in response.text, response.text
-    assert response.headers["cache-control"] == "no-store"
-    assert response.headers["x-frame-options"] == "DENY"
-    assert response.headers["referrer-policy"] == "no-referrer"
-    return response.text
+from tests.api.connect_support import ConnectRig, page_of
 
 
 def _flow_rows(rig: ConnectRig) -> tuple[int, int, int]:
@@ -40,7 +21,7 @@ def _flow_rows(rig: ConnectRig) -> tuple[int, int, int]:
     return int(links or 0), int(started or 0), int(used or 0)
 
 
-def test_a_server_without_its_encryption_keys_answers_a_link_with_a_page(rig, api_factory):
+def test_a_server_without_its_encryption_keys_answers_a_link_with_apage_of(rig, api_factory):
     rig.add_provider()
     made = rig.acme.post("/v1/connect-sessions", json={"provider": "sandbox", "user_id": "u1"})
     assert made.status_code == 201, made.text
@@ -52,7 +33,7 @@ def test_a_server_without_its_encryption_keys_answers_a_link_with_a_page(rig, ap
         encryption_keys=None
     )  # the same database, started without GRANTKEEPER_ENCRYPTION_KEYS
     with httpx.Client(base_url=keyless.base_url, timeout=30) as browser:
-        text = _page(browser.get(path), 503, "encryption-key-missing")
+        text = page_of(browser.get(path), 503, "encryption-key-missing")
     assert "Service misconfigured" in text
     assert "GRANTKEEPER_ENCRYPTION_KEYS" in text
     assert "try the link again" in text
@@ -72,16 +53,16 @@ def test_a_query_string_the_pages_refuse_answers_with_a_page_and_changes_nothing
     before = _flow_rows(rig)
     browser = rig.browser()
 
-    text = _page(
+    text = page_of(
         browser.get(link, params={"return_to": "https://a.example/" + "x" * 5000}), 422, "validation-error"
     )
     assert "The request is not valid." in text
     assert "x" * 100 not in text  # the refused value is not echoed
-    _page(
+    page_of(
         browser.get(rig.base_url + "/oauth/callback", params={"state": "s" * 5000}), 422, "validation-error"
     )
-    _page(browser.get(rig.base_url + "/connect/"), 404, "not-found")
-    _page(browser.client.post(link), 405, "method-not-allowed")
+    page_of(browser.get(rig.base_url + "/connect/"), 404, "not-found")
+    page_of(browser.client.post(link), 405, "method-not-allowed")
     assert _flow_rows(rig) == before
 
     # the API's own errors stay problem documents

@@ -5,29 +5,13 @@ and nothing changed."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import timedelta
 
 import httpx
-import pytest
 from sqlalchemy import func, select
 
 from grantkeeper.adapters.db.tables import authorization_requests, connect_sessions
-from tests.api.connect_support import ALLOWED_RETURN, ConnectRig, query, running_rig
-
-
-@pytest.fixture
-def rig(database_url, key_line, sandbox, sandbox_server) -> Iterator[ConnectRig]:
-    with running_rig(database_url, key_line, sandbox, sandbox_server) as built:
-        yield built
-
-
-def _refused(response: httpx.Response, status: int, kind: str) -> str:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("text/html")
-    assert f'data-kind="{kind}"' in response.text, response.text
-    assert response.headers["cache-control"] == "no-store"
-    return response.text
+from tests.api.connect_support import ALLOWED_RETURN, ConnectRig, page_of, query
 
 
 def _requests_used(rig: ConnectRig) -> int:
@@ -86,11 +70,11 @@ def test_a_broken_connection_is_reconnected_once_with_counters_reset_and_workflo
 
     # once: the same callback again changes nothing
     before = rig.snapshot(connection_id)
-    _refused(browser.get(callback), 400, "state_used")
+    page_of(browser.get(callback), 400, "state_used")
     assert rig.snapshot(connection_id) == before
     assert [n["type"] for n in rig.acme.get("/v1/notifications").json()].count("integration_recovered") == 1
     # and the link is spent
-    _refused(browser.open_link(link), 410, "link_used")
+    page_of(browser.open_link(link), 410, "link_used")
 
 
 def test_a_connect_session_creates_a_connection_and_returns_to_the_allowed_url(rig):
@@ -133,7 +117,7 @@ def test_the_email_link_kind_works_once(rig):
 
     assert done.status_code == 200, done.text
     assert rig.connection(connection_id)["status"] == "connected"
-    _refused(browser.open_link(link), 410, "link_used")
+    page_of(browser.open_link(link), 410, "link_used")
 
 
 def test_declining_at_the_provider_changes_nothing(rig):
@@ -145,7 +129,7 @@ def test_declining_at_the_provider_changes_nothing(rig):
 
     back = browser.consent(started.headers["location"], decision="deny")
     assert query(back)["error"] == "access_denied"
-    page = _refused(browser.get(back), 400, "provider_error")
+    page = page_of(browser.get(back), 400, "provider_error")
 
     assert "You declined access to sandbox" in page
     assert rig.snapshot(connection_id) == before
@@ -161,24 +145,24 @@ def test_a_state_from_another_browser_is_refused_and_the_right_browser_still_fin
     victim, attacker = rig.browser(), rig.browser()
     callback = rig.to_callback(victim, rig.reconnect_link(connection_id))
 
-    _refused(attacker.get(callback), 400, "other_browser")
+    page_of(attacker.get(callback), 400, "other_browser")
     assert rig.snapshot(connection_id) == before
 
     assert victim.get(callback).status_code == 200
     assert rig.connection(connection_id)["status"] == "connected"
 
 
-def test_a_callback_without_any_browser_cookie_is_refused(rig):
+def test_a_callback_without_any_browser_cookie_ispage_of(rig):
     rig.add_provider()
     connection_id = rig.broken_connection()
     before = rig.snapshot(connection_id)
     callback = rig.to_callback(rig.browser(), rig.reconnect_link(connection_id))
 
-    _refused(httpx.get(callback, timeout=30), 400, "other_browser")
+    page_of(httpx.get(callback, timeout=30), 400, "other_browser")
     assert rig.snapshot(connection_id) == before
 
 
-def test_expired_and_tampered_links_are_refused(rig):
+def test_expired_and_tampered_links_arepage_of(rig):
     rig.add_provider()
     connection_id = rig.broken_connection()
     before = rig.snapshot(connection_id)
@@ -186,16 +170,16 @@ def test_expired_and_tampered_links_are_refused(rig):
     link = rig.reconnect_link(connection_id, ttl_seconds=60)
     signed = rig.signed_link(connection_id)
 
-    _refused(
+    page_of(
         browser.open_link(link[:-3] + ("AAA" if not link.endswith("AAA") else "BBB")), 404, "link_invalid"
     )
-    _refused(browser.open_link(signed.replace("token=", "token=x")), 400, "link_invalid")
+    page_of(browser.open_link(signed.replace("token=", "token=x")), 400, "link_invalid")
     other = rig.broken_connection("u2", workflows=())
-    _refused(browser.open_link(signed.replace(connection_id, other)), 400, "link_invalid")
+    page_of(browser.open_link(signed.replace(connection_id, other)), 400, "link_invalid")
     rig.clock.advance(timedelta(seconds=61))
-    _refused(browser.open_link(link), 410, "link_expired")
+    page_of(browser.open_link(link), 410, "link_expired")
     rig.clock.advance(timedelta(hours=2))
-    _refused(browser.open_link(signed), 400, "link_invalid")
+    page_of(browser.open_link(signed), 400, "link_invalid")
 
     assert rig.snapshot(connection_id) == before
     assert _requests_used(rig) == 0
@@ -215,7 +199,7 @@ def test_a_link_for_another_tenants_connection_is_not_made(rig):
     assert response.status_code == 422
 
 
-def test_a_return_url_off_the_allow_list_is_refused(rig):
+def test_a_return_url_off_the_allow_list_ispage_of(rig):
     rig.add_provider()
     connection_id = rig.broken_connection()
     before = rig.snapshot(connection_id)
@@ -233,14 +217,14 @@ def test_a_return_url_off_the_allow_list_is_refused(rig):
     )
     for sneaky in sneaky_urls:
         link = rig.reconnect_link(connection_id)
-        page = _refused(rig.browser().get(link, params={"return_to": sneaky}), 400, "return_url_not_allowed")
+        page = page_of(rig.browser().get(link, params={"return_to": sneaky}), 400, "return_url_not_allowed")
         assert "evil.example" not in page
 
     assert rig.snapshot(connection_id) == before
     assert _requests_used(rig) == 0
 
 
-def test_a_code_redeemed_with_the_wrong_pkce_verifier_is_refused(rig):
+def test_a_code_redeemed_with_the_wrong_pkce_verifier_ispage_of(rig):
     """Code injection: a code meant for the victim's flow, delivered through the attacker's own flow (whose
     verifier does not match its challenge), is refused by the provider; nothing changes."""
     rig.add_provider()
@@ -251,14 +235,14 @@ def test_a_code_redeemed_with_the_wrong_pkce_verifier_is_refused(rig):
     attackers_callback = rig.to_callback(attacker, rig.reconnect_link(connection_id))
     forged = attackers_callback.replace(f"code={query(attackers_callback)['code']}", f"code={stolen_code}")
 
-    page = _refused(attacker.get(forged), 502, "exchange_failed")
+    page = page_of(attacker.get(forged), 502, "exchange_failed")
 
     assert "invalid_grant" in page
     assert stolen_code not in page
     assert rig.snapshot(connection_id) == before
 
 
-def test_a_code_replayed_at_the_callback_is_refused(rig):
+def test_a_code_replayed_at_the_callback_ispage_of(rig):
     rig.add_provider()
     connection_id = rig.broken_connection()
     browser = rig.browser()
@@ -267,27 +251,27 @@ def test_a_code_replayed_at_the_callback_is_refused(rig):
     after = rig.snapshot(connection_id)
 
     # the same callback: its state is spent
-    _refused(browser.get(first), 400, "state_used")
+    page_of(browser.get(first), 400, "state_used")
     # the same code under a fresh state of this browser: the provider refuses a used code
     fresh = rig.to_callback(browser, rig.reconnect_link(connection_id))
     replayed = fresh.replace(f"code={query(fresh)['code']}", f"code={query(first)['code']}")
-    _refused(browser.get(replayed), 502, "exchange_failed")
+    page_of(browser.get(replayed), 502, "exchange_failed")
 
     assert rig.snapshot(connection_id) == after
 
 
-def test_callbacks_with_unknown_missing_or_expired_state_are_refused(rig):
+def test_callbacks_with_unknown_missing_or_expired_state_arepage_of(rig):
     rig.add_provider()
     connection_id = rig.broken_connection()
     before = rig.snapshot(connection_id)
     browser = rig.browser()
     callback = rig.to_callback(browser, rig.reconnect_link(connection_id))
 
-    _refused(browser.get(rig.base_url + "/oauth/callback", params={"code": "x"}), 400, "state_missing")
-    _refused(browser.get(rig.base_url + "/oauth/callback", params={"code": "x", "state": "forged"}), 400,
+    page_of(browser.get(rig.base_url + "/oauth/callback", params={"code": "x"}), 400, "state_missing")
+    page_of(browser.get(rig.base_url + "/oauth/callback", params={"code": "x", "state": "forged"}), 400,
              "state_unknown")  # fmt: skip
     rig.clock.advance(timedelta(minutes=11))
-    _refused(browser.get(callback), 400, "state_expired")
+    page_of(browser.get(callback), 400, "state_expired")
 
     assert rig.snapshot(connection_id) == before
 

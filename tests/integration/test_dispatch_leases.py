@@ -30,8 +30,10 @@ def _dispatcher(store: SqlStore, owner: str) -> Dispatcher:
         {"webhook": StandardWebhookSender(clock=clock)},
         clock,
         owner=owner,
-        lease_ttl=timedelta(seconds=1),
-        send_timeout=timedelta(milliseconds=400),
+        # margins wide enough for a loaded CI machine: a 0.3 s send against a 0.4 s timeout was cut off there
+        # now and then, and the row's retry waited out its backoff past the end of the test
+        lease_ttl=timedelta(seconds=2),
+        send_timeout=timedelta(milliseconds=900),
         concurrency=1,
     )
 
@@ -47,7 +49,7 @@ async def test_a_slow_dispatcher_does_not_send_rows_another_one_has_leased_since
     slow, other = _dispatcher(store, "slow"), _dispatcher(store, "other")
     try:
         first = asyncio.create_task(slow.deliver_due())  # leases all ten, sends one at a time
-        await asyncio.sleep(1.2)  # its lease has run out with most rows unsent
+        await asyncio.sleep(2.4)  # its lease has run out with most rows unsent
         second = await other.deliver_due()
         first_report = await first
         for _ in range(100):  # the deferred rows go out once their lease has run out

@@ -63,6 +63,7 @@ class ProviderIn(Strict):
     account_field: str | None = Field(
         default=None,
         max_length=200,
+        pattern=r"^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,4}$",
         description="Where a code exchange's answer names the provider account (e.g. id_token.sub, "
         "account_id, authed_user.id); a reconnect to another account is then refused.",
     )
