@@ -200,7 +200,8 @@ def _body_rewrites(seeded: Seeded) -> dict[str, Callable[[Any], Any]]:
     def provider(body: Any) -> Any:
         if not isinstance(body, dict):
             return body
-        body = {key: value for key, value in body.items() if key != "authorize_params"}
+        # generated extras and account paths are mostly refused ("state", a bare "id_token"): left out here
+        body = {key: value for key, value in body.items() if key not in ("authorize_params", "account_field")}
         # a fresh name: generated names repeat ("0"), and a repeat is a 409
         unique = f"p{uuid.uuid4().hex[:12]}"
         return body | {"name": unique, "token_url": seeded.token_url, "revocation_url": seeded.revocation_url}
