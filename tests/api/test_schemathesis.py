@@ -183,6 +183,15 @@ def _loopback_only(body: Any) -> Any:
     return body
 
 
+#: Provider fields whose every schema-valid value the server takes, so a rewritten body keeps them.
+_PROVIDER_FIELDS_VALID_BY_SCHEMA = (
+    "auth_method",
+    "default_expires_in",
+    "max_concurrency",
+    "rate_limit_per_second",
+)
+
+
 def _body_rewrites(seeded: Seeded) -> dict[str, Callable[[Any], Any]]:
     """Per path of a POST: make a generated body name what exists, so it can succeed."""
 
@@ -200,11 +209,19 @@ def _body_rewrites(seeded: Seeded) -> dict[str, Callable[[Any], Any]]:
     def provider(body: Any) -> Any:
         if not isinstance(body, dict):
             return body
-        # generated extras and account paths are mostly refused ("state", a bare "id_token"): left out here
-        body = {key: value for key, value in body.items() if key not in ("authorize_params", "account_field")}
+        # Only what the schema alone makes valid is kept; the server refuses most generated values of the rest
+        # (a blank client id, an authorize URL off loopback, "state" as an extra parameter, a bare "id_token"
+        # as the account path).
+        kept = {key: body[key] for key in _PROVIDER_FIELDS_VALID_BY_SCHEMA if key in body}
         # a fresh name: generated names repeat ("0"), and a repeat is a 409
         unique = f"p{uuid.uuid4().hex[:12]}"
-        return body | {"name": unique, "token_url": seeded.token_url, "revocation_url": seeded.revocation_url}
+        return kept | {
+            "name": unique,
+            "token_url": seeded.token_url,
+            "revocation_url": seeded.revocation_url,
+            "client_id": "schemathesis-client",
+            "client_secret": "schemathesis-secret",
+        }
 
     def connect_session(body: Any) -> Any:
         if not isinstance(body, dict):
