@@ -25,6 +25,7 @@ generated provider URL that would leave this machine is rewritten to a closed lo
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from collections import Counter, defaultdict
@@ -266,7 +267,11 @@ def _install_hooks(schema: schemathesis.BaseSchema, seeded: Seeded) -> None:
         if operation.method.upper() != "POST" or operation.path not in rewrites:
             return strategy
         if operation.path == "/v1/providers":
-            strategy = strategy.map(_loopback_only)
+            # the fuzzing phase draws few bodies here and one_of picked the rewritten branch for none in some
+            # runs (no provider made, CI red): every second body drawn is rewritten instead
+            drawn = itertools.count()
+            rewrite = rewrites[operation.path]
+            return strategy.map(lambda body: rewrite(body) if next(drawn) % 2 else _loopback_only(body))
         return st.one_of(strategy, strategy.map(rewrites[operation.path]))
 
 
