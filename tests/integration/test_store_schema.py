@@ -15,7 +15,13 @@ from sqlalchemy import Column, Engine, MetaData, Table, insert, inspect, select,
 from grantkeeper.adapters.crypto import Keyring
 from grantkeeper.adapters.db import SqlStore, ensure_schema, is_current, make_engine, migrate
 from grantkeeper.adapters.db.engine import normalise_url
-from grantkeeper.adapters.db.schema import VERSION_TABLE, head_revision
+from grantkeeper.adapters.db.schema import (
+    HEAD_REVISION,
+    VERSION_TABLE,
+    current_revision,
+    head_revision,
+    migrations_head,
+)
 from grantkeeper.adapters.db.tables import metadata
 from grantkeeper.adapters.db.types import UTCDateTime
 from grantkeeper.ports import SchemaOutdatedError
@@ -47,6 +53,22 @@ def test_migrate_brings_an_empty_database_to_head(empty_engine: Engine) -> None:
 
     assert is_current(empty_engine)
     assert set(inspect(empty_engine).get_table_names()) >= EXPECTED_TABLES
+
+
+def test_the_revision_the_code_needs_is_the_newest_migration() -> None:
+    """``HEAD_REVISION`` spares every command Alembic's import; a new migration must move it too."""
+    assert migrations_head() == HEAD_REVISION
+
+
+def test_the_revision_read_without_alembic_is_alembics(engine: Engine, empty_engine: Engine) -> None:
+    for each in (engine, empty_engine):
+        with each.connect() as connection:
+            theirs = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+            assert current_revision(connection) == theirs.get_current_revision()
+    with engine.connect() as connection:
+        assert current_revision(connection) == HEAD_REVISION
+    with empty_engine.connect() as connection:
+        assert current_revision(connection) is None
 
 
 def test_migrate_again_is_a_no_op(engine: Engine) -> None:

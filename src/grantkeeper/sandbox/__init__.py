@@ -8,11 +8,26 @@ control API under ``/_sandbox/``.
 grantkeeper's demo, tests and benchmarks refresh against it over real HTTP, so the provider client, the policy
 and the scheduler meet every answer of DESIGN section 2 (rate limits, outages, resets, revoked grants, vendor
 quirks) without a third-party account.
+
+The server (uvicorn) is imported on first use of ``SandboxServer`` or ``serve_sandbox``: the ``grantkeeper``
+command names the sandbox's behaviours at start-up (``demo``) and should not start uvicorn's imports for it.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from grantkeeper.sandbox.behaviour import Behaviour
 from grantkeeper.sandbox.model import GrantTokens, SandboxStats
-from grantkeeper.sandbox.server import SandboxServer, serve_sandbox
 from grantkeeper.sandbox.state import Sandbox
 
+if TYPE_CHECKING:
+    from grantkeeper.sandbox.server import SandboxServer, serve_sandbox
+
 __all__ = ["Behaviour", "GrantTokens", "Sandbox", "SandboxServer", "SandboxStats", "serve_sandbox"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("SandboxServer", "serve_sandbox"):
+        from grantkeeper.sandbox import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

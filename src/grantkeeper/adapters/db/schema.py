@@ -2,23 +2,32 @@
 
 Migrations take a lock first (a transaction-scoped advisory lock on PostgreSQL, the write lock on SQLite), so
 several workers starting at once against an empty database migrate it exactly once.
+
+Every command checks the schema's revision before it touches the database, but only ``migrate`` (or a new
+database) needs Alembic itself: importing it (with Mako and Pygments) took about a tenth of a second of every
+command's start-up. So the check reads the version table with one query and compares it with
+``HEAD_REVISION``, which ``tests/integration/test_store_schema.py`` holds equal to the newest migration's;
+Alembic is imported where migrations run.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect, text
 
 from grantkeeper.adapters.db.engine import read_transaction, write_transaction
 from grantkeeper.adapters.db.tables import metadata
 from grantkeeper.ports import SchemaOutdatedError
 
-__all__ = ["VERSION_TABLE", "ensure_schema", "head_revision", "is_current", "migrate"]
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+__all__ = ["HEAD_REVISION", "VERSION_TABLE", "ensure_schema", "head_revision", "is_current", "migrate"]
+
+#: The newest migration in ``migrations/versions``; a new migration changes it (a test fails until it does).
+HEAD_REVISION = "0008"
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Our own name, so grantkeeper can share a database with an application that uses Alembic itself.
@@ -27,6 +36,8 @@ _PG_MIGRATION_LOCK = 0x6772_616E_746B  # "grantk": an arbitrary application-wide
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     if connection is not None:
@@ -35,6 +46,14 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def head_revision() -> str:
+    """The revision this code needs (``HEAD_REVISION``)."""
+    return HEAD_REVISION
+
+
+def migrations_head() -> str:
+    """The newest revision among the packaged migration scripts, as Alembic reads them."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if head is None:
         raise RuntimeError("no migrations found in the package")  # a packaging bug, not a user error
@@ -42,9 +61,15 @@ def head_revision() -> str:
 
 
 def current_revision(connection: Connection) -> str | None:
-    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-    revision = context.get_current_revision()
-    return None if revision is None else str(revision)
+    """The database's revision: the one row of our version table, None without the table (a new database).
+
+    What Alembic's ``MigrationContext.get_current_revision`` reads, without importing Alembic."""
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    revisions = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()  # noqa: S608
+    if len(revisions) > 1:  # a branched history: never made by our linear migrations
+        raise SchemaOutdatedError(f"database schema has several heads ({', '.join(sorted(revisions))})")
+    return str(revisions[0]) if revisions else None
 
 
 def is_current(engine: Engine) -> bool:
@@ -58,6 +83,8 @@ def migrate(engine: Engine) -> None:
     with write_transaction(engine) as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+        from alembic import command
+
         command.upgrade(alembic_config(connection), "head")
 
 

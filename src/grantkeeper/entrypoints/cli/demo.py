@@ -3,6 +3,9 @@
 Everything runs in one process on the configured database (SQLite by default). Tokens live for a minute and
 the policy is scaled down to match, so warnings, disconnections, rate-limit notices and recoveries all happen
 within the first minute or two. The database is left behind for ``grantkeeper status``.
+
+The web pages and the sandbox's server (FastAPI, uvicorn) are imported when the demo runs, not when the
+command line starts: every other command would pay a third of a second for them.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Group
@@ -29,15 +32,16 @@ from grantkeeper.adapters.http import HttpTokenEndpoint
 from grantkeeper.bootstrap import Runtime, build_runtime, load_keyring
 from grantkeeper.core.model import ConnectionStatus
 from grantkeeper.core.policy import Policy
-from grantkeeper.entrypoints.api.app import create_app
 from grantkeeper.entrypoints.cli.app import JsonOption, TenantOption, app, handle_errors, load_settings
 from grantkeeper.entrypoints.cli.output import console, err_console, print_json, table
-from grantkeeper.entrypoints.cli.serving import ApiThread
 from grantkeeper.ports import AuthMethod, NewConnection, NewProvider
-from grantkeeper.sandbox import Behaviour, Sandbox, serve_sandbox
+from grantkeeper.sandbox.behaviour import Behaviour
 from grantkeeper.service import admin
 from grantkeeper.service.connecting import CALLBACK_PATH
 from grantkeeper.service.report import CycleReport
+
+if TYPE_CHECKING:
+    from grantkeeper.sandbox import Sandbox
 
 DEMO_KEY_FILE = Path("grantkeeper-demo.key")
 DEMO_PROVIDER = "sandbox"
@@ -107,6 +111,10 @@ def demo_command(
 
     The demo also serves grantkeeper's pages on 127.0.0.1, so the reconnect link it prints for the first
     connection that breaks works in a browser on this machine (the sandbox shows its consent page)."""
+    from grantkeeper.entrypoints.api.app import create_app
+    from grantkeeper.entrypoints.cli.serving import ApiThread
+    from grantkeeper.sandbox import Sandbox, serve_sandbox
+
     pages = ApiThread.bind(port)
     public_url = f"http://127.0.0.1:{pages.port}"
     # Short timeouts: a hanging provider should cost the demo's one-minute tokens seconds, not a cycle.

@@ -1,31 +1,33 @@
-"""``grantkeeper serve`` (the HTTP API with the embedded scheduler) and ``grantkeeper tenants``."""
+"""``grantkeeper serve`` (the HTTP API with the embedded scheduler) and ``grantkeeper tenants``.
+
+uvicorn and the API (FastAPI) are imported by ``serve`` itself, so other commands start without them.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Annotated
 
 import typer
-import uvicorn
 
 from grantkeeper.entrypoints.cli.app import JsonOption, app, handle_errors, load_settings, runtime
 from grantkeeper.entrypoints.cli.output import console, print_json, table
 from grantkeeper.service.tenants import issue_api_key
 
 
-class _Server(uvicorn.Server):
-    """Shuts down gracefully on SIGINT/SIGTERM and exits 0 (uvicorn re-raises the signal afterwards)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+@contextlib.contextmanager
+def _graceful_signals(handle_exit: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """SIGINT/SIGTERM shut uvicorn down gracefully and the command exits 0 (uvicorn's own handling re-raises
+    the signal afterwards)."""
+    previous = {sig: signal.signal(sig, handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 tenants_app = typer.Typer(help="Tenants and their API keys.", no_args_is_help=True)
@@ -42,7 +44,15 @@ def serve_command(
     ] = False,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json) with the refresh scheduler beside it."""
+    import uvicorn
+
     from grantkeeper.entrypoints.api.app import create_app
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with _graceful_signals(self.handle_exit):
+                yield
 
     settings = load_settings()
     with runtime(settings) as rt:
@@ -55,7 +65,7 @@ def serve_command(
             lifespan="on",
             timeout_graceful_shutdown=30,
         )
-        _Server(config).run()
+        Server(config).run()
 
 
 def _issue(name: str, *, replace: bool, json_output: bool) -> None:
