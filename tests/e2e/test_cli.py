@@ -326,6 +326,8 @@ def test_providers_add_takes_browser_settings_and_connections_get_reconnect_link
         (["--authorize-url", "http://auth.example.com/authorize"], "authorize URL"),
         (["--account-field", "id_token"], "needs the claim"),
         (["--account-field", "a..b"], "dotted path"),
+        (["--issuer", "http://idp.example.com"], "issuer must use https"),
+        (["--issuer", "https://idp.example.com/?tenant=a"], "must not have a ?query"),
     ):
         result = cli.run(*base, *bad)
         assert result.returncode == 2, (bad, result.stderr)
@@ -334,9 +336,10 @@ def test_providers_add_takes_browser_settings_and_connections_get_reconnect_link
     added = cli.json(
         *base, "--authorize-url", sandbox_server.authorize_url, "--scopes", "files.read offline",
         "--authorize-param", "access_type=offline", "--authorize-param", "prompt=consent",
-        "--account-field", "id_token.sub",
+        "--account-field", "id_token.sub", "--issuer", sandbox_server.base_url,
     )  # fmt: skip
     assert added["authorize_url"] == sandbox_server.authorize_url
+    assert added["issuer"] == sandbox_server.base_url
     assert added["account_field"] == "id_token.sub"
     assert added["scopes"] == "files.read offline"
     assert added["authorize_params"] == {"access_type": "offline", "prompt": "consent"}

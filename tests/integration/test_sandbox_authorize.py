@@ -815,3 +815,34 @@ def test_standalone_sandbox_serves_the_code_grant_for_its_client() -> None:
         assert proc.returncode == 0, stderr
         assert answer["code"] not in stderr  # nothing logs codes
         assert verifier not in stderr
+
+
+# --- the issuer in authorization responses (RFC 9207) -----------------------------------------------------
+
+
+def test_every_authorization_response_names_the_issuer(
+    sandbox: Sandbox, sandbox_server: SandboxServer, http: httpx.Client
+) -> None:
+    """``serve_sandbox`` makes the sandbox an RFC 9207 server: codes, denials and error redirects all carry
+    ``iss``, its base URL, beside what they carried before."""
+    assert sandbox.issuer == sandbox_server.base_url
+    _, challenge = pkce()
+    code = obtain_code(http, challenge)
+    assert (code["iss"], sorted(code)) == (sandbox_server.base_url, ["code", "iss", "state"])
+    consent, _ = open_consent(http, authorize_params(challenge))
+    denied = callback(decide(http, consent, "deny", ""))
+    assert (denied["error"], denied["iss"]) == ("access_denied", sandbox_server.base_url)
+    refused = callback(
+        http.get("/oauth/authorize", params=authorize_params(challenge, response_type="token"))
+    )
+    assert (refused["error"], refused["iss"]) == ("unsupported_response_type", sandbox_server.base_url)
+
+
+@pytest.mark.parametrize("issuer", [None, "https://idp.example.test"])
+def test_the_issuer_can_be_left_out_or_named(
+    sandbox: Sandbox, http: httpx.Client, issuer: str | None
+) -> None:
+    sandbox.set_issuer(issuer)
+    _, challenge = pkce()
+    code = obtain_code(http, challenge)
+    assert code.get("iss") == issuer

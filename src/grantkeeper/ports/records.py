@@ -61,6 +61,8 @@ class ProviderConfig:
     authorize_params: dict[str, str] | None = None
     #: where a code exchange's answer names the account (``core.accounts``), e.g. "id_token.sub"
     account_field: str | None = None
+    #: the authorization server's issuer identifier; a callback must carry it as ``iss`` (RFC 9207)
+    issuer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class NewProvider:
     rate_limit_per_second: float | None = None  # refresh requests started per second, across all workers
     authorize_params: dict[str, str] | None = None  # extra authorization endpoint parameters
     account_field: str | None = None  # where a code exchange's answer names the account (core.accounts)
+    issuer: str | None = None  # the issuer identifier every callback must carry as ``iss`` (RFC 9207)
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
+    sandbox.set_issuer(server.base_url)  # RFC 9207: authorization responses name the server as ``iss``
     server.serve_forever(on_ready=lambda: print(server.token_url, flush=True))
     return 0
 

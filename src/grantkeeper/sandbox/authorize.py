@@ -160,6 +160,11 @@ def redirect_to(redirect_uri: str, params: Sequence[tuple[str, str]]) -> Redirec
     return Redirect(urlunsplit(parts._replace(query=query)))
 
 
+def add_params(redirect: Redirect, params: Sequence[tuple[str, str]]) -> Redirect:
+    """``redirect`` with ``params`` added to its query (its location's own query is kept)."""
+    return redirect_to(redirect.location, params)
+
+
 def error_redirect(redirect_uri: str, error: str, description: str, state: str | None) -> Redirect:
     """RFC 6749 section 4.1.2.1: the error, a description and the request's ``state`` when it had one."""
     params = [("error", error), ("error_description", description)]

@@ -194,6 +194,8 @@ def serve_sandbox(
 ) -> Iterator[SandboxServer]:
     """Serve ``sandbox`` with uvicorn from a background thread during the ``with`` block (port 0: any)."""
     server = SandboxServer(sandbox, host, port, http)
+    if sandbox.issuer is None:
+        sandbox.set_issuer(server.base_url)  # an RFC 9207 server: its responses name it as ``iss``
     server.start()
     try:
         yield server

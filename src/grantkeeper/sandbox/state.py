@@ -22,6 +22,7 @@ from grantkeeper.sandbox.authorize import (
     OpenConsent,
     Redirect,
     Refusal,
+    add_params,
     checked_redirect_uris,
     error_redirect,
     read_authorization,
@@ -94,6 +95,7 @@ class Sandbox:
         self._stats = Counters(wall_clock)
         self._book = GrantBook(seed, clock, self._stats)
         self._auth = AuthorizationBook(clock)
+        self._issuer: str | None = None
 
     # --- configuration ---------------------------------------------------------------------------------
 
@@ -225,6 +227,17 @@ class Sandbox:
     def latency(self) -> float:
         return self._latency
 
+    def set_issuer(self, issuer: str | None) -> None:
+        """The issuer identifier sent as ``iss`` in every authorization response, codes and errors alike
+        (RFC 9207 section 2); None models a server that does not send it. ``serve_sandbox`` sets the server's
+        base URL unless one is set already."""
+        with self._lock:
+            self._issuer = issuer
+
+    @property
+    def issuer(self) -> str | None:
+        return self._issuer
+
     def revoke(self, grant_id: str) -> None:
         """The user revoked access: every later refresh of the grant gets invalid_grant."""
         with self._lock:
@@ -353,6 +366,8 @@ class Sandbox:
         """
         with self._lock:
             answer = read_authorization(pairs, self._redirect_uris_of)
+            if isinstance(answer, Redirect):
+                return self._with_issuer(answer)
             if not isinstance(answer, AuthorizationRequest):
                 return answer
             self._stats.authorizations += 1
@@ -368,13 +383,18 @@ class Sandbox:
             if isinstance(request, Refusal):
                 return request
             if not allow:
-                return error_redirect(
-                    request.redirect_uri, "access_denied", "the user denied access", request.state
+                return self._with_issuer(
+                    error_redirect(
+                        request.redirect_uri, "access_denied", "the user denied access", request.state
+                    )
                 )
             code = self._auth.issue_code(request, user)
             self._stats.codes_issued += 1
         params = [("code", code)] if request.state is None else [("code", code), ("state", request.state)]
-        return redirect_to(request.redirect_uri, params)
+        return self._with_issuer(redirect_to(request.redirect_uri, params))
+
+    def _with_issuer(self, redirect: Redirect) -> Redirect:
+        return redirect if self._issuer is None else add_params(redirect, [("iss", self._issuer)])
 
     def code_request(self, request: CodeRequest) -> Answer:
         """Answer a token request with ``grant_type=authorization_code`` (RFC 6749 section 4.1.3).

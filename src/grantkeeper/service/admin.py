@@ -13,6 +13,7 @@ from datetime import datetime
 
 from grantkeeper.core.accounts import parse_account_field
 from grantkeeper.core.errors import InvalidInputError
+from grantkeeper.core.issuers import validate_issuer
 from grantkeeper.core.machine import initial_state, reconnect
 from grantkeeper.core.model import TokenSet, Transition
 from grantkeeper.core.notices import render_notice
@@ -51,6 +52,11 @@ def add_provider(store: ConnectionStore, tenant_id: str, provider: NewProvider) 
     check_authorize_params(provider.authorize_params)
     if provider.account_field is not None:
         parse_account_field(provider.account_field)
+    if provider.issuer is not None:
+        try:
+            validate_issuer(provider.issuer)
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from None
     check_endpoint_url(provider.token_url)
     for field, url in (
         ("revocation URL", provider.revocation_url),

@@ -25,6 +25,7 @@ from enum import StrEnum
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from grantkeeper.core.errors import InvalidInputError
+from grantkeeper.core.issuers import issuer_problem
 from grantkeeper.core.links import reconnect_url, sign_reconnect, token_expiry, verify_reconnect
 from grantkeeper.core.machine import reconnect
 from grantkeeper.core.model import OutcomeClass
@@ -74,6 +75,7 @@ class RefusalKind(StrEnum):
     CONNECTION_GONE = "connection_gone"
     OTHER_ACCOUNT = "other_account"
     ACCOUNT_UNKNOWN = "account_unknown"
+    WRONG_ISSUER = "wrong_issuer"
 
 
 @dataclass(frozen=True)
@@ -333,8 +335,14 @@ class ConnectFlow:
         code: str | None,
         error: str | None,
         browser_id: str | None,
+        iss: str | None = None,
     ) -> Connected | Refusal:
-        """Check the state, redeem the code, store the tokens; a refusal leaves the connection as it was."""
+        """Check the state and the issuer, redeem the code, store the tokens; a refusal leaves the connection
+        as it was.
+
+        ``iss`` is the callback's issuer identifier (RFC 9207): where the provider names its issuer, it is
+        checked before anything else is read from the answer, so a code sent back through another server's
+        mix-up is never redeemed (``core.issuers``). The state is used up either way."""
         if not state or len(state) > 200:
             return Refusal(
                 RefusalKind.STATE_MISSING, 400, "This sign-in cannot be completed",
@@ -349,6 +357,9 @@ class ConnectFlow:
             kind, title = _CALLBACK_REFUSALS.get(taken.check, _CALLBACK_REFUSALS[CallbackCheck.UNKNOWN])
             return Refusal(kind, 400, title, _START_AGAIN)
         session, provider = taken.session, taken.session.provider
+        wrong = issuer_problem(provider.issuer, iss)
+        if wrong is not None:
+            return _wrong_issuer(provider.name, session.connection_id, wrong)
         if error is not None or not code:
             name = provider.name
             declined = error == "access_denied"
@@ -463,6 +474,24 @@ def _other_account(provider: str, connection_id: str | None) -> Refusal:
         f"This connection belongs to another {provider} account than the one you signed in with, so nothing "
         f"was changed. Open the link again and choose the account you connected before (you may need to sign "
         f"out of {provider} first).",
+        provider,
+    )  # fmt: skip
+
+
+def _wrong_issuer(provider: str, connection_id: str | None, problem: str) -> Refusal:
+    """The answer did not come from the provider the user was sent to, as far as RFC 9207 can tell."""
+    log.warning(
+        "connect flow: the callback for %s carried %s issuer; the code was not redeemed",
+        provider,
+        "no" if problem == "missing" else "another",
+        extra={"action": "connect_wrong_issuer", "connection_id": connection_id},
+    )
+    return Refusal(
+        RefusalKind.WRONG_ISSUER, 400, f"This answer did not come from {provider}",
+        ("The sign-in came back without the name of the server that answered"
+         if problem == "missing" else "The sign-in came back naming another server than " + provider)
+        + ", so it was not used and nothing was changed. Open the connect link again to start over; if this "
+        "happens again, tell the operator.",
         provider,
     )  # fmt: skip
 

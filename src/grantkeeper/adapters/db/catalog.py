@@ -96,6 +96,7 @@ def add_provider(
         "rate_limit_per_second": provider.rate_limit_per_second,
         "authorize_params": provider.authorize_params or None,
         "account_field": provider.account_field,
+        "issuer": provider.issuer,
         "created_at": now,
     }
     try:

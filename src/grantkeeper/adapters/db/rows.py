@@ -163,6 +163,7 @@ def provider_from_row(row: Row[Any], cipher: FieldCipher) -> ProviderConfig:
         rate_limit_per_second=row.rate_limit_per_second,
         authorize_params=dict(row.authorize_params) if row.authorize_params else None,
         account_field=row.account_field,
+        issuer=row.issuer,
     )
 
 

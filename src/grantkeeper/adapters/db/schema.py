@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["HEAD_REVISION", "VERSION_TABLE", "ensure_schema", "head_revision", "is_current", "migrate"]
 
 #: The newest migration in ``migrations/versions``; a new migration changes it (a test fails until it does).
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0009"
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Our own name, so grantkeeper can share a database with an application that uses Alembic itself.

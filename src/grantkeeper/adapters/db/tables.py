@@ -92,6 +92,7 @@ providers = Table(
     Column("authorize_params", JSON_DOCUMENT, nullable=True),
     # Where a code exchange's answer names the provider account, e.g. "id_token.sub" (migration 8).
     Column("account_field", String(200), nullable=True),
+    Column("issuer", Text, nullable=True),
     UniqueConstraint("tenant_id", "name"),
 )
 

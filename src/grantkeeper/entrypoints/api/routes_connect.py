@@ -131,9 +131,10 @@ async def oauth_callback(
     state: _Query = None,
     code: _Query = None,
     error: _Query = None,
+    iss: _Query = None,
 ) -> Response:
     answer = await context.connect.finish(
-        state=state, code=code, error=error, browser_id=request.cookies.get(BROWSER_COOKIE)
+        state=state, code=code, error=error, browser_id=request.cookies.get(BROWSER_COOKIE), iss=iss
     )
     if isinstance(answer, Refusal):
         return _refusal_page(answer)

@@ -41,6 +41,7 @@ async def create_provider(body: ProviderIn, context: Context, tenant: Tenant) ->
         scopes=body.scopes,
         authorize_params=body.authorize_params,
         account_field=body.account_field,
+        issuer=body.issuer,
         max_concurrency=body.max_concurrency,
         rate_limit_per_second=body.rate_limit_per_second,
     )

@@ -67,6 +67,11 @@ class ProviderIn(Strict):
         description="Where a code exchange's answer names the provider account (e.g. id_token.sub, "
         "account_id, authed_user.id); a reconnect to another account is then refused.",
     )
+    issuer: Url | None = Field(
+        default=None,
+        description="The authorization server's issuer identifier (RFC 8414): every callback must then "
+        "carry it as iss (RFC 9207), or it is refused before the code is redeemed.",
+    )
     max_concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY_LIMIT)
     rate_limit_per_second: float | None = Field(default=None, ge=0.01, le=MAX_RATE_LIMIT, allow_inf_nan=False)
 
@@ -83,6 +88,7 @@ class ProviderOut(BaseModel):
     scopes: str | None
     authorize_params: dict[str, str]
     account_field: str | None
+    issuer: str | None
     flagged_at: datetime | None
     flag_reason: str | None
     max_concurrency: int | None
@@ -102,6 +108,7 @@ class ProviderOut(BaseModel):
             scopes=provider.scopes,
             authorize_params=provider.authorize_params or {},
             account_field=provider.account_field,
+            issuer=provider.issuer,
             flagged_at=provider.flagged_at,
             flag_reason=provider.flag_reason,
             max_concurrency=provider.max_concurrency,

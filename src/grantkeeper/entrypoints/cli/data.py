@@ -114,6 +114,13 @@ def providers_add(
             "authed_user.id): a reconnect to another account is refused."
         ),
     ] = None,
+    issuer: Annotated[
+        str | None,
+        typer.Option(
+            help="The provider's issuer identifier (RFC 8414): a connect callback must carry it as iss "
+            "(RFC 9207)."
+        ),
+    ] = None,
     revocation_url: Annotated[str | None, typer.Option(help="RFC 7009 revocation endpoint.")] = None,
     introspection_url: Annotated[
         str | None,
@@ -142,6 +149,7 @@ def providers_add(
         scopes=scopes,
         authorize_params=_name_values(authorize_param or []),
         account_field=account_field,
+        issuer=issuer,
         revocation_url=revocation_url,
         introspection_url=introspection_url,
         max_concurrency=max_concurrency,

@@ -80,6 +80,7 @@ def provider_dict(provider: ProviderConfig) -> dict[str, Any]:
         "scopes": provider.scopes,
         "authorize_params": provider.authorize_params or {},
         "account_field": provider.account_field,
+        "issuer": provider.issuer,
         "revocation_url": provider.revocation_url,
         "introspection_url": provider.introspection_url,
         "max_concurrency": provider.max_concurrency,
