@@ -178,7 +178,7 @@ def test_the_whole_flow_creates_a_grant_whose_tokens_work(
     assert '<button type="submit" name="decision" value="deny" id="deny">Deny</button>' in page.text
 
     answer = callback(decide(http, consent, "allow", "alice"))
-    assert set(answer) == {"code", "state"}
+    assert set(answer) == {"code", "state", "iss"}  # iss: RFC 9207, see the end of this module
     assert answer["state"] == "st-123"
 
     tokens = exchange(http, answer["code"], verifier)
@@ -249,7 +249,7 @@ def test_client_secret_post_a_callback_with_a_query_and_a_login_hint(
 def test_a_state_less_request_gets_a_state_less_answer(http: httpx.Client) -> None:
     verifier, challenge = pkce()
     answer = obtain_code(http, challenge, state=None)
-    assert set(answer) == {"code"}
+    assert set(answer) == {"code", "iss"}
     assert exchange(http, answer["code"], verifier).status_code == 200
 
 
