@@ -53,13 +53,11 @@ async def prune_attempts(
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     before = clock.now() - keep
-    total = 0
-    while True:
-        batch = await run_in_thread(lambda: store.prune_refresh_attempts(before, batch_size=batch_size))
-        total += batch.deleted
-        if batch.is_done or (stop is not None and stop.is_set()):
-            break
-        await asyncio.sleep(pause_seconds)
+    total = await _in_batches(
+        lambda: run_in_thread(lambda: store.prune_refresh_attempts(before, batch_size=batch_size)),
+        pause_seconds,
+        stop,
+    )
     log.info(
         "pruned %d refresh attempt(s) from before %s",
         total,
@@ -76,13 +74,7 @@ async def prune_deliveries(
     once they are older than ``keep``; the in-app notifications they delivered stay. Returns how many
     outbox rows went."""
     before = clock.now() - keep
-    total = 0
-    while True:
-        batch = await asyncio.to_thread(store.prune_finished_outbox, before)
-        total += batch.deleted
-        if batch.is_done:
-            break
-        await asyncio.sleep(pause_seconds)
+    total = await _in_batches(lambda: asyncio.to_thread(store.prune_finished_outbox, before), pause_seconds)
     if total:
         log.info(
             "pruned %d finished deliveries from before %s",
@@ -91,6 +83,20 @@ async def prune_deliveries(
             extra={"action": "deliveries_pruned", "deleted": total},
         )
     return total
+
+
+async def _in_batches(
+    delete: Callable[[], Awaitable[PruneBatch]], pause_seconds: float, stop: asyncio.Event | None = None
+) -> int:
+    """Run ``delete`` until a batch says it was the last (or ``stop`` is set), pausing between batches so
+    other writers get the database (on SQLite, its one write lock); returns how many rows went in all."""
+    total = 0
+    while True:
+        batch = await delete()
+        total += batch.deleted
+        if batch.is_done or (stop is not None and stop.is_set()):
+            return total
+        await asyncio.sleep(pause_seconds)
 
 
 async def prune_connect_links(store: ConnectionStore, clock: Clock) -> int:
