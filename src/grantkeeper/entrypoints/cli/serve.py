@@ -49,6 +49,8 @@ def serve_command(
     from grantkeeper.entrypoints.api.app import create_app
 
     class Server(uvicorn.Server):
+        """Shuts down gracefully on SIGINT/SIGTERM and exits 0 (defined here: uvicorn is imported here)."""
+
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             with _graceful_signals(self.handle_exit):
