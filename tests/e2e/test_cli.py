@@ -359,3 +359,39 @@ def test_providers_add_takes_browser_settings_and_connections_get_reconnect_link
     off_list = cli.run("connections", "reconnect-link", connection_id, "--return-to", "https://evil.example/")
     assert off_list.returncode == 2
     assert "allow list" in off_list.stderr
+
+
+def test_providers_update_rotates_the_secret_from_stdin_and_refuses_bad_changes(
+    cli, sandbox, sandbox_server, tmp_path
+):
+    cli.json("providers", "add", "sandbox", "--token-url", sandbox_server.token_url, "--client-id", "app",
+             "--client-secret", "retired-secret", "--max-concurrency", "5")  # fmt: skip
+    before = cli.json("providers", "list")
+    for bad, says in (
+        (["--clear", "token_url"], "--clear takes one of"),
+        (["--token-url", "http://idp.example.com/token"], "must use https"),
+        (["--issuer", sandbox_server.base_url, "--clear", "issuer"], "both given and cleared"),
+        ([], "nothing to change"),
+    ):
+        result = cli.run("providers", "update", "sandbox", *bad)
+        assert result.returncode == 2, (bad, result.stderr)
+        assert says in result.stderr
+    unknown = cli.run("providers", "update", "nope", "--scopes", "a")
+    assert unknown.returncode == 2
+    assert "unknown provider 'nope'" in unknown.stderr
+    assert cli.json("providers", "list") == before
+
+    result = cli.run(
+        "providers", "update", "sandbox", "--client-secret", "-", "--issuer", sandbox_server.base_url,
+        "--clear", "max_concurrency", "--json", stdin="app-secret\n",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "app-secret" not in result.stdout + result.stderr
+    updated = json.loads(result.stdout)
+    assert (updated["issuer"], updated["max_concurrency"]) == (sandbox_server.base_url, None)
+    assert updated["token_url"] == before[0]["token_url"]  # what was not named stays
+
+    grant = sandbox.issue_grant(client_id="app", access_token_lifetime=3600)
+    row = {"provider": "sandbox", "user_id": "u1", "refresh_token": grant.refresh_token}
+    cli.json("connections", "import", write_jsonl(tmp_path / "c.jsonl", [row]))
+    assert cli.json("refresh", "--due")["refreshed"] == 1  # the new secret is the one sent

@@ -50,6 +50,11 @@ class ConnectionStore(Protocol):
 
     def add_provider(self, tenant_id: str, provider: NewProvider) -> ProviderConfig: ...
 
+    def update_provider(self, tenant_id: str, provider_id: str, provider: NewProvider) -> ProviderConfig:
+        """Store every setting of ``provider`` (all but its name) on the existing provider; its id, name,
+        connections, flag and rate-limit state stay."""
+        ...
+
     def list_providers(self, tenant_id: str) -> list[ProviderConfig]: ...
 
     def import_connections(

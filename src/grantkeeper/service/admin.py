@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
+from typing import Any
 
 from grantkeeper.core.accounts import parse_account_field
 from grantkeeper.core.errors import InvalidInputError
@@ -40,6 +41,46 @@ def check_endpoint_url(url: str, *, field: str = "token URL") -> None:
 
 
 def add_provider(store: ConnectionStore, tenant_id: str, provider: NewProvider) -> ProviderConfig:
+    check_provider(provider)
+    return store.add_provider(tenant_id, provider)
+
+
+#: What ``update_provider`` may change: every setting but the name (connections and links refer to it).
+UPDATABLE_PROVIDER_FIELDS = frozenset(field.name for field in fields(NewProvider)) - {"name"}
+#: Settings that cannot be cleared, only replaced.
+REQUIRED_PROVIDER_FIELDS = frozenset(
+    {"token_url", "client_id", "client_secret", "auth_method", "default_expires_in"}
+)
+
+
+def update_provider(
+    store: ConnectionStore, tenant_id: str, name: str, changes: Mapping[str, Any]
+) -> ProviderConfig | None:
+    """Change some of a provider's settings (a new client secret, an issuer, limits); None when the tenant
+    has no provider of that name. ``changes`` maps ``NewProvider`` field names to new values, None clearing
+    an optional one; the result must pass every check ``add_provider`` makes, or nothing changes.
+
+    The provider keeps its id, connections, flag and rate-limit state: a flag set by an ``invalid_client``
+    answer clears at the next successful refresh, as always, so it shows whether the new secret works."""
+    unknown = sorted(set(changes) - UPDATABLE_PROVIDER_FIELDS)
+    if unknown:
+        raise InvalidInputError(f"cannot change {', '.join(unknown)} (a provider's name stays)")
+    cleared = sorted(name for name in REQUIRED_PROVIDER_FIELDS if name in changes and changes[name] is None)
+    if cleared:
+        raise InvalidInputError(f"{', '.join(cleared)} cannot be cleared, only replaced")
+    if not changes:
+        raise InvalidInputError("nothing to change: give at least one setting")
+    current = store.get_provider(tenant_id, name)
+    if current is None:
+        return None
+    kept = {field: getattr(current, field) for field in UPDATABLE_PROVIDER_FIELDS}
+    provider = NewProvider(name=current.name, **(kept | dict(changes)))
+    check_provider(provider)
+    return store.update_provider(tenant_id, current.provider_id, provider)
+
+
+def check_provider(provider: NewProvider) -> None:
+    """Every rule a provider's settings must follow (DESIGN section 4), for adding and for updating."""
     if not provider.name.strip() or len(provider.name) > 100:
         raise InvalidInputError("provider name must be 1 to 100 characters")
     if not provider.client_id.strip():
@@ -65,7 +106,6 @@ def add_provider(store: ConnectionStore, tenant_id: str, provider: NewProvider) 
     ):
         if url is not None:
             check_endpoint_url(url, field=field)
-    return store.add_provider(tenant_id, provider)
 
 
 #: Set by the flow itself (RFC 6749 section 4.1.1, RFC 7636); a provider's extras may not override them.

@@ -23,6 +23,7 @@ from grantkeeper.ports import (
     StoreError,
     TenantKeyExistsError,
     TenantRecord,
+    UnknownProviderError,
 )
 
 _TENANT_BY_KEY = select(tenants).where(tenants.c.api_key_hash == bindparam("api_key_hash"))
@@ -106,6 +107,37 @@ def add_provider(
         if _provider_exists(connection, tenant_id, provider.name):
             raise DuplicateProviderError(provider.name) from None
         raise exc
+    return providers_by_id(connection, cipher, [provider_id])[provider_id]
+
+
+def update_provider(
+    connection: Connection, cipher: FieldCipher, tenant_id: str, provider_id: str, provider: NewProvider
+) -> ProviderConfig:
+    """Overwrite the provider's settings with ``provider``'s (its name is not changed); the secret is sealed
+    anew, bound to the same row and column."""
+    values = {
+        "token_url": provider.token_url,
+        "client_id": provider.client_id,
+        "client_secret_enc": cipher.seal("providers", provider_id, "client_secret", provider.client_secret),
+        "auth_method": provider.auth_method.value,
+        "default_expires_in": provider.default_expires_in,
+        "authorize_url": provider.authorize_url,
+        "revocation_url": provider.revocation_url,
+        "introspection_url": provider.introspection_url,
+        "scopes": provider.scopes,
+        "max_concurrency": provider.max_concurrency,
+        "rate_limit_per_second": provider.rate_limit_per_second,
+        "authorize_params": provider.authorize_params or None,
+        "account_field": provider.account_field,
+        "issuer": provider.issuer,
+    }
+    changed = connection.execute(
+        update(providers)
+        .where(providers.c.id == provider_id, providers.c.tenant_id == tenant_id)
+        .values(values)
+    ).rowcount
+    if changed != 1:
+        raise UnknownProviderError(provider.name)
     return providers_by_id(connection, cipher, [provider_id])[provider_id]
 
 

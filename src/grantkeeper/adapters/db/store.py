@@ -122,6 +122,10 @@ class SqlStore:
         with write_transaction(self._engine) as connection:
             return catalog.add_provider(connection, self._cipher, tenant_id, provider, datetime.now(UTC))
 
+    def update_provider(self, tenant_id: str, provider_id: str, provider: NewProvider) -> ProviderConfig:
+        with write_transaction(self._engine) as connection:
+            return catalog.update_provider(connection, self._cipher, tenant_id, provider_id, provider)
+
     def list_providers(self, tenant_id: str) -> list[ProviderConfig]:
         with read_transaction(self._engine) as connection:
             return catalog.list_providers(connection, self._cipher, tenant_id)

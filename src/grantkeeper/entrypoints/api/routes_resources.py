@@ -14,6 +14,7 @@ from grantkeeper.entrypoints.api.schemas import (
     NotificationOut,
     ProviderIn,
     ProviderOut,
+    ProviderPatch,
     WorkflowIn,
     WorkflowOut,
 )
@@ -62,6 +63,16 @@ async def get_provider(name: str, context: Context, tenant: Tenant) -> ProviderO
     if provider is None:
         raise not_found("provider", name)
     return ProviderOut.of(provider)
+
+
+@providers.patch("/{name}", response_model=ProviderOut)
+async def update_provider(name: str, body: ProviderPatch, context: Context, tenant: Tenant) -> ProviderOut:
+    """Change some of a provider's settings: rotate its client secret, name its issuer, set its limits."""
+    changes = {field: getattr(body, field) for field in body.model_fields_set}
+    updated = await asyncio.to_thread(admin.update_provider, context.store, tenant.tenant_id, name, changes)
+    if updated is None:
+        raise not_found("provider", name)
+    return ProviderOut.of(updated)
 
 
 @workflows.post("", status_code=status.HTTP_201_CREATED, response_model=WorkflowOut)

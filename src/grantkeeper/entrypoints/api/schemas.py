@@ -48,22 +48,30 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+AccountField = Annotated[
+    str, Field(max_length=200, pattern=r"^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,4}$")
+]
+Scopes = Annotated[str, Field(max_length=2048, pattern=_PRINTABLE)]
+ExpiresIn = Annotated[int, Field(ge=1, le=10 * 365 * 86400)]
+Concurrency = Annotated[int, Field(ge=1, le=MAX_CONCURRENCY_LIMIT)]
+RatePerSecond = Annotated[float, Field(ge=0.01, le=MAX_RATE_LIMIT, allow_inf_nan=False)]
+AuthorizeParams = Annotated[dict[ParamName, ParamValue], Field(max_length=20)]
+
+
 class ProviderIn(Strict):
     name: Name
     token_url: Url
     client_id: Secret
     client_secret: Secret
     auth_method: AuthMethod = AuthMethod.CLIENT_SECRET_BASIC
-    default_expires_in: int = Field(default=3600, ge=1, le=10 * 365 * 86400)
+    default_expires_in: ExpiresIn = 3600
     authorize_url: Url | None = None
     revocation_url: Url | None = None
     introspection_url: Url | None = None
-    scopes: Annotated[str, Field(max_length=2048, pattern=_PRINTABLE)] | None = None
-    authorize_params: dict[ParamName, ParamValue] | None = Field(default=None, max_length=20)
-    account_field: str | None = Field(
+    scopes: Scopes | None = None
+    authorize_params: AuthorizeParams | None = None
+    account_field: AccountField | None = Field(
         default=None,
-        max_length=200,
-        pattern=r"^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,4}$",
         description="Where a code exchange's answer names the provider account (e.g. id_token.sub, "
         "account_id, authed_user.id); a reconnect to another account is then refused.",
     )
@@ -72,8 +80,28 @@ class ProviderIn(Strict):
         description="The authorization server's issuer identifier (RFC 8414): every callback must then "
         "carry it as iss (RFC 9207), or it is refused before the code is redeemed.",
     )
-    max_concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY_LIMIT)
-    rate_limit_per_second: float | None = Field(default=None, ge=0.01, le=MAX_RATE_LIMIT, allow_inf_nan=False)
+    max_concurrency: Concurrency | None = None
+    rate_limit_per_second: RatePerSecond | None = None
+
+
+class ProviderPatch(Strict):
+    """Settings to change. A field left out keeps its value; null clears an optional one (the token URL,
+    client id and secret, auth method and default lifetime can only be replaced). The name stays."""
+
+    token_url: Url | None = None
+    client_id: Secret | None = None
+    client_secret: Secret | None = None
+    auth_method: AuthMethod | None = None
+    default_expires_in: ExpiresIn | None = None
+    authorize_url: Url | None = None
+    revocation_url: Url | None = None
+    introspection_url: Url | None = None
+    scopes: Scopes | None = None
+    authorize_params: AuthorizeParams | None = None
+    account_field: AccountField | None = None
+    issuer: Url | None = None
+    max_concurrency: Concurrency | None = None
+    rate_limit_per_second: RatePerSecond | None = None
 
 
 class ProviderOut(BaseModel):
@@ -434,6 +462,7 @@ __all__ = [
     "PreferencesPatch",
     "ProviderIn",
     "ProviderOut",
+    "ProviderPatch",
     "TokenOut",
     "WebhookCreatedOut",
     "WebhookIn",

@@ -163,6 +163,84 @@ def providers_add(
         console.print(f"added provider {created.name} ({created.provider_id})")
 
 
+#: ``providers update --clear NAME``: the optional settings, by the names the API uses.
+_CLEARABLE = ("authorize_url", "scopes", "authorize_params", "account_field", "issuer", "revocation_url",
+              "introspection_url", "max_concurrency", "rate_limit_per_second")  # fmt: skip
+
+
+@providers_app.command("update")
+@handle_errors
+def providers_update(
+    name: str,
+    token_url: Annotated[str | None, typer.Option(help="A new token endpoint (https://).")] = None,
+    client_id: Annotated[str | None, typer.Option(help="A new OAuth client id.")] = None,
+    client_secret: Annotated[
+        str | None, typer.Option(help="A new client secret ('-' reads it from stdin): rotating it.")
+    ] = None,
+    auth_method: Annotated[AuthMethod | None, typer.Option(help="Client authentication.")] = None,
+    default_expires_in: Annotated[
+        int | None, typer.Option(help="Token lifetime when the provider omits it.")
+    ] = None,
+    authorize_url: Annotated[str | None, typer.Option(help="Authorization endpoint.")] = None,
+    scopes: Annotated[str | None, typer.Option(help='Scopes to ask for, space-separated ("a b").')] = None,
+    authorize_param: Annotated[
+        list[str] | None,
+        typer.Option(help="Extra authorization parameter NAME=VALUE (repeatable); replaces all of them."),
+    ] = None,
+    account_field: Annotated[
+        str | None, typer.Option(help="Where the provider's token answer names the account.")
+    ] = None,
+    issuer: Annotated[str | None, typer.Option(help="The provider's issuer identifier (RFC 9207).")] = None,
+    revocation_url: Annotated[str | None, typer.Option(help="RFC 7009 revocation endpoint.")] = None,
+    introspection_url: Annotated[str | None, typer.Option(help="RFC 7662 introspection endpoint.")] = None,
+    max_concurrency: Annotated[
+        int | None, typer.Option(help="Refresh requests in flight at once, across all workers.")
+    ] = None,
+    rate_limit: Annotated[
+        float | None, typer.Option(help="Refresh requests started per second, across all workers.")
+    ] = None,
+    clear: Annotated[
+        list[str] | None,
+        typer.Option(help=f"An optional setting to remove (repeatable): {', '.join(_CLEARABLE)}."),
+    ] = None,
+    tenant: TenantOption = "default",
+    json_output: JsonOption = False,
+) -> None:
+    """Change some of a provider's settings (rotate its client secret, name its issuer, set limits); what is
+    not given stays. Its connections, their tokens and its flag are kept."""
+    given = {
+        "token_url": token_url,
+        "client_id": client_id,
+        "client_secret": sys.stdin.readline().strip() if client_secret == "-" else client_secret,  # noqa: S105
+        "auth_method": auth_method,
+        "default_expires_in": default_expires_in,
+        "authorize_url": authorize_url,
+        "scopes": scopes,
+        "authorize_params": _name_values(authorize_param) if authorize_param else None,
+        "account_field": account_field,
+        "issuer": issuer,
+        "revocation_url": revocation_url,
+        "introspection_url": introspection_url,
+        "max_concurrency": max_concurrency,
+        "rate_limit_per_second": rate_limit,
+    }
+    changes: dict[str, object] = {field: value for field, value in given.items() if value is not None}
+    for field in clear or []:
+        if field not in _CLEARABLE:
+            raise InvalidInputError(f"--clear takes one of {', '.join(_CLEARABLE)}, not {field[:80]!r}")
+        if field in changes:
+            raise InvalidInputError(f"{field} is both given and cleared")
+        changes[field] = None
+    with runtime() as rt:
+        updated = admin.update_provider(rt.store, rt.store.ensure_tenant(tenant), name, changes)
+    if updated is None:
+        raise InvalidInputError(f"unknown provider {name[:100]!r}")
+    if json_output:
+        print_json(provider_dict(updated))
+    else:
+        console.print(f"updated provider {updated.name} ({', '.join(sorted(changes))})")
+
+
 def _name_values(pairs: list[str]) -> dict[str, str] | None:
     params: dict[str, str] = {}
     for pair in pairs:
