@@ -80,26 +80,8 @@ def add_provider(
     connection: Connection, cipher: FieldCipher, tenant_id: str, provider: NewProvider, now: datetime
 ) -> ProviderConfig:
     provider_id = new_id("prv")
-    values = {
-        "id": provider_id,
-        "tenant_id": tenant_id,
-        "name": provider.name,
-        "token_url": provider.token_url,
-        "client_id": provider.client_id,
-        "client_secret_enc": cipher.seal("providers", provider_id, "client_secret", provider.client_secret),
-        "auth_method": provider.auth_method.value,
-        "default_expires_in": provider.default_expires_in,
-        "authorize_url": provider.authorize_url,
-        "revocation_url": provider.revocation_url,
-        "introspection_url": provider.introspection_url,
-        "scopes": provider.scopes,
-        "max_concurrency": provider.max_concurrency,
-        "rate_limit_per_second": provider.rate_limit_per_second,
-        "authorize_params": provider.authorize_params or None,
-        "account_field": provider.account_field,
-        "issuer": provider.issuer,
-        "created_at": now,
-    }
+    values = {"id": provider_id, "tenant_id": tenant_id, "name": provider.name, "created_at": now}
+    values |= _settings(cipher, provider_id, provider)
     try:
         with connection.begin_nested():
             connection.execute(providers.insert().values(values))
@@ -110,12 +92,9 @@ def add_provider(
     return providers_by_id(connection, cipher, [provider_id])[provider_id]
 
 
-def update_provider(
-    connection: Connection, cipher: FieldCipher, tenant_id: str, provider_id: str, provider: NewProvider
-) -> ProviderConfig:
-    """Overwrite the provider's settings with ``provider``'s (its name is not changed); the secret is sealed
-    anew, bound to the same row and column."""
-    values = {
+def _settings(cipher: FieldCipher, provider_id: str, provider: NewProvider) -> dict[str, Any]:
+    """The provider row's columns for every setting but the name, the client secret sealed to the row."""
+    return {
         "token_url": provider.token_url,
         "client_id": provider.client_id,
         "client_secret_enc": cipher.seal("providers", provider_id, "client_secret", provider.client_secret),
@@ -131,10 +110,17 @@ def update_provider(
         "account_field": provider.account_field,
         "issuer": provider.issuer,
     }
+
+
+def update_provider(
+    connection: Connection, cipher: FieldCipher, tenant_id: str, provider_id: str, provider: NewProvider
+) -> ProviderConfig:
+    """Overwrite the provider's settings with ``provider``'s (its name is not changed); the secret is sealed
+    anew, bound to the same row and column."""
     changed = connection.execute(
         update(providers)
         .where(providers.c.id == provider_id, providers.c.tenant_id == tenant_id)
-        .values(values)
+        .values(_settings(cipher, provider_id, provider))
     ).rowcount
     if changed != 1:
         raise UnknownProviderError(provider.name)

@@ -86,6 +86,42 @@ def keys_generate(
     sys.stdout.write(line + "\n")
 
 
+# The optional settings ``providers add`` and ``providers update`` share.
+AuthorizeUrlOption = Annotated[
+    str | None, typer.Option(help="Authorization endpoint, for connecting and reconnecting in a browser.")
+]
+ScopesOption = Annotated[str | None, typer.Option(help='Scopes to ask for, space-separated ("a b").')]
+AccountFieldOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Where the provider's token answer names the account (id_token.sub, account_id, "
+        "authed_user.id): a reconnect to another account is refused."
+    ),
+]
+IssuerOption = Annotated[
+    str | None,
+    typer.Option(
+        help="The provider's issuer identifier (RFC 8414): a connect callback must carry it as iss "
+        "(RFC 9207)."
+    ),
+]
+RevocationUrlOption = Annotated[str | None, typer.Option(help="RFC 7009 revocation endpoint.")]
+IntrospectionUrlOption = Annotated[
+    str | None, typer.Option(help="RFC 7662 introspection endpoint: checks an in-doubt refresh token first.")
+]
+MaxConcurrencyOption = Annotated[
+    int | None, typer.Option(help="Refresh requests in flight at once, across all workers.")
+]
+RateLimitOption = Annotated[
+    float | None, typer.Option(help="Refresh requests started per second, across all workers.")
+]
+
+
+def _secret(value: str) -> str:
+    """A client secret option's value; "-" reads it from stdin, so it never shows in ``ps``."""
+    return sys.stdin.readline().strip() if value == "-" else value
+
+
 @providers_app.command("add")
 @handle_errors
 def providers_add(
@@ -99,50 +135,27 @@ def providers_add(
     default_expires_in: Annotated[
         int, typer.Option(help="Token lifetime when the provider omits it.")
     ] = 3600,
-    authorize_url: Annotated[
-        str | None, typer.Option(help="Authorization endpoint, for connecting and reconnecting in a browser.")
-    ] = None,
-    scopes: Annotated[str | None, typer.Option(help='Scopes to ask for, space-separated ("a b").')] = None,
+    authorize_url: AuthorizeUrlOption = None,
+    scopes: ScopesOption = None,
     authorize_param: Annotated[
         list[str] | None,
         typer.Option(help="Extra authorization parameter NAME=VALUE (repeatable), e.g. access_type=offline."),
     ] = None,
-    account_field: Annotated[
-        str | None,
-        typer.Option(
-            help="Where the provider's token answer names the account (id_token.sub, account_id, "
-            "authed_user.id): a reconnect to another account is refused."
-        ),
-    ] = None,
-    issuer: Annotated[
-        str | None,
-        typer.Option(
-            help="The provider's issuer identifier (RFC 8414): a connect callback must carry it as iss "
-            "(RFC 9207)."
-        ),
-    ] = None,
-    revocation_url: Annotated[str | None, typer.Option(help="RFC 7009 revocation endpoint.")] = None,
-    introspection_url: Annotated[
-        str | None,
-        typer.Option(help="RFC 7662 introspection endpoint: checks an in-doubt refresh token first."),
-    ] = None,
-    max_concurrency: Annotated[
-        int | None, typer.Option(help="Refresh requests in flight at once, across all workers.")
-    ] = None,
-    rate_limit: Annotated[
-        float | None, typer.Option(help="Refresh requests started per second, across all workers.")
-    ] = None,
+    account_field: AccountFieldOption = None,
+    issuer: IssuerOption = None,
+    revocation_url: RevocationUrlOption = None,
+    introspection_url: IntrospectionUrlOption = None,
+    max_concurrency: MaxConcurrencyOption = None,
+    rate_limit: RateLimitOption = None,
     tenant: TenantOption = "default",
     json_output: JsonOption = False,
 ) -> None:
     """Register a provider for a tenant."""
-    read_stdin = client_secret == "-"  # noqa: S105 - "-" means: the secret comes on stdin, not in ps
-    secret = sys.stdin.readline().strip() if read_stdin else client_secret
     provider = NewProvider(
         name=name,
         token_url=token_url,
         client_id=client_id,
-        client_secret=secret,
+        client_secret=_secret(client_secret),
         auth_method=auth_method,
         default_expires_in=default_expires_in,
         authorize_url=authorize_url,
@@ -181,24 +194,18 @@ def providers_update(
     default_expires_in: Annotated[
         int | None, typer.Option(help="Token lifetime when the provider omits it.")
     ] = None,
-    authorize_url: Annotated[str | None, typer.Option(help="Authorization endpoint.")] = None,
-    scopes: Annotated[str | None, typer.Option(help='Scopes to ask for, space-separated ("a b").')] = None,
+    authorize_url: AuthorizeUrlOption = None,
+    scopes: ScopesOption = None,
     authorize_param: Annotated[
         list[str] | None,
         typer.Option(help="Extra authorization parameter NAME=VALUE (repeatable); replaces all of them."),
     ] = None,
-    account_field: Annotated[
-        str | None, typer.Option(help="Where the provider's token answer names the account.")
-    ] = None,
-    issuer: Annotated[str | None, typer.Option(help="The provider's issuer identifier (RFC 9207).")] = None,
-    revocation_url: Annotated[str | None, typer.Option(help="RFC 7009 revocation endpoint.")] = None,
-    introspection_url: Annotated[str | None, typer.Option(help="RFC 7662 introspection endpoint.")] = None,
-    max_concurrency: Annotated[
-        int | None, typer.Option(help="Refresh requests in flight at once, across all workers.")
-    ] = None,
-    rate_limit: Annotated[
-        float | None, typer.Option(help="Refresh requests started per second, across all workers.")
-    ] = None,
+    account_field: AccountFieldOption = None,
+    issuer: IssuerOption = None,
+    revocation_url: RevocationUrlOption = None,
+    introspection_url: IntrospectionUrlOption = None,
+    max_concurrency: MaxConcurrencyOption = None,
+    rate_limit: RateLimitOption = None,
     clear: Annotated[
         list[str] | None,
         typer.Option(help=f"An optional setting to remove (repeatable): {', '.join(_CLEARABLE)}."),
@@ -211,7 +218,7 @@ def providers_update(
     given = {
         "token_url": token_url,
         "client_id": client_id,
-        "client_secret": sys.stdin.readline().strip() if client_secret == "-" else client_secret,  # noqa: S105
+        "client_secret": None if client_secret is None else _secret(client_secret),
         "auth_method": auth_method,
         "default_expires_in": default_expires_in,
         "authorize_url": authorize_url,
