@@ -8,7 +8,8 @@ Each arm's round runs in a process whose ``PYTHONPATH`` puts that version's ``sr
 sandbox provider on CPU 0 (``worker_vs_server.start_sandbox``), seeds ``--n`` due connections with rotating
 refresh tokens into a fresh SQLite file with that version's schema, and runs one refresh cycle in a child
 pinned to CPU 1 (``worker_vs_server.child``, role ``engine``). Reported per arm: refreshes per second and CPU
-µs per refresh (the child's ``time.process_time``), median and range over the rounds. These machines are
+µs per refresh (the child's ``time.process_time``), and that CPU split between the store thread and the event
+loop (from ``/proc``, so Linux only), median and range over the rounds. These machines are
 shared and noisy: only differences larger than the spread within an arm mean anything.
 """
 
@@ -47,7 +48,12 @@ def one_round(n: int, concurrency: int) -> dict[str, float]:
         stop(proc)
     if result["refreshed"] != n:
         raise SystemExit(f"refreshed {result['refreshed']} of {n}")
-    return {"per_s": n / result["seconds"], "cpu_us": result["cpu_seconds"] / n * 1e6}
+    return {
+        "per_s": n / result["seconds"],
+        "cpu_us": result["cpu_seconds"] / n * 1e6,
+        "store_us": result["store_thread_cpu_seconds"] / n * 1e6,
+        "loop_us": result["loop_thread_cpu_seconds"] / n * 1e6,
+    }
 
 
 def main() -> None:
@@ -78,16 +84,24 @@ def main() -> None:
             result = json.loads(done.stdout.strip().splitlines()[-1])
             results[label].append(result)
             print(
-                f"round {round_number} {label}: {result['per_s']:,.0f}/s, {result['cpu_us']:.0f} µs",
+                f"round {round_number} {label}: {result['per_s']:,.0f}/s, {result['cpu_us']:.0f} µs "
+                f"(store thread {result['store_us']:.0f}, event loop {result['loop_us']:.0f})",
                 flush=True,
             )
-    print("\n| arm | rounds | refreshes/s median (range) | CPU µs/refresh median (range) |")
-    print("|---|---|---|---|")
+    print(
+        "\n| arm | rounds | refreshes/s median (range) | CPU µs/refresh median (range) "
+        "| store thread µs | event loop µs |"
+    )
+    print("|---|---|---|---|---|---|")
     for label, rows in results.items():
-        rates, cpus = [r["per_s"] for r in rows], [r["cpu_us"] for r in rows]
-        rate = f"{statistics.median(rates):,.0f} ({min(rates):,.0f}-{max(rates):,.0f})"
-        cpu = f"{statistics.median(cpus):.0f} ({min(cpus):.0f}-{max(cpus):.0f})"
-        print(f"| {label} | {len(rows)} | {rate} | {cpu} |")
+        cells = [_spread([r["per_s"] for r in rows], ",.0f")]
+        cells += [_spread([r[key] for r in rows], ".0f") for key in ("cpu_us", "store_us", "loop_us")]
+        print(f"| {label} | {len(rows)} | " + " | ".join(cells) + " |")
+
+
+def _spread(values: list[float], spec: str) -> str:
+    """Median and range."""
+    return f"{statistics.median(values):{spec}} ({min(values):{spec}}-{max(values):{spec}})"
 
 
 if __name__ == "__main__":

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import event
 
 from grantkeeper.adapters.db import SqlStore
-from grantkeeper.core.model import ConnectionState, NotificationType, Notify, Outcome, OutcomeClass, TokenSet
+from grantkeeper.core.model import (
+    ConnectionState,
+    ConnectionStatus,
+    DisconnectReason,
+    NotificationType,
+    Notify,
+    Outcome,
+    OutcomeClass,
+    TokenSet,
+)
 from grantkeeper.ports import ClaimedConnection, ProviderConfig
 from tests.fixtures.db import LEASE_TTL, T0, attempt_commit, new_connection, notice
 
@@ -69,3 +82,47 @@ def test_attempts_with_notifications_and_plain_ones_commit_together(
 
 def test_an_empty_group_commits_nothing(store: SqlStore) -> None:
     assert store.commit_attempts([]) == []
+
+
+def test_status_is_written_only_when_it_changes(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    """SQLite rewrites every index holding a column the UPDATE sets, changed or not: a plain success leaves
+    ``status`` out of its statement (its cost, ``docs/benchmarks.md``), and a change of status is still
+    stored, whichever path (grouped or single) commits it."""
+    store.import_connections(tenant_id, [new_connection(f"u{i}", next_attempt_at=T0) for i in range(3)], T0)
+    claims = store.claim_due(T0, 3, "w", LEASE_TTL)
+    disconnected = ConnectionState(
+        status=ConnectionStatus.NEEDS_REAUTHORIZATION,
+        consecutive_failures=1,
+        disconnect_reason=DisconnectReason.AUTH_FAILURES,
+    )
+    statements: list[str] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE CONNECTIONS"):
+            statements.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", capture)
+    try:
+        answers = store.commit_attempts(
+            [
+                _success(claims[0]),
+                attempt_commit(claims[1], Outcome(OutcomeClass.AUTH, 400), disconnected),
+            ]
+        )
+        assert store.commit_attempt(attempt_commit(claims[2], Outcome(OutcomeClass.AUTH, 400), disconnected))
+    finally:
+        event.remove(store.engine, "before_cursor_execute", capture)
+
+    assert answers == [True, True]
+    with_status = [s for s in statements if re.search(r"\bstatus\s*=", s.split("WHERE")[0])]
+    assert len(statements) == 3, statements
+    assert len(with_status) == 2, statements
+    by_id = {record.connection_id: record for record in store.list_connections(tenant_id)}
+    assert by_id[claims[0].connection_id].state.status is ConnectionStatus.CONNECTED
+    assert by_id[claims[0].connection_id].state.last_refreshed_at == T0
+    for claim in claims[1:]:
+        state = by_id[claim.connection_id].state
+        assert state.status is ConnectionStatus.NEEDS_REAUTHORIZATION
+        assert state.disconnect_reason is DisconnectReason.AUTH_FAILURES
