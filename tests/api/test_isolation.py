@@ -64,6 +64,7 @@ ROUTES = [
     Route("GET", "/v1/connections/{connection_id}/token", use={"connection_id": "disconnected_id"}),
     Route("GET", "/v1/providers/{name}"),
     Route("PATCH", "/v1/providers/{name}", body=lambda acme: {"client_secret": "stolen-secret"}),
+    Route("DELETE", "/v1/providers/{name}?with_connections=true"),
     Route("GET", "/v1/workflows/{workflow_id}"),
     Route("POST", "/v1/notifications/{notification_id}/read"),
     Route("DELETE", "/v1/webhooks/{webhook_id}"),

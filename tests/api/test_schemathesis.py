@@ -82,6 +82,7 @@ class Seeded:
 
     provider: str
     patchable: str  # a second provider for PATCH to change, so the seeded one keeps working for the rest
+    removable: list[str]  # providers DELETE may take (without connections), so the others stay
     token_url: str
     revocation_url: str
     readable: list[str]  # connections for GET and /token (connected, plus one needing reauthorization)
@@ -98,6 +99,7 @@ class Seeded:
             ("POST", "notification_id"): self.notifications,
             ("GET", "name"): [self.provider],
             ("PATCH", "name"): [self.patchable],
+            ("DELETE", "name"): self.removable,
         }.get((method.upper(), name), [])
 
 
@@ -130,11 +132,14 @@ def _seed(client, sandbox, sandbox_server, provider: dict) -> Seeded:
     assert token.status_code == 409, token.text  # interaction_required: needs reauthorization at once
     notifications = [n["id"] for n in client.get("/v1/notifications").json()]
     assert notifications, "the disconnection should have left a notification"
-    patchable = client.post("/v1/providers", json=_minimal_provider("patchable", sandbox_server))
-    assert patchable.status_code == 201, patchable.text
+    removable = [f"removable-{i}" for i in range(5)]
+    for name in ["patchable", *removable]:
+        added = client.post("/v1/providers", json=_minimal_provider(name, sandbox_server))
+        assert added.status_code == 201, added.text
     return Seeded(
         provider=provider["name"],
         patchable="patchable",
+        removable=removable,
         token_url=sandbox_server.token_url,
         revocation_url=sandbox_server.revocation_url,
         readable=[*readable, refused],
@@ -305,13 +310,20 @@ _REFRESH_SETTINGS = ("token_url", "client_id", "client_secret", "auth_method", "
 def _seeded_provider_kept(seeded: Seeded) -> Iterator[None]:
     """Every request of every phase (``before_call``; coverage and stateful included, which no generation
     hook reaches): a PATCH of a provider goes to ``patchable``, never the seeded provider the connections
-    use, and leaves the settings refreshes need alone. A global hook, so it is removed afterwards."""
+    use, and leaves the settings refreshes need alone; a DELETE of either goes to a removable one instead.
+    A global hook, so it is removed afterwards."""
 
     def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
         operation = case.operation
-        if operation.method.upper() != "PATCH" or operation.path != "/v1/providers/{name}":
+        if operation.path != "/v1/providers/{name}" or not isinstance(case.path_parameters, dict):
             return
-        if isinstance(case.path_parameters, dict) and case.path_parameters.get("name") == seeded.provider:
+        name = case.path_parameters.get("name")
+        method = operation.method.upper()
+        if method == "DELETE" and name in (seeded.provider, seeded.patchable):
+            case.path_parameters = case.path_parameters | {"name": seeded.removable[0]}
+        if method != "PATCH":
+            return
+        if name == seeded.provider:
             case.path_parameters = case.path_parameters | {"name": seeded.patchable}
         if isinstance(case.body, dict):
             case.body = {key: value for key, value in case.body.items() if key not in _REFRESH_SETTINGS}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -36,6 +37,26 @@ class Cli:
             timeout=120,
             check=False,
         )
+
+    def run_in_terminal(self, *args: str, answer: str) -> subprocess.CompletedProcess[str]:
+        """Run with stdin on a pseudo-terminal (so the command may ask), typing ``answer`` to it."""
+        controller, terminal = pty.openpty()
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "grantkeeper", *args],
+                stdin=terminal,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=self.cwd,
+                env=self.env(),
+            )
+            os.write(controller, answer.encode())
+            stdout, stderr = process.communicate(timeout=120)
+        finally:
+            os.close(terminal)
+            os.close(controller)
+        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
     def popen(self, *args: str, **env: str) -> subprocess.Popen[str]:
         return subprocess.Popen(

@@ -395,3 +395,41 @@ def test_providers_update_rotates_the_secret_from_stdin_and_refuses_bad_changes(
     row = {"provider": "sandbox", "user_id": "u1", "refresh_token": grant.refresh_token}
     cli.json("connections", "import", write_jsonl(tmp_path / "c.jsonl", [row]))
     assert cli.json("refresh", "--due")["refreshed"] == 1  # the new secret is the one sent
+
+
+def test_providers_remove_takes_connections_only_when_told_and_confirmed(
+    cli, sandbox, sandbox_server, tmp_path
+):
+    for name in ("sandbox", "spare"):
+        cli.json("providers", "add", name, "--token-url", sandbox_server.token_url, "--client-id", "app",
+                 "--client-secret", "app-secret")  # fmt: skip
+    rows = [
+        {
+            "provider": provider,
+            "user_id": f"u{i}",
+            "refresh_token": sandbox.issue_grant(client_id="app").refresh_token,
+        }
+        for i, provider in enumerate(["sandbox", "sandbox", "sandbox", "spare"])
+    ]
+    cli.json("connections", "import", write_jsonl(tmp_path / "c.jsonl", rows))
+
+    for args, says in (
+        (["sandbox"], "has 3 connection(s)"),
+        (["sandbox", "--with-connections"], "add --yes to confirm"),  # stdin is not a terminal
+        (["nope"], "unknown provider 'nope'"),
+    ):
+        result = cli.run("providers", "remove", *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert says in result.stderr, result.stderr
+    declined = cli.run_in_terminal("providers", "remove", "sandbox", "--with-connections", answer="n\n")
+    assert declined.returncode == 1, declined.stderr
+    assert "nothing removed" in declined.stderr
+    # still all three: the answer "n" and the refusals above changed nothing
+    confirmed = cli.run_in_terminal("providers", "remove", "sandbox", "--with-connections", answer="y\n")
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert "removed provider sandbox and 3 connection(s)" in confirmed.stdout
+    assert [c["provider"] for c in cli.json("connections", "list")] == ["spare"]
+
+    scripted = cli.json("providers", "remove", "spare", "--with-connections", "--yes")
+    assert scripted == {"name": "spare", "removed": True, "connections_removed": 1}
+    assert cli.json("providers", "list") == []

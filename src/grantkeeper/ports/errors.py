@@ -19,6 +19,7 @@ class StoreError(GrantkeeperError):
     ├── UnknownConnectionError   connection ids that do not exist in the tenant
     ├── UnknownWorkflowError     a workflow id that does not exist in the tenant
     ├── DuplicateProviderError   the tenant already has a provider of that name
+    ├── ProviderInUseError       a provider to remove still has connections and the caller did not say so
     ├── DuplicateWorkflowError   the tenant already has a workflow of that name
     ├── UnknownDestinationError  a Slack, Discord or webhook destination id the tenant does not have
     ├── TenantKeyExistsError     the tenant already has an API key and the caller did not ask to replace it
@@ -42,6 +43,17 @@ class UnknownProviderError(StoreError, LookupError):
     def __init__(self, name: str) -> None:
         super().__init__(f"unknown provider {name!r}")
         self.name = name
+
+
+class ProviderInUseError(StoreError):
+    """Removing the provider would remove its connections too, and the caller did not ask for that."""
+
+    def __init__(self, name: str, connections: int) -> None:
+        super().__init__(
+            f"provider {name!r} has {connections} connection(s); removing it removes them and their tokens"
+        )
+        self.name = name
+        self.connections = connections
 
 
 class UnknownConnectionError(StoreError, LookupError):

@@ -373,9 +373,9 @@ class SqlStore:
         with write_transaction(self._engine) as connection:
             return workflows.create_workflow(connection, tenant_id, name, connection_ids, now)
 
-    def delete_provider(self, tenant_id: str, name: str) -> bool:
+    def delete_provider(self, tenant_id: str, name: str, *, with_connections: bool = False) -> int:
         with write_transaction(self._engine) as connection:
-            return catalog.delete_provider(connection, tenant_id, name)
+            return catalog.delete_provider(connection, tenant_id, name, with_connections=with_connections)
 
     def read_tokens(
         self, tenant_id: str, connection_id: str, *, with_refresh_token: bool = True

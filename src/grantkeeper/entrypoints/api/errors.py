@@ -21,6 +21,7 @@ from grantkeeper.entrypoints.api.html_pages import error_page, is_page_path
 from grantkeeper.ports import (
     DuplicateProviderError,
     DuplicateWorkflowError,
+    ProviderInUseError,
     StoreError,
     StoreUnavailableError,
     UnknownConnectionError,
@@ -81,7 +82,8 @@ _RESPONSE_DESCRIPTIONS = {
     400: "The body could not be read",
     401: "Missing or unknown credentials",
     404: "No such resource in this tenant",
-    409: "Conflict: already exists, or the connection needs reauthorization, or the refresh was rejected",
+    409: "Conflict: already exists, still in use, the connection needs reauthorization, or the refresh "
+    "was rejected",
     422: "The request is not valid",
     503: "Temporarily unavailable; see Retry-After",
 }
@@ -141,6 +143,9 @@ def _translate(exc: Exception, request: Request) -> Problem:
         return Problem(422, "unknown-provider", str(exc))
     if isinstance(exc, DuplicateProviderError | DuplicateWorkflowError):
         return Problem(409, "already-exists", str(exc))
+    if isinstance(exc, ProviderInUseError):
+        detail = f"{exc}; ask with with_connections=true to remove them with it"
+        return Problem(409, "provider-in-use", detail, connections=exc.connections)
     if isinstance(exc, NeedsReauthorizationError):
         link = request.app.state.context.connect.signed_reconnect_link(exc.connection_id)
         reconnect = link.url if link is not None else None

@@ -18,7 +18,7 @@ from grantkeeper.entrypoints.api.schemas import (
     WorkflowIn,
     WorkflowOut,
 )
-from grantkeeper.ports import NewProvider
+from grantkeeper.ports import NewProvider, UnknownProviderError
 from grantkeeper.service import admin
 
 _ERRORS = problem_responses(400, 401, 404, 409, 422)
@@ -73,6 +73,28 @@ async def update_provider(name: str, body: ProviderPatch, context: Context, tena
     if updated is None:
         raise not_found("provider", name)
     return ProviderOut.of(updated)
+
+
+@providers.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_provider(
+    name: str,
+    context: Context,
+    tenant: Tenant,
+    with_connections: Annotated[
+        bool, Query(description="Remove its connections too; without it, a provider that has any is a 409")
+    ] = False,
+) -> Response:
+    """Remove a provider. Its connections go with it only when asked (``with_connections=true``): their
+    tokens are forgotten, not revoked at the provider; revoke a grant first with ``DELETE
+    /v1/connections/{id}``. 409 ``provider-in-use`` (with the count) when it has connections and that was
+    not asked; nothing changes then."""
+    try:
+        await asyncio.to_thread(
+            context.store.delete_provider, tenant.tenant_id, name, with_connections=with_connections
+        )
+    except UnknownProviderError:
+        raise not_found("provider", name) from None
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @workflows.post("", status_code=status.HTTP_201_CREATED, response_model=WorkflowOut)

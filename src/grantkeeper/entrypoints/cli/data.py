@@ -40,7 +40,13 @@ from grantkeeper.entrypoints.cli.output import (
     provider_dict,
     table,
 )
-from grantkeeper.ports import AuthMethod, NewProvider, ProviderConfig
+from grantkeeper.ports import (
+    AuthMethod,
+    NewProvider,
+    ProviderConfig,
+    ProviderInUseError,
+    UnknownProviderError,
+)
 from grantkeeper.service import admin
 from grantkeeper.service.importing import parse_time
 
@@ -258,6 +264,48 @@ def _name_values(pairs: list[str]) -> dict[str, str] | None:
             raise InvalidInputError(f"--authorize-param names {name[:64]!r} twice")
         params[name] = value
     return params or None
+
+
+@providers_app.command("remove")
+@handle_errors
+def providers_remove(
+    name: str,
+    with_connections: Annotated[
+        bool, typer.Option("--with-connections", help="Remove its connections and their tokens too.")
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Do not ask before removing connections (needed without a tty).")
+    ] = False,
+    tenant: TenantOption = "default",
+    json_output: JsonOption = False,
+) -> None:
+    """Remove a provider. One that has connections is removed only with --with-connections, after a
+    confirmation: their tokens are forgotten, not revoked at the provider."""
+    with runtime() as rt:
+        tenant_id = rt.store.ensure_tenant(tenant)
+        try:
+            removed = rt.store.delete_provider(tenant_id, name)
+        except ProviderInUseError as exc:
+            if not with_connections:
+                raise CliError(f"{exc}; add --with-connections to remove them with it") from None
+            _confirm_removal(name, exc.connections, yes)
+            removed = rt.store.delete_provider(tenant_id, name, with_connections=True)
+        except UnknownProviderError:
+            raise CliError(f"unknown provider {name[:100]!r}") from None
+    if json_output:
+        print_json({"name": name, "removed": True, "connections_removed": removed})
+    else:
+        console.print(f"removed provider {name} and {removed} connection(s)", highlight=False)
+
+
+def _confirm_removal(name: str, connections: int, yes: bool) -> None:
+    """Removing connections loses their grants for good: ask, or insist on --yes where nobody can answer."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise CliError(f"removing {name!r} removes {connections} connection(s); add --yes to confirm")
+    if not typer.confirm(f"Remove provider {name!r} and its {connections} connection(s)?", default=False):
+        raise CliError("nothing removed", exit_code=1)
 
 
 @providers_app.command("list")

@@ -34,7 +34,7 @@ from grantkeeper.core.model import ConnectionStatus
 from grantkeeper.core.policy import Policy
 from grantkeeper.entrypoints.cli.app import JsonOption, TenantOption, app, handle_errors, load_settings
 from grantkeeper.entrypoints.cli.output import console, err_console, print_json, table
-from grantkeeper.ports import AuthMethod, NewConnection, NewProvider
+from grantkeeper.ports import AuthMethod, NewConnection, NewProvider, UnknownProviderError
 from grantkeeper.sandbox.behaviour import Behaviour
 from grantkeeper.service import admin
 from grantkeeper.service.connecting import CALLBACK_PATH
@@ -153,7 +153,8 @@ def _seed(
     seed: int,
 ) -> None:
     """Replace a previous demo's provider and connections, then seed ``count`` connections with a mix."""
-    rt.store.delete_provider(tenant_id, DEMO_PROVIDER)
+    with contextlib.suppress(UnknownProviderError):  # the first demo on this database
+        rt.store.delete_provider(tenant_id, DEMO_PROVIDER, with_connections=True)
     token_url, authorize_url = urls
     provider = NewProvider(
         name=DEMO_PROVIDER,
