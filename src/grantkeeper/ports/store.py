@@ -58,10 +58,10 @@ class ConnectionStore(Protocol):
     def list_providers(self, tenant_id: str) -> list[ProviderConfig]: ...
 
     def delete_provider(self, tenant_id: str, name: str, *, with_connections: bool = False) -> int:
-        """Remove the provider; returns how many connections went with it (their tokens, attempts,
-        notifications and workflow links too). ``UnknownProviderError`` when the tenant has none of that
-        name; ``ProviderInUseError`` when it has connections and ``with_connections`` is False. Either way
-        nothing changes."""
+        """Remove the provider; returns how many connections went with it, each as ``delete_connection``
+        removes one (tokens, attempts and workflow links go, notifications stay, workflows nothing blocks any
+        more resume). ``UnknownProviderError`` when the tenant has none of that name; ``ProviderInUseError``
+        when it has connections and ``with_connections`` is False. Either way nothing changes."""
         ...
 
     def import_connections(

@@ -10,17 +10,16 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, delete, func, select, update
+from sqlalchemy import Connection, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from grantkeeper.adapters.db.rows import FieldCipher, provider_from_row, tenant_from_row
-from grantkeeper.adapters.db.tables import connections, new_id, notifications, providers, tenants
+from grantkeeper.adapters.db.tables import new_id, providers, tenants
 from grantkeeper.ports import (
     DuplicateProviderError,
     NewProvider,
     ProviderConfig,
-    ProviderInUseError,
     StoreError,
     TenantKeyExistsError,
     TenantRecord,
@@ -162,29 +161,3 @@ def provider_ids_by_name(connection: Connection, tenant_id: str, names: Iterable
         providers.c.tenant_id == tenant_id, providers.c.name.in_(set(names))
     )
     return {row.name: row.id for row in connection.execute(query)}
-
-
-def delete_provider(connection: Connection, tenant_id: str, name: str, *, with_connections: bool) -> int:
-    """Remove a provider, and with ``with_connections`` its connections and their notifications (attempts,
-    workflow links, outbox rows and connect sessions cascade); returns how many connections went.
-
-    The provider's row is locked first (``FOR UPDATE`` on PostgreSQL; SQLite has one writer at a time): a
-    connection being added meanwhile takes a key-share lock on it for its foreign key, so it either lands
-    before the count, and is counted, or waits and then fails for want of a provider. A worker holding a
-    lease on a removed connection finds its commit fenced off (no row) and writes nothing.
-    """
-    provider_id = connection.scalar(
-        select(providers.c.id)
-        .where(providers.c.tenant_id == tenant_id, providers.c.name == name)
-        .with_for_update()
-    )
-    if provider_id is None:
-        raise UnknownProviderError(name)
-    count = int(connection.scalar(select(func.count()).where(connections.c.provider_id == provider_id)) or 0)
-    if count and not with_connections:
-        raise ProviderInUseError(name, count)
-    owned = select(connections.c.id).where(connections.c.provider_id == provider_id)
-    connection.execute(delete(notifications).where(notifications.c.connection_id.in_(owned)))
-    removed = connection.execute(delete(connections).where(connections.c.provider_id == provider_id)).rowcount
-    connection.execute(delete(providers).where(providers.c.id == provider_id))
-    return int(removed)

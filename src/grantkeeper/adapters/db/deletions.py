@@ -1,22 +1,26 @@
-"""Deleting a connection (``DELETE /v1/connections/{id}``): its row and tokens go, the schema does the rest.
+"""Deleting connections: one (``DELETE /v1/connections/{id}``) or all of a provider's with the provider
+(``DELETE /v1/providers/{name}?with_connections=true``). Their rows and tokens go, the schema does the rest.
 
-Attempts and workflow links cascade; its notifications stay, with ``connection_id`` set NULL, because they
-are the tenant's history. A workflow the connection had paused by disconnecting is resumed when no other of
-its connections needs reauthorization: nothing is left to reconnect that could ever lift the pause.
+Attempts, workflow links and connect sessions cascade; notifications stay, with ``connection_id`` set NULL,
+because they are the tenant's history. A workflow a deleted connection had paused by disconnecting is resumed
+when no other of its connections needs reauthorization: nothing is left to reconnect that could ever lift
+the pause.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, delete, func, select
 
 from grantkeeper.adapters.db.commits import lock_linked_workflows, resume_unblocked
 from grantkeeper.adapters.db.fanout import Fanout
-from grantkeeper.adapters.db.tables import connections
+from grantkeeper.adapters.db.tables import connections, providers, workflow_connections, workflows
 from grantkeeper.core.routing import EventType
+from grantkeeper.ports import ProviderInUseError, UnknownProviderError
 
 _c = connections.c
+_links = workflow_connections.c
 
 
 def delete_connection(connection: Connection, tenant_id: str, connection_id: str, at: datetime) -> bool:
@@ -27,11 +31,52 @@ def delete_connection(connection: Connection, tenant_id: str, connection_id: str
         return False
     workflow_ids = lock_linked_workflows(connection, connection_id)
     connection.execute(delete(connections).where(_c.id == connection_id))
+    _resume_unblocked(connection, tenant_id, {workflow_id: connection_id for workflow_id in workflow_ids}, at)
+    return True
+
+
+def delete_provider(
+    connection: Connection, tenant_id: str, name: str, *, with_connections: bool, at: datetime
+) -> int:
+    """Remove a provider and, with ``with_connections``, its connections (as ``delete_connection`` does each);
+    returns how many connections went. ``UnknownProviderError`` / ``ProviderInUseError`` change nothing.
+
+    The provider's row is locked first (``FOR UPDATE`` on PostgreSQL; SQLite has one writer at a time): a
+    connection being added meanwhile takes a key-share lock on it for its foreign key, so it either lands
+    before the count, and is counted, or waits and then fails for want of a provider. Then the provider's
+    connections are locked in id order, then their workflows, the order ``commits`` uses. A worker holding a
+    lease on a removed connection finds its commit fenced off (no row) and writes nothing.
+    """
+    provider_id = connection.scalar(
+        select(providers.c.id)
+        .where(providers.c.tenant_id == tenant_id, providers.c.name == name)
+        .with_for_update()
+    )
+    if provider_id is None:
+        raise UnknownProviderError(name)
+    count = int(connection.scalar(select(func.count()).where(_c.provider_id == provider_id)) or 0)
+    if count and not with_connections:
+        raise ProviderInUseError(name, count)
+    owned = select(_c.id).where(_c.provider_id == provider_id)
+    connection.execute(owned.order_by(_c.id).with_for_update()).all()
+    links = select(_links.workflow_id, func.min(_links.connection_id)).where(_links.connection_id.in_(owned))
+    # per workflow, one of its removed connections: the ``connection_id`` of its workflow.resumed event
+    cause = {row[0]: row[1] for row in connection.execute(links.group_by(_links.workflow_id))}
+    locked = select(workflows.c.id).where(workflows.c.id.in_(sorted(cause))).order_by(workflows.c.id)
+    connection.execute(locked.with_for_update()).all()
+    removed = int(connection.execute(delete(connections).where(_c.provider_id == provider_id)).rowcount)
+    connection.execute(delete(providers).where(providers.c.id == provider_id))
+    _resume_unblocked(connection, tenant_id, cause, at)
+    return removed
+
+
+def _resume_unblocked(connection: Connection, tenant_id: str, cause: dict[str, str], at: datetime) -> None:
+    """Resume the (locked) workflows nothing blocks any more; one workflow.resumed event each, naming the
+    deleted connection that had been linked to it."""
     fanout = Fanout(connection, tenant_id, at)
-    for workflow_id, name in resume_unblocked(connection, workflow_ids, at):
+    for workflow_id, name in resume_unblocked(connection, sorted(cause), at):
         fanout.event(
             EventType.WORKFLOW_RESUMED,
-            {"workflow_id": workflow_id, "name": name, "connection_id": connection_id},
+            {"workflow_id": workflow_id, "name": name, "connection_id": cause[workflow_id]},
         )
     fanout.flush()
-    return True

@@ -375,7 +375,9 @@ class SqlStore:
 
     def delete_provider(self, tenant_id: str, name: str, *, with_connections: bool = False) -> int:
         with write_transaction(self._engine) as connection:
-            return catalog.delete_provider(connection, tenant_id, name, with_connections=with_connections)
+            return deletions.delete_provider(
+                connection, tenant_id, name, with_connections=with_connections, at=datetime.now(UTC)
+            )
 
     def read_tokens(
         self, tenant_id: str, connection_id: str, *, with_refresh_token: bool = True
