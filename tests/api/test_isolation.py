@@ -61,6 +61,7 @@ ROUTES = [
     Route("GET", "/v1/connections/{connection_id}"),
     Route("DELETE", "/v1/connections/{connection_id}"),
     Route("GET", "/v1/connections/{connection_id}/token"),
+    Route("GET", "/v1/connections/{connection_id}/attempts"),
     Route("GET", "/v1/connections/{connection_id}/token", use={"connection_id": "disconnected_id"}),
     Route("GET", "/v1/providers/{name}"),
     Route("PATCH", "/v1/providers/{name}", body=lambda acme: {"client_secret": "stolen-secret"}),

@@ -433,3 +433,27 @@ def test_providers_remove_takes_connections_only_when_told_and_confirmed(
     scripted = cli.json("providers", "remove", "spare", "--with-connections", "--yes")
     assert scripted == {"name": "spare", "removed": True, "connections_removed": 1}
     assert cli.json("providers", "list") == []
+
+
+def test_connections_attempts_lists_what_each_refresh_got(cli, provider, sandbox, tmp_path):
+    grant = sandbox.issue_grant(client_id="app")
+    row = {"provider": "sandbox", "user_id": "u1", "refresh_token": grant.refresh_token}
+    cli.json("connections", "import", write_jsonl(tmp_path / "c.jsonl", [row]))
+    assert cli.json("refresh", "--due")["refreshed"] == 1
+    [connection] = cli.json("connections", "list")
+    connection_id = connection["id"]
+
+    [attempt] = cli.json("connections", "attempts", connection_id)
+    assert (attempt["outcome"], attempt["http_status"], attempt["error_code"]) == ("success", 200, None)
+    shown = cli.run("connections", "attempts", connection_id)
+    assert shown.returncode == 0, shown.stderr
+    assert "success" in shown.stdout
+    assert grant.refresh_token not in shown.stdout
+    for args, says in (
+        (["con_00000000000000000000"], "con_00000000000000000000"),
+        ([connection_id, "--before", "soon"], "--before"),
+        ([connection_id, "--limit", "0"], "--limit"),
+    ):
+        result = cli.run("connections", "attempts", *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert says in result.stderr

@@ -187,6 +187,13 @@ class ConnectionStore(Protocol):
 
     def attempts_for(self, connection_id: str, limit: int = 100) -> list[AttemptRecord]: ...
 
+    def list_attempts(
+        self, tenant_id: str, connection_id: str, limit: int = 100, before: datetime | None = None
+    ) -> list[AttemptRecord]:
+        """The connection's refresh attempts, newest first (before ``before`` when given);
+        ``UnknownConnectionError`` when the tenant has no such connection."""
+        ...
+
     # Tenants and API keys: keys are stored only as the hash the caller computed.
 
     def set_tenant_key(self, name: str, api_key_hash: str, *, replace: bool = False) -> TenantRecord: ...

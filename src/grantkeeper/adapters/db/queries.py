@@ -6,6 +6,7 @@ workflows in ``workflows``."""
 from __future__ import annotations
 
 import functools
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Select, bindparam, func, or_, select
@@ -13,7 +14,13 @@ from sqlalchemy import Connection, Select, bindparam, func, or_, select
 from grantkeeper.adapters.db.rows import FieldCipher, attempt_from_row, record_from_row
 from grantkeeper.adapters.db.tables import connections, outbox, providers, refresh_attempts
 from grantkeeper.core.model import ConnectionStatus, DisconnectReason
-from grantkeeper.ports import AttemptRecord, ConnectionRecord, OutboxRecord, StoredTokens
+from grantkeeper.ports import (
+    AttemptRecord,
+    ConnectionRecord,
+    OutboxRecord,
+    StoredTokens,
+    UnknownConnectionError,
+)
 
 _c = connections.c
 _LISTED_COLUMNS = [column for column in connections.c if not column.name.endswith("_enc")]
@@ -136,6 +143,27 @@ def attempts_for(connection: Connection, connection_id: str, limit: int) -> list
     query = (
         select(refresh_attempts)
         .where(refresh_attempts.c.connection_id == connection_id)
+        .order_by(refresh_attempts.c.attempted_at.desc(), refresh_attempts.c.id.desc())
+        .limit(limit)
+    )
+    return [attempt_from_row(row) for row in connection.execute(query)]
+
+
+def list_attempts(
+    connection: Connection, tenant_id: str, connection_id: str, limit: int, before: datetime | None
+) -> list[AttemptRecord]:
+    """A tenant's connection's attempts, newest first, those before ``before`` only when given (paging back
+    through a long history); ``UnknownConnectionError`` when the tenant has no such connection.
+    ``ix_refresh_attempts_connection_attempted`` serves it: the connection's entries from the newest."""
+    owned = select(_c.id).where(_c.tenant_id == tenant_id, _c.id == connection_id)
+    if connection.scalar(owned) is None:
+        raise UnknownConnectionError([connection_id])
+    conditions = [refresh_attempts.c.connection_id == connection_id]
+    if before is not None:
+        conditions.append(refresh_attempts.c.attempted_at < before)
+    query = (
+        select(refresh_attempts)
+        .where(*conditions)
         .order_by(refresh_attempts.c.attempted_at.desc(), refresh_attempts.c.id.desc())
         .limit(limit)
     )

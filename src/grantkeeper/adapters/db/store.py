@@ -391,6 +391,12 @@ class SqlStore:
         with read_transaction(self._engine) as connection:
             return queries.list_outbox(connection, notification_id)
 
+    def list_attempts(
+        self, tenant_id: str, connection_id: str, limit: int = 100, before: datetime | None = None
+    ) -> list[AttemptRecord]:
+        with read_transaction(self._engine) as connection:
+            return queries.list_attempts(connection, tenant_id, connection_id, limit, before)
+
     def attempts_for(self, connection_id: str, limit: int = 100) -> list[AttemptRecord]:
         with read_transaction(self._engine) as connection:
             return queries.attempts_for(connection, connection_id, limit)

@@ -1,4 +1,4 @@
-"""``/v1/connections``: create, bulk import, list, get, delete, and the on-demand token."""
+"""``/v1/connections``: create, bulk import, list, get, delete, attempt history, and the on-demand token."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
+from pydantic import AwareDatetime
 
 from grantkeeper.core.model import ConnectionStatus
 from grantkeeper.entrypoints.api.context import Context, Tenant
 from grantkeeper.entrypoints.api.errors import Problem, not_found, problem_responses
 from grantkeeper.entrypoints.api.schemas import (
+    AttemptOut,
     ConnectionIn,
     ConnectionOut,
     ConnectionPage,
@@ -156,6 +158,26 @@ async def delete_connection(connection_id: str, context: Context, tenant: Tenant
             )
     await asyncio.to_thread(store.delete_connection, tenant.tenant_id, connection_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{connection_id}/attempts", response_model=list[AttemptOut])
+async def list_attempts(
+    connection_id: str,
+    context: Context,
+    tenant: Tenant,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[
+        AwareDatetime | None,
+        Query(description="Only attempts before this instant: the last one's attempted_at pages back"),
+    ] = None,
+) -> list[AttemptOut]:
+    """The connection's refresh attempts, newest first: when each ran, how it was classified, the HTTP status
+    and error code the provider answered, how long it took. Kept for the attempt retention
+    (``GRANTKEEPER_ATTEMPT_RETENTION_DAYS``)."""
+    records = await asyncio.to_thread(
+        context.store.list_attempts, tenant.tenant_id, connection_id, limit, before
+    )
+    return [AttemptOut.of(record) for record in records]
 
 
 @router.get("/{connection_id}/token", response_model=TokenOut, responses=problem_responses(503))

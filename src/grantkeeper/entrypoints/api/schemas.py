@@ -11,9 +11,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, field_validator
 
-from grantkeeper.core.model import ConnectionStatus, NotificationType
+from grantkeeper.core.model import ConnectionStatus, NotificationType, OutcomeClass
 from grantkeeper.core.routing import WarningEmail
 from grantkeeper.ports import (
+    AttemptRecord,
     AuthMethod,
     ConnectionRecord,
     DeliveryAttemptRecord,
@@ -222,6 +223,26 @@ class ConnectionOut(BaseModel):
 class ConnectionPage(BaseModel):
     items: list[ConnectionOut]
     next_cursor: str | None
+
+
+class AttemptOut(BaseModel):
+    """One refresh attempt: what the provider answered, never a token or the answer's body."""
+
+    attempted_at: datetime
+    outcome: OutcomeClass = Field(description="success, auth, reauth_required, transient or config")
+    http_status: int | None = Field(description="None when no answer came (a timeout, a refused connection)")
+    error_code: str | None = Field(description="The provider's error, or the network fault's kind")
+    duration_ms: int
+
+    @classmethod
+    def of(cls, record: AttemptRecord) -> AttemptOut:
+        return cls(
+            attempted_at=record.attempted_at,
+            outcome=record.outcome,
+            http_status=record.http_status,
+            error_code=record.error_code,
+            duration_ms=round(record.duration.total_seconds() * 1000),
+        )
 
 
 class ImportOut(BaseModel):

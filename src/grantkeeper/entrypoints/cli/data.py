@@ -30,6 +30,7 @@ from grantkeeper.entrypoints.cli.app import (
 )
 from grantkeeper.entrypoints.cli.channels import destination_dict
 from grantkeeper.entrypoints.cli.output import (
+    attempt_dict,
     connection_dict,
     connections_table,
     console,
@@ -374,6 +375,34 @@ def connections_list(
         print_json(rows)
     else:
         console.print(connections_table(rows))
+
+
+@connections_app.command("attempts")
+@handle_errors
+def connections_attempts(
+    connection_id: str,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many, newest first.")] = 20,
+    before: Annotated[
+        str | None, typer.Option(help="Only attempts before this time (ISO 8601 or Unix seconds).")
+    ] = None,
+    tenant: TenantOption = "default",
+    json_output: JsonOption = False,
+) -> None:
+    """A connection's refresh attempts, newest first: outcome, HTTP status, error code, duration."""
+    until = None
+    if before is not None:
+        try:
+            until = parse_time(before)
+        except ValueError as exc:
+            raise InvalidInputError(f"--before: {exc}") from None
+    with runtime() as rt:
+        records = rt.store.list_attempts(rt.store.ensure_tenant(tenant), connection_id, limit, until)
+    rows = [attempt_dict(record) for record in records]
+    if json_output:
+        print_json(rows)
+        return
+    columns = ("attempted_at", "outcome", "http_status", "error_code", "duration_ms")
+    console.print(table(f"Attempts of {connection_id}", columns, ([r[c] for c in columns] for r in rows)))
 
 
 @connections_app.command("reconnect")

@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from grantkeeper.ports import ConnectionRecord, NotificationRecord, ProviderConfig
+from grantkeeper.ports import AttemptRecord, ConnectionRecord, NotificationRecord, ProviderConfig
 
 # Piped output (a log, a file) is read later, not on an 80-column screen: give tables room.
 console = Console() if sys.stdout.isatty() else Console(width=200)
@@ -27,6 +27,17 @@ def iso(value: datetime | None) -> str | None:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def attempt_dict(record: AttemptRecord) -> dict[str, Any]:
+    """One refresh attempt as the CLI prints it (the API's ``AttemptOut`` fields)."""
+    return {
+        "attempted_at": iso(record.attempted_at),
+        "outcome": record.outcome.value,
+        "http_status": record.http_status,
+        "error_code": record.error_code,
+        "duration_ms": round(record.duration.total_seconds() * 1000),
+    }
 
 
 def connection_dict(record: ConnectionRecord) -> dict[str, Any]:
