@@ -129,6 +129,16 @@ class Runtime:
             allow_list=return_url_allow_list(self.settings),
         )
 
+    def token_endpoint(self, *, max_connections: int = 10) -> HttpTokenEndpoint:
+        """The HTTP client for token, revocation and introspection endpoints, with the configured timeouts
+        (the caller closes it)."""
+        return HttpTokenEndpoint(
+            self.clock,
+            connect_timeout=self.settings.connect_timeout_seconds,
+            read_timeout=self.settings.read_timeout_seconds,
+            max_connections=max_connections,
+        )
+
     def refresh_service(
         self,
         *,
@@ -138,12 +148,7 @@ class Runtime:
     ) -> tuple[RefreshService, HttpTokenEndpoint]:
         """A refresh service and its HTTP client (the caller closes the client)."""
         settings = self.settings
-        endpoint = HttpTokenEndpoint(
-            self.clock,
-            connect_timeout=settings.connect_timeout_seconds,
-            read_timeout=settings.read_timeout_seconds,
-            max_connections=max(concurrency or settings.concurrency, 10),
-        )
+        endpoint = self.token_endpoint(max_connections=max(concurrency or settings.concurrency, 10))
         attempt_budget = (
             timedelta(seconds=settings.connect_timeout_seconds + settings.read_timeout_seconds) + START_MARGIN
         )

@@ -457,3 +457,29 @@ def test_connections_attempts_lists_what_each_refresh_got(cli, provider, sandbox
         result = cli.run("connections", "attempts", *args)
         assert result.returncode == 2, (args, result.stderr)
         assert says in result.stderr
+
+
+def test_connections_delete_revokes_the_grant_then_forgets_it(cli, sandbox, sandbox_server, tmp_path):
+    cli.json("providers", "add", "sandbox", "--token-url", sandbox_server.token_url, "--client-id", "app",
+             "--client-secret", "app-secret", "--revocation-url", sandbox_server.revocation_url)  # fmt: skip
+    grants = [sandbox.issue_grant(client_id="app") for _ in range(2)]
+    rows = [
+        {"provider": "sandbox", "user_id": f"u{i}", "refresh_token": g.refresh_token}
+        for i, g in enumerate(grants)
+    ]
+    cli.json("connections", "import", write_jsonl(tmp_path / "c.jsonl", rows))
+    by_user = {c["user_id"]: c["id"] for c in cli.json("connections", "list")}
+
+    deleted = cli.json("connections", "delete", by_user["u0"])
+    assert deleted == {
+        "connection_id": by_user["u0"],
+        "revoked": True,
+        "revocation_error": None,
+        "deleted": True,
+    }
+    assert sandbox.describe(grants[0].grant_id)["revoked"] is True
+    assert sandbox.describe(grants[1].grant_id)["revoked"] is False
+    assert [c["user_id"] for c in cli.json("connections", "list")] == ["u1"]
+    again = cli.run("connections", "delete", by_user["u0"])
+    assert again.returncode == 2
+    assert by_user["u0"] in again.stderr

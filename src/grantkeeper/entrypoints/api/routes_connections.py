@@ -25,8 +25,8 @@ from grantkeeper.entrypoints.api.schemas import (
     ImportOut,
     TokenOut,
 )
-from grantkeeper.ports import NewConnection
-from grantkeeper.service import admin
+from grantkeeper.ports import NewConnection, UnknownConnectionError
+from grantkeeper.service import admin, deleting
 
 router = APIRouter(
     prefix="/v1/connections", tags=["connections"], responses=problem_responses(400, 401, 404, 409, 422)
@@ -140,23 +140,10 @@ async def delete_connection(connection_id: str, context: Context, tenant: Tenant
 
     A revocation that fails is logged and does not stop the deletion: the user asked us to forget the grant.
     """
-    store = context.store
-    record = await asyncio.to_thread(store.get_connection, tenant.tenant_id, connection_id)
-    if record is None:
-        raise not_found("connection", connection_id)
-    provider = await asyncio.to_thread(store.get_provider, tenant.tenant_id, record.provider)
-    tokens = await asyncio.to_thread(store.read_tokens, tenant.tenant_id, connection_id)
-    if provider is not None and provider.revocation_url and tokens is not None and tokens.refresh_token:
-        result = await context.endpoint.revoke(provider, tokens.refresh_token, "refresh_token")
-        if not result.is_revoked:
-            log.warning(
-                "revocation of %s at %s failed: %s",
-                connection_id,
-                provider.name,
-                result.error_code or result.http_status,
-                extra={"action": "revocation_failed", "connection_id": connection_id},
-            )
-    await asyncio.to_thread(store.delete_connection, tenant.tenant_id, connection_id)
+    try:
+        await deleting.delete_connection(context.store, context.endpoint, tenant.tenant_id, connection_id)
+    except UnknownConnectionError:
+        raise not_found("connection", connection_id) from None
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,7 +16,7 @@ import typer
 from grantkeeper.adapters.crypto import generate_key_line
 from grantkeeper.adapters.db.engine import make_engine
 from grantkeeper.adapters.db.schema import head_revision, migrate
-from grantkeeper.bootstrap import check_database_url
+from grantkeeper.bootstrap import Runtime, check_database_url
 from grantkeeper.core.errors import InvalidInputError
 from grantkeeper.core.model import ConnectionStatus, Outcome, TokenSet
 from grantkeeper.entrypoints.cli.app import (
@@ -26,6 +27,7 @@ from grantkeeper.entrypoints.cli.app import (
     app,
     handle_errors,
     load_settings,
+    run_async,
     runtime,
 )
 from grantkeeper.entrypoints.cli.channels import destination_dict
@@ -48,7 +50,7 @@ from grantkeeper.ports import (
     ProviderInUseError,
     UnknownProviderError,
 )
-from grantkeeper.service import admin
+from grantkeeper.service import admin, deleting
 from grantkeeper.service.importing import parse_time
 
 providers_app = typer.Typer(
@@ -403,6 +405,32 @@ def connections_attempts(
         return
     columns = ("attempted_at", "outcome", "http_status", "error_code", "duration_ms")
     console.print(table(f"Attempts of {connection_id}", columns, ([r[c] for c in columns] for r in rows)))
+
+
+@connections_app.command("delete")
+@handle_errors
+def connections_delete(
+    connection_id: str, tenant: TenantOption = "default", json_output: JsonOption = False
+) -> None:
+    """Delete a connection: its grant is revoked at the provider first (RFC 7009) when the provider has a
+    revocation URL, then its tokens are forgotten, even when the revocation fails."""
+    with runtime() as rt:
+        tenant_id = rt.store.ensure_tenant(tenant)
+        deletion = run_async(_delete(rt, tenant_id, connection_id))
+    if json_output:
+        print_json(asdict(deletion) | {"deleted": True})
+        return
+    revoked = {True: "revoked at the provider", False: "revocation FAILED", None: "nothing to revoke"}
+    detail = f" ({deletion.revocation_error})" if deletion.revocation_error else ""
+    console.print(f"deleted {connection_id}; {revoked[deletion.revoked]}{detail}", highlight=False)
+
+
+async def _delete(rt: Runtime, tenant_id: str, connection_id: str) -> deleting.Deletion:
+    endpoint = rt.token_endpoint()
+    try:
+        return await deleting.delete_connection(rt.store, endpoint, tenant_id, connection_id)
+    finally:
+        await endpoint.close()
 
 
 @connections_app.command("reconnect")
