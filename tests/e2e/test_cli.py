@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -483,3 +484,25 @@ def test_connections_delete_revokes_the_grant_then_forgets_it(cli, sandbox, sand
     again = cli.run("connections", "delete", by_user["u0"])
     assert again.returncode == 2
     assert by_user["u0"] in again.stderr
+
+
+def test_keys_reseal_moves_everything_to_the_new_key_so_the_old_one_can_go(cli, provider, sandbox, tmp_path):
+    grant = sandbox.issue_grant(client_id="app")
+    row = {"provider": "sandbox", "user_id": "u1", "refresh_token": grant.refresh_token}
+    cli.json("connections", "import", write_jsonl(tmp_path / "c.jsonl", [row]))
+    new_key = generate_key_line("new")
+    rotating = replace(cli, keys=f"{new_key},{cli.keys}")
+
+    usage = rotating.json("keys", "usage")
+    assert usage["connections.refresh_token_enc"] == {"new": 0, "test": 1, "(not configured)": 0}
+    assert usage["providers.client_secret_enc"]["test"] == 1
+    resealed = rotating.json("keys", "reseal")
+    assert resealed["resealed"]["connections.refresh_token_enc"] == 1
+    assert resealed["unreadable"] == {}
+    assert all(per_kid["test"] == 0 for per_kid in resealed["usage"].values())
+
+    new_only = replace(cli, keys=new_key)  # the old key removed from the configuration
+    assert new_only.json("refresh", "--due")["refreshed"] == 1  # client secret and refresh token both open
+    table = new_only.run("keys", "usage")
+    assert table.returncode == 0, table.stderr
+    assert "connections.refresh_token_enc" in table.stdout

@@ -47,6 +47,11 @@ class FieldCipher:
             raise MissingEncryptionKeyError()
         return self._keyring
 
+    @property
+    def kids(self) -> tuple[str, ...]:
+        """The configured key ids, the one that seals first."""
+        return self._require().kids
+
     def seal(self, table: str, row_id: str, column: str, plaintext: str) -> str:
         return self._require().encrypt(plaintext, aad=f"{table}:{row_id}:{column}")
 

@@ -8,7 +8,7 @@ thread its own connection.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -27,6 +27,7 @@ from grantkeeper.adapters.db import (
     leases,
     outbox,
     queries,
+    rekeying,
     retention,
     starts,
     workflows,
@@ -378,6 +379,18 @@ class SqlStore:
             return deletions.delete_provider(
                 connection, tenant_id, name, with_connections=with_connections, at=datetime.now(UTC)
             )
+
+    def key_usage(self) -> dict[str, dict[str, int]]:
+        """Per sealed column, how many stored values each configured key id seals (``rekeying.OTHER``: none
+        of them); an old key can go once its counts are all zero."""
+        return rekeying.usage(self._engine, self._cipher.kids)
+
+    def reseal_secrets(
+        self, *, batch_size: int = 500, on_batch: Callable[[str, int], None] | None = None
+    ) -> rekeying.ResealReport:
+        """Rewrite every stored secret that another key seals under the first configured key."""
+        kids = self._cipher.kids
+        return rekeying.reseal(self._engine, self._cipher, kids[0], batch_size=batch_size, on_batch=on_batch)
 
     def read_tokens(
         self, tenant_id: str, connection_id: str, *, with_refresh_token: bool = True

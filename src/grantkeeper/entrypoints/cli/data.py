@@ -36,6 +36,7 @@ from grantkeeper.entrypoints.cli.output import (
     connection_dict,
     connections_table,
     console,
+    err_console,
     iso,
     notification_dict,
     notifications_table,
@@ -93,6 +94,45 @@ def keys_generate(
     except ValueError as exc:
         raise CliError(str(exc)) from None
     sys.stdout.write(line + "\n")
+
+
+@keys_app.command("usage")
+@handle_errors
+def keys_usage(json_output: JsonOption = False) -> None:
+    """How many stored secrets each configured key seals, per column: a key can leave
+    GRANTKEEPER_ENCRYPTION_KEYS once nothing uses it (run `keys reseal` first)."""
+    with runtime() as rt:
+        counts = rt.store.key_usage()
+    if json_output:
+        print_json(counts)
+        return
+    kids = list(next(iter(counts.values())))
+    rows = ([column, *(per_kid[kid] for kid in kids)] for column, per_kid in counts.items())
+    console.print(table("Stored secrets by key id (the first seals)", ["column", *kids], rows))
+
+
+@keys_app.command("reseal")
+@handle_errors
+def keys_reseal(
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Rows per transaction.")] = 500,
+    json_output: JsonOption = False,
+) -> None:
+    """Re-encrypt every stored secret under the first key of GRANTKEEPER_ENCRYPTION_KEYS (after prepending a
+    new key), so the old keys can be removed; safe while workers run. Values no configured key opens are
+    left as they are and listed by row."""
+    with runtime() as rt:
+        report = rt.store.reseal_secrets(batch_size=batch_size)
+        remaining = rt.store.key_usage()
+    unreadable = {column: ids for column, ids in report.unreadable.items() if ids}
+    if json_output:
+        print_json({"resealed": report.resealed, "unreadable": unreadable, "usage": remaining})
+    else:
+        console.print(f"resealed {sum(report.resealed.values())} stored secret(s) under the first key")
+        for column, ids in unreadable.items():
+            shown = ", ".join(ids[:20]) + (", ..." if len(ids) > 20 else "")
+            err_console.print(f"{column}: {len(ids)} value(s) no configured key opens: {shown}")
+    if unreadable:
+        raise typer.Exit(1)
 
 
 # The optional settings ``providers add`` and ``providers update`` share.
