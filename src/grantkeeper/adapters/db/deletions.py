@@ -45,7 +45,10 @@ def delete_provider(
     connection being added meanwhile takes a key-share lock on it for its foreign key, so it either lands
     before the count, and is counted, or waits and then fails for want of a provider. Then the provider's
     connections are locked in id order, then their workflows, the order ``commits`` uses. A worker holding a
-    lease on a removed connection finds its commit fenced off (no row) and writes nothing.
+    lease on a removed connection finds its commit fenced off (no row) and writes nothing. A commit that flags
+    or clears this provider locks a connection before the provider, the other way round: should the two meet
+    on PostgreSQL, it aborts one of them (the batcher retries a worker's commits one by one, and the removal
+    answers "database unavailable, try again").
     """
     provider_id = connection.scalar(
         select(providers.c.id)
