@@ -506,3 +506,6 @@ def test_keys_reseal_moves_everything_to_the_new_key_so_the_old_one_can_go(cli, 
     table = new_only.run("keys", "usage")
     assert table.returncode == 0, table.stderr
     assert "connections.refresh_token_enc" in table.stdout
+    again = new_only.run("keys", "reseal")
+    assert again.returncode == 0, again.stderr
+    assert "resealed 0 stored secret(s) under new; 0 still under another key" in again.stdout

@@ -127,7 +127,12 @@ def keys_reseal(
     if json_output:
         print_json({"resealed": report.resealed, "unreadable": unreadable, "usage": remaining})
     else:
-        console.print(f"resealed {sum(report.resealed.values())} stored secret(s) under the first key")
+        first = next(iter(next(iter(remaining.values()))))
+        left = sum(n for per_kid in remaining.values() for kid, n in per_kid.items() if kid != first)
+        console.print(
+            f"resealed {sum(report.resealed.values())} stored secret(s) under {first}; "
+            f"{left} still under another key"
+        )
         for column, ids in unreadable.items():
             shown = ", ".join(ids[:20]) + (", ..." if len(ids) > 20 else "")
             err_console.print(f"{column}: {len(ids)} value(s) no configured key opens: {shown}")
