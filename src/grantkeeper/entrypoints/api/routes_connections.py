@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import logging
 import re
 from datetime import timedelta
 from typing import Annotated
@@ -31,7 +30,6 @@ from grantkeeper.service import admin, deleting
 router = APIRouter(
     prefix="/v1/connections", tags=["connections"], responses=problem_responses(400, 401, 404, 409, 422)
 )
-log = logging.getLogger("grantkeeper.api")
 
 
 def _new_connection(body: ConnectionIn) -> NewConnection:
