@@ -3,11 +3,12 @@ path does, on both databases: states round-trip, instants keep their stored form
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 
-from grantkeeper.adapters.db import SqlStore
+from grantkeeper.adapters.db import SqlStore, hotpath
 from grantkeeper.core.model import (
     ConnectionState,
     ConnectionStatus,
@@ -17,7 +18,7 @@ from grantkeeper.core.model import (
     OutcomeClass,
     TokenSet,
 )
-from grantkeeper.ports import ProviderConfig
+from grantkeeper.ports import ClaimedConnection, ProviderConfig
 from tests.fixtures.db import LEASE_TTL, T0, attempt_commit, new_connection
 
 RICH = ConnectionState(
@@ -48,6 +49,13 @@ def test_a_state_written_by_the_hot_path_reads_back_the_same_through_core_and_th
     assert record.state == RICH
     (again,) = store.claim_due(T0, 1, "w2", LEASE_TTL)  # raw claim
     assert again.state == RICH
+    # the claim and its state are built without their __init__ (hotpath.built): every field, nothing else
+    assert vars(again).keys() == {field.name for field in fields(ClaimedConnection)}
+    assert vars(again.state).keys() == {field.name for field in fields(ConnectionState)}
+    instants = [value for value in vars(again.state).values() if isinstance(value, datetime)]
+    assert instants
+    assert all(value.tzinfo is UTC for value in instants)  # PostgreSQL's session is in UTC
+    assert again.lease_expires_at.tzinfo is UTC
     assert again.version == claim.version + 2  # the commit and this claim
     (attempt,) = store.attempts_for(connection_id)
     assert (attempt.attempted_at, attempt.outcome, attempt.http_status) == (T0, OutcomeClass.TRANSIENT, 503)
@@ -91,3 +99,25 @@ def test_instants_keep_one_stored_format_whichever_path_wrote_them(
     assert set(stored) == set(ids)
     if store.engine.dialect.name == "sqlite":  # text: both rows in SQLAlchemy's fixed-width format
         assert {value for value in stored.values()} == {"2025-03-01 12:00:00.000000"}
+
+
+def test_instants_are_read_in_the_utc_singleton_whatever_the_server_zone(store: SqlStore) -> None:
+    """The hot path skips converting instants already in ``UTC``: PostgreSQL's session is set to UTC
+    (``engine._configure_postgresql_connection``), and a session in another zone is still read right."""
+    midnight = datetime(2026, 1, 1, tzinfo=UTC)
+    with store.engine.connect() as connection:
+        hot = hotpath.for_connection(connection)
+        if store.engine.dialect.name == "sqlite":  # stored as UTC text without an offset
+            stored = [hot.time_in(midnight)]
+        else:
+            assert connection.exec_driver_sql("SHOW TIME ZONE").scalar() == "UTC"
+            select_midnight = "SELECT timestamptz '2026-01-01 00:00:00+00'"
+            stored = [connection.exec_driver_sql(select_midnight).scalar()]
+            connection.exec_driver_sql("SET TIME ZONE 'Asia/Kolkata'")  # as a server's default could be
+            stored.append(connection.exec_driver_sql(select_midnight).scalar())
+            assert stored[1].tzinfo is not UTC
+        for value in stored:
+            read = hot.time_out(value)
+            assert read == midnight
+            assert read is not None
+            assert read.tzinfo is UTC

@@ -1,5 +1,6 @@
 """Engines for SQLite (the embedded default) and PostgreSQL (many workers), configured for a work queue.
 
+PostgreSQL: the session's time zone is UTC (see ``_configure_postgresql_connection``).
 SQLite: WAL so readers never wait for the writer, a busy timeout so writers queue instead of failing, foreign
 keys on, ``synchronous=NORMAL`` (durable in WAL mode except on power loss). The sqlite3 driver's own
 transaction handling is switched off and we emit BEGIN ourselves: write transactions use ``BEGIN IMMEDIATE``
@@ -53,7 +54,23 @@ def make_engine(url: str | URL, **engine_options: Any) -> Engine:
         # a connect_timeout in the URL wins
         "connect_args": {"connect_timeout": 10},
     }
-    return create_engine(parsed, **(options | engine_options))
+    engine = create_engine(parsed, **(options | engine_options))
+    event.listen(engine, "connect", _configure_postgresql_connection)
+    return engine
+
+
+def _configure_postgresql_connection(dbapi_connection: Any, _record: Any) -> None:
+    """Every stored instant is a ``timestamptz`` and read back in UTC; with the session in UTC psycopg hands
+    them out in the ``UTC`` singleton, so the hot path need not convert six instants per claimed row (0.8 µs
+    each from a server zone such as ``Etc/UTC``). Nothing renders instants as text in the session's zone."""
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True  # a SET inside the pool's first transaction would be rolled back
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SET TIME ZONE 'UTC'")
+    finally:
+        cursor.close()
+        dbapi_connection.autocommit = autocommit
 
 
 def _sqlite_engine(url: URL, engine_options: dict[str, Any]) -> Engine:

@@ -1,6 +1,8 @@
 """The work queue: a lease per refresh attempt, so no connection is ever refreshed twice at once.
 
-A claim is one statement: ``WITH due AS MATERIALIZED (SELECT id ... LIMIT n) UPDATE ... FROM due RETURNING``.
+A claim is one statement: ``UPDATE ... WHERE ctid = ANY(ARRAY(SELECT ctid ... LIMIT n)) RETURNING``
+(``rowid IN`` on SQLite; ``hotpath._CLAIM``, ADR 17). The subquery runs once, before any row is updated:
+a subquery the planner re-ran per row would ignore its LIMIT (``claim_due`` refuses a longer answer).
 On PostgreSQL the inner SELECT locks its rows ``FOR UPDATE SKIP LOCKED``, so concurrent workers on many
 machines split the due rows instead of queueing on them, and re-checks each locked row's WHERE against its
 newest version, so a row leased meanwhile is skipped, never taken twice. On SQLite the claim runs in a
@@ -94,8 +96,8 @@ def claim_due(
     next one must not wait out a whole claim lease. ``skip_in_flight`` leaves them alone (just after the
     database came back, so that workers holding their answers in memory can commit them first).
 
-    The statement is ``hotpath``'s (a MATERIALIZED CTE of due ids joined by an UPDATE, see
-    ``outbox._due_ids`` for why); a refresh never needs the access token, so it is not even returned.
+    The statement is ``hotpath``'s (plain SQL, the due rows picked once and updated by their address); a
+    refresh never needs the access token, so it is not even returned.
     """
     now = due_at or lease.now
     hot = hotpath.for_connection(connection)
@@ -184,6 +186,8 @@ def _claimed_rows(
     """``_lease``'s second half for raw rows in ``hotpath.CLAIM_COLUMNS`` order; the refresh tokens stay
     sealed (each attempt opens its own, see ``ports.Secret``), only the providers' secrets are opened here."""
     providers = _readable_providers(connection, cipher, {row[2] for row in rows})
+    expires_at, rescue_expires_at = lease.expires_at, lease.rescue_expires_at
+    state = hot.state
     claimed: list[ClaimedConnection] = []
     unreadable: list[str] = []
     for row in rows:
@@ -198,18 +202,22 @@ def _claimed_rows(
             else SealedSecret(cipher, "connections", connection_id, "refresh_token", refresh_token_enc)
         )
         claimed.append(
-            ClaimedConnection(
-                connection_id=connection_id,
-                tenant_id=tenant_id,
-                user_id=user_id,
-                email=email,
-                provider=provider,
-                state=hot.state(row),
-                refresh_secret=refresh_secret,
-                access_token=None,
-                version=version,
-                lease_owner=owner,
-                lease_expires_at=lease.expires_at if row[-1] is None else lease.rescue_expires_at,
+            hotpath.built(
+                ClaimedConnection,
+                {
+                    "connection_id": connection_id,
+                    "tenant_id": tenant_id,
+                    "user_id": user_id,
+                    "email": email,
+                    "provider": provider,
+                    "state": state(row),
+                    "refresh_secret": refresh_secret,
+                    "access_token": None,
+                    "version": version,
+                    "lease_owner": owner,
+                    "lease_expires_at": expires_at if row[-1] is None else rescue_expires_at,
+                    "started_at": None,
+                },
             )
         )
     if unreadable:

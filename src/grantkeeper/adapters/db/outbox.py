@@ -142,7 +142,8 @@ def _lease(
 
 
 def _due_ids(now: datetime, limit: int, channels: Sequence[str]) -> CTE:
-    """Materialised once, for the planner trap described in ``leases._due_ids``."""
+    """Materialised once: a subquery the planner re-ran per row of the UPDATE would ignore its LIMIT and
+    lease more rows than asked for (see ``leases``)."""
     due = (
         select(_o.id)
         .where(is_due(now), _o.channel.in_(list(channels)), ~_destination_disabled())
