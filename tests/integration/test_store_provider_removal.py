@@ -3,15 +3,31 @@ still holding a lease on a removed connection finds."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text, update
 
 from grantkeeper.adapters.db import SqlStore
+from grantkeeper.adapters.db.commits import flag_provider
+from grantkeeper.adapters.db.deletions import delete_provider
+from grantkeeper.adapters.db.engine import write_transaction
+from grantkeeper.adapters.db.tables import connections
 from grantkeeper.core.model import ConnectionState, NotificationType, Outcome, OutcomeClass, TokenSet
 from grantkeeper.core.routing import DestinationKind
 from grantkeeper.ports import ProviderConfig, ProviderInUseError, UnknownProviderError, WorkflowStatus
-from tests.fixtures.db import LEASE_TTL, T0, attempt_commit, disconnect, new_connection, new_provider, notice
+from tests.fixtures.db import (
+    LEASE_TTL,
+    T0,
+    attempt_commit,
+    captured_sql,
+    disconnect,
+    new_connection,
+    new_provider,
+    notice,
+)
 
 
 def test_a_provider_in_use_is_refused_unless_asked_and_nothing_changes(
@@ -86,3 +102,67 @@ def test_workflows_only_the_removed_connections_kept_paused_resume_with_one_even
     events = store.claim_outbox(later + timedelta(minutes=1), 100, "d", LEASE_TTL)
     resumed = [e.payload["data"] for e in events if e.event == "workflow.resumed"]
     assert [(data["name"], data["connection_id"]) for data in resumed] == [("alone", min(first, second))]
+
+
+def _wait_until_blocked(store: SqlStore) -> None:
+    """Until another session of the test's database waits for a lock (PostgreSQL); SQLite's removal waits
+    for the write lock in its busy handler, which no view shows, so there a pause stands in."""
+    if store.engine.dialect.name == "sqlite":
+        time.sleep(0.5)
+        return
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + 20
+    with store.engine.connect() as watcher:
+        while not watcher.execute(waiting).scalar():
+            assert time.monotonic() < deadline, "the removal never waited for the commit's lock"
+            time.sleep(0.02)
+            watcher.rollback()
+
+
+def test_a_removal_waits_for_a_commit_that_flags_the_provider_instead_of_deadlocking(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    """An attempt's commit locks its connection, then flags the provider. The removal takes the provider's
+    connections first and the provider after, the same order, so it waits for the commit and then runs; in
+    the opposite order PostgreSQL found a deadlock and aborted one of the two."""
+    ids = sorted(store.import_connections(tenant_id, [new_connection(f"u{i}") for i in range(3)], T0))
+    removed: list[int] = []
+    failures: list[BaseException] = []
+
+    def remove() -> None:
+        try:
+            removed.append(store.delete_provider(tenant_id, "google", with_connections=True))
+        except BaseException as exc:  # reported by the assertion below
+            failures.append(exc)
+
+    removal = threading.Thread(target=remove)
+    with write_transaction(store.engine) as commit:  # the SQL of an attempt's commit, held open
+        commit.execute(update(connections).where(connections.c.id == ids[1]).values(updated_at=T0))
+        removal.start()
+        _wait_until_blocked(store)
+        assert flag_provider(commit, provider.provider_id, "invalid_client: revoked secret", T0)
+    removal.join(timeout=60)
+
+    assert not failures, failures
+    assert removed == [3]
+    assert store.list_providers(tenant_id) == []
+
+
+def test_a_removal_locks_a_large_provider_batch_by_batch(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    """The ids are read ``lock_batch`` at a time (a million connections must not be one list in memory);
+    batches that end exactly on the last row and one that ends short both lock and remove everything."""
+    store.import_connections(tenant_id, [new_connection(f"u{i}") for i in range(7)], T0)
+    other = store.add_provider(tenant_id, new_provider("github"))
+    store.import_connections(tenant_id, [new_connection("keep", provider="github")], T0)
+    with captured_sql(store.engine) as sent, write_transaction(store.engine) as connection:
+        removed = delete_provider(connection, tenant_id, "google", with_connections=True, at=T0, lock_batch=3)
+    assert removed == 7
+    locks = [statement for statement, _ in sent if "FOR UPDATE" in statement and "LIMIT" in statement]
+    assert len(locks) == (3 if store.engine.dialect.name == "postgresql" else 0)  # 3 + 3 + 1; SQLite: none
+    assert [c.user_id for c in store.list_connections(tenant_id)] == ["keep"]
+    assert [p.name for p in store.list_providers(tenant_id)] == [other.name]

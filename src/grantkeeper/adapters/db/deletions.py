@@ -35,33 +35,44 @@ def delete_connection(connection: Connection, tenant_id: str, connection_id: str
     return True
 
 
+#: How many of a provider's connections ``delete_provider`` locks per statement: the ids read are dropped
+#: batch by batch, so removing a provider with a million connections does not hold a million ids.
+LOCK_BATCH = 5000
+
+
 def delete_provider(
-    connection: Connection, tenant_id: str, name: str, *, with_connections: bool, at: datetime
+    connection: Connection,
+    tenant_id: str,
+    name: str,
+    *,
+    with_connections: bool,
+    at: datetime,
+    lock_batch: int = LOCK_BATCH,
 ) -> int:
     """Remove a provider and, with ``with_connections``, its connections (as ``delete_connection`` does each);
     returns how many connections went. ``UnknownProviderError`` / ``ProviderInUseError`` change nothing.
 
-    The provider's row is locked first (``FOR UPDATE`` on PostgreSQL; SQLite has one writer at a time): a
-    connection being added meanwhile takes a key-share lock on it for its foreign key, so it either lands
-    before the count, and is counted, or waits and then fails for want of a provider. Then the provider's
-    connections are locked in id order, then their workflows, the order ``commits`` uses. A worker holding a
-    lease on a removed connection finds its commit fenced off (no row) and writes nothing. A commit that flags
-    or clears this provider locks a connection before the provider, the other way round: should the two meet
-    on PostgreSQL, it aborts one of them (the batcher retries a worker's commits one by one, and the removal
-    answers "database unavailable, try again").
+    Locks are taken in the order an attempt's commit takes them (its connection, then workflows, then the
+    provider it flags or clears), so the two wait for each other instead of deadlocking on PostgreSQL:
+    first the provider's connections in id order (``lock_batch`` at a time; SQLite has one writer at a time
+    and needs none of this), then the provider's row. A connection being added meanwhile takes a key-share
+    lock on the provider for its foreign key, so it either lands before the provider is locked, and is
+    counted and removed, or waits and then fails for want of a provider. Then the workflows of the
+    connections, in id order. A worker holding a lease on a removed connection finds its commit fenced off
+    (no row) and writes nothing.
     """
-    provider_id = connection.scalar(
-        select(providers.c.id)
-        .where(providers.c.tenant_id == tenant_id, providers.c.name == name)
-        .with_for_update()
-    )
+    named = select(providers.c.id).where(providers.c.tenant_id == tenant_id, providers.c.name == name)
+    provider_id = connection.scalar(named)
     if provider_id is None:
+        raise UnknownProviderError(name)
+    if with_connections and connection.dialect.name != "sqlite":
+        _lock_connections(connection, tenant_id, provider_id, lock_batch)
+    if connection.scalar(named.with_for_update()) is None:  # removed meanwhile by another call
         raise UnknownProviderError(name)
     count = int(connection.scalar(select(func.count()).where(_c.provider_id == provider_id)) or 0)
     if count and not with_connections:
         raise ProviderInUseError(name, count)
     owned = select(_c.id).where(_c.provider_id == provider_id)
-    connection.execute(owned.order_by(_c.id).with_for_update()).all()
     links = select(_links.workflow_id, func.min(_links.connection_id)).where(_links.connection_id.in_(owned))
     # per workflow, one of its removed connections: the ``connection_id`` of its workflow.resumed event
     cause = {row[0]: row[1] for row in connection.execute(links.group_by(_links.workflow_id))}
@@ -71,6 +82,24 @@ def delete_provider(
     connection.execute(delete(providers).where(providers.c.id == provider_id))
     _resume_unblocked(connection, tenant_id, cause, at)
     return removed
+
+
+def _lock_connections(connection: Connection, tenant_id: str, provider_id: str, batch: int) -> None:
+    """``FOR UPDATE`` on every connection of the provider, in id order, ``batch`` rows per statement (each a
+    range of ``ix_connections_tenant_provider_page``)."""
+    after = ""
+    while True:
+        page = (
+            select(_c.id)
+            .where(_c.tenant_id == tenant_id, _c.provider_id == provider_id, _c.id > after)
+            .order_by(_c.id)
+            .limit(batch)
+            .with_for_update()
+        )
+        ids = connection.scalars(page).all()
+        if len(ids) < batch:
+            return
+        after = ids[-1]
 
 
 def _resume_unblocked(connection: Connection, tenant_id: str, cause: dict[str, str], at: datetime) -> None:
