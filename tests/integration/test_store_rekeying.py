@@ -105,14 +105,19 @@ def test_a_value_no_key_opens_is_reported_and_left_and_the_rest_goes_on(
 def test_a_row_rewritten_meanwhile_keeps_its_new_value(
     engine: Engine, store: SqlStore, tenant_id: str, provider: ProviderConfig
 ) -> None:
-    [connection_id] = store.import_connections(tenant_id, [new_connection("u1", refresh_token="rt-1")], T0)
+    ids = store.import_connections(
+        tenant_id, [new_connection(f"u{i}", refresh_token=f"rt-{i}") for i in range(3)], T0
+    )
     column = next(c for c in rekeying.SEALED_COLUMNS if c.column == "refresh_token_enc")
+    stored = select(connections.c.id, connections.c.refresh_token_enc).where(connections.c.id.in_(ids))
     with engine.begin() as connection:
-        current = connection.scalar(
-            select(connections.c.refresh_token_enc).where(connections.c.id == connection_id)
-        )
-        assert rekeying._swap(connection, column, connection_id, "gk1:stale:value", "gk1:new:x") == 0
-        after = connection.scalar(
-            select(connections.c.refresh_token_enc).where(connections.c.id == connection_id)
-        )
-    assert after == current
+        current = {row[0]: row[1] for row in connection.execute(stored)}
+        first, rewritten, last = ids  # a worker stored new tokens for the middle one since the batch read it
+        swaps = [
+            {"row_key": first, "old": current[first], "new": "gk1:new:a"},
+            {"row_key": rewritten, "old": "gk1:stale:value", "new": "gk1:new:b"},
+            {"row_key": last, "old": current[last], "new": "gk1:new:c"},
+        ]
+        assert rekeying._swap(connection, column, swaps) == 2  # the count reports only the rows swapped
+        after = {row[0]: row[1] for row in connection.execute(stored)}
+    assert after == {first: "gk1:new:a", rewritten: current[rewritten], last: "gk1:new:c"}

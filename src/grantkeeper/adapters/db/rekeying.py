@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import Column, Connection, Engine, Table, and_, func, select, update
+from sqlalchemy import Column, Connection, Engine, Table, and_, bindparam, func, select, update
 
 from grantkeeper.adapters.crypto import FORMAT_PREFIX, DecryptionError
 from grantkeeper.adapters.db.engine import read_transaction, write_transaction
@@ -107,6 +107,7 @@ def reseal(
         while True:
             with write_transaction(engine) as connection:
                 rows = _batch(connection, sealed, primary_kid, after, batch_size)
+                swaps: list[dict[str, str]] = []
                 for row_key, value in rows:
                     try:
                         plaintext = cipher.open(sealed.table.name, row_key, sealed.name, value)
@@ -114,7 +115,8 @@ def reseal(
                         unreadable.append(row_key)
                         continue
                     fresh = cipher.seal(sealed.table.name, row_key, sealed.name, plaintext)
-                    resealed += _swap(connection, sealed, row_key, value, fresh)
+                    swaps.append({"row_key": row_key, "old": value, "new": fresh})
+                resealed += _swap(connection, sealed, swaps)
             if on_batch is not None and rows:
                 on_batch(sealed.label, len(rows))
             if len(rows) < batch_size:
@@ -136,8 +138,15 @@ def _batch(
     return [(str(row[0]), str(row[1])) for row in connection.execute(query)]
 
 
-def _swap(connection: Connection, sealed: SealedColumn, row_key: str, old: str, new: str) -> int:
-    """Compare-and-set: 0 when the row changed since it was read (its new value is already current)."""
+def _swap(connection: Connection, sealed: SealedColumn, swaps: list[dict[str, str]]) -> int:
+    """Compare-and-set of a batch, one executemany: a row changed since it was read keeps its value (already
+    current) and is not counted. Returns how many rows took their new value."""
+    if not swaps:
+        return 0
     stored, key = sealed.stored(), sealed.row_key()
-    statement = update(sealed.table).where(key == row_key, stored == old).values({sealed.column: new})
-    return int(connection.execute(statement).rowcount)
+    statement = (
+        update(sealed.table)
+        .where(key == bindparam("row_key"), stored == bindparam("old"))
+        .values({sealed.column: bindparam("new")})
+    )
+    return int(connection.execute(statement, swaps).rowcount)
