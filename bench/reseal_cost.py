@@ -16,52 +16,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from seed import BENCH_KEY, database_name, ensure_seeded
-from sqlalchemy import create_engine, select
-from sqlalchemy.pool import NullPool
-from support import PG_SERVER
+from sqlalchemy import select
+from support import fresh_database
 
 from grantkeeper.adapters.crypto import Keyring, generate_key_line
 from grantkeeper.adapters.db import SqlStore, make_engine
 from grantkeeper.adapters.db.tables import connections
 
 
-@contextmanager
-def copy_of(kind: str, url: str, n: int, due: int) -> Iterator[str]:
-    """A throwaway copy of the seeded database, dropped afterwards."""
-    if kind == "sqlite":
-        source = url.removeprefix("sqlite:///")
-        target = source.replace(".db", "_reseal.db")
-        shutil.copyfile(source, target)
-        try:
-            yield f"sqlite:///{target}"
-        finally:
-            for suffix in ("", "-wal", "-shm"):
-                Path(target + suffix).unlink(missing_ok=True)
-        return
-    admin = create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    name = database_name(n, due) + "_reseal"
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        connection.exec_driver_sql(f"CREATE DATABASE {name} TEMPLATE {database_name(n, due)}")
-    try:
-        yield f"{PG_SERVER}/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.dispose()
-
-
 def measure(kind: str, n: int, batch_size: int) -> dict[str, object]:
     due = max(n // 20, 1000)
     seeded = ensure_seeded(kind, n, due)
-    with copy_of(kind, seeded.url, n, due) as url:
+    template = seeded.url.removeprefix("sqlite:///") if kind == "sqlite" else database_name(n, due)
+    with tempfile.TemporaryDirectory() as tmp, fresh_database(kind, Path(tmp), "reseal", template) as url:
         new_key = generate_key_line("rotated")
         engine = make_engine(url)
         store = SqlStore(engine, Keyring.parse(f"{new_key},{BENCH_KEY}"), create_schema=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -49,17 +50,22 @@ def sandbox_process() -> Iterator[str]:
 
 
 @contextmanager
-def fresh_database(kind: str, tmp: Path, label: str) -> Iterator[str]:
-    """A new, empty database for one measurement: a SQLite file in ``tmp`` or a PostgreSQL database."""
+def fresh_database(kind: str, tmp: Path, label: str, template: str | None = None) -> Iterator[str]:
+    """A new database for one measurement: a SQLite file in ``tmp`` or a PostgreSQL database; empty, or a
+    copy of ``template`` (a SQLite file's path, or a PostgreSQL database's name)."""
     if kind == "sqlite":
-        yield f"sqlite:///{tmp / (label + '.db')}"
+        path = tmp / (label + ".db")
+        if template is not None:
+            shutil.copyfile(template, path)
+        yield f"sqlite:///{path}"
         return
     from grantkeeper.adapters.db.engine import make_engine
 
     name = f"gk_bench_{label}_{os.getpid()}_{secrets.token_hex(3)}"
     admin = make_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    clause = f' TEMPLATE "{template}"' if template is not None else ""
     with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"{clause}')
     try:
         yield f"{PG_SERVER}/{name}"
     finally:

@@ -37,7 +37,7 @@ CLAIM_COLUMNS = (
 # The due rows are picked and locked by a subquery run once (PostgreSQL's ``= ANY(ARRAY(...))`` is an
 # InitPlan; SQLite's ``IN (...)`` a list built first) and updated through their physical address (``ctid``,
 # ``rowid``): the UPDATE goes straight to each row instead of joining the picked ids back through the
-# primary key, which took a third of PostgreSQL's claim (1,000 index probes; ``docs/benchmarks.md``).
+# primary key: 1,000 index probes, about half of the statement on PostgreSQL (``docs/benchmarks.md``, ADR 17).
 # A ``ctid`` is safe to hold within the statement because the row is locked from the pick to the update.
 # On PostgreSQL a row changed and committed after the statement's snapshot is locked in its newest version
 # when it still qualifies, and that version is not visible to the UPDATE, so it is left for the next claim:
