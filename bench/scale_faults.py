@@ -32,9 +32,9 @@ from grantkeeper.core.policy import Policy
 class DbOutage(threading.Thread):
     """Stops PostgreSQL, waits, starts it again (always: the start is in a ``finally``)."""
 
-    def __init__(self, pg: Postgres, seconds: float, *, rehearse: bool = False) -> None:
+    def __init__(self, pg: Postgres, seconds: float, *, rehearse: bool = False, mode: str = "fast") -> None:
         super().__init__(name="db-outage", daemon=True)
-        self.pg, self.seconds, self.rehearse = pg, seconds, rehearse
+        self.pg, self.seconds, self.rehearse, self.mode = pg, seconds, rehearse, mode
         self.times: dict[str, datetime] = {}
         self.done = threading.Event()
 
@@ -44,7 +44,7 @@ class DbOutage(threading.Thread):
             if self.rehearse:
                 log("REHEARSAL: PostgreSQL is NOT stopped")
             else:
-                self.pg.stop()
+                self.pg.stop(self.mode)
             self.times["stopped"] = utcnow()
             time.sleep(self.seconds)
         finally:
@@ -60,7 +60,7 @@ def db_outage(args: argparse.Namespace) -> dict[str, Any]:
     pg = Postgres()
     if not pg.is_online():
         raise SystemExit(f"PostgreSQL {pg.version}/main is not online")
-    outage = DbOutage(pg, args.outage_seconds, rehearse=args.rehearse)
+    outage = DbOutage(pg, args.outage_seconds, rehearse=args.rehearse, mode=args.stop_mode)
     rounds: list[Round] = []
     with rig(options_from(args, "db-outage")) as r, pg.always_started():
         seed_not_due(r, args.connections)
@@ -111,7 +111,7 @@ def db_outage(args: argparse.Namespace) -> dict[str, Any]:
     n = args.connections
     summary = {
         "workers": args.workers, "concurrency": args.concurrency or 32, "connections": n,
-        "outage": {k: v.isoformat() for k, v in t.items()},
+        "stop_mode": args.stop_mode, "outage": {k: v.isoformat() for k, v in t.items()},
         "outage_seconds": round((up_at - down_from).total_seconds(), 1),
         "rounds": [rnd.as_dict() for rnd in rounds],
         "round_hit": None if hit_round is None else hit_round.number,

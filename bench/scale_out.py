@@ -7,6 +7,7 @@ provider in its own process, connections whose refresh tokens are real, rotating
     .venv/bin/python bench/scale_out.py crash --grace-seconds 0 --introspection   # strict, RFC 7662
     .venv/bin/python bench/scale_out.py crash --grace-seconds 0            # strict, concurrency 32
     .venv/bin/python bench/scale_out.py db-outage                          # stops PostgreSQL for 30 s!
+    .venv/bin/python bench/scale_out.py db-outage --stop-mode immediate    # ... as a crash (ADR 18)
     .venv/bin/python bench/scale_out.py provider-outage                    # 503 for an hour at 60x
     .venv/bin/python bench/scale_out.py limits                             # 50/s, then 10 in flight
 
@@ -303,6 +304,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rehearse", action="store_true", help="everything but stopping PostgreSQL (harness test)"
     )
+    p.add_argument(
+        "--stop-mode", choices=("fast", "immediate"), default="fast",
+        help="pg_ctl's shutdown mode: immediate is a crash (claims not yet on disk are lost, ADR 18)",
+    )  # fmt: skip
     p = add("provider-outage", "503 for an hour of accelerated time", connections=2_000, workers=3)
     p.add_argument("--speed", type=float, default=60.0, help="accelerated time: real seconds per second x")
     p = add("limits", "provider rate and concurrency limits across workers", connections=1_500, workers=3)

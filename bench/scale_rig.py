@@ -274,11 +274,14 @@ class Postgres:
             line.split()[:2] == [self.version, "main"] and "online" in line for line in out.splitlines()
         )
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
+        """``fast``: a clean shutdown (every commit's WAL written out first); ``immediate``: a crash, as
+        far as the database can tell (no shutdown checkpoint, recovery from the WAL on the next start)."""
         print(
-            f"\n*** {time.strftime('%H:%M:%S')} STOPPING PostgreSQL {self.version}/main ***", file=sys.stderr
+            f"\n*** {time.strftime('%H:%M:%S')} STOPPING PostgreSQL {self.version}/main ({mode}) ***",
+            file=sys.stderr,
         )
-        self._ctl("stop", "-m", "fast")
+        self._ctl("stop", "-m", mode)
         print(f"*** {time.strftime('%H:%M:%S')} PostgreSQL is STOPPED ***", file=sys.stderr, flush=True)
 
     def start(self) -> None:

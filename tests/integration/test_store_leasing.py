@@ -112,3 +112,27 @@ def test_claiming_10000_connections_in_batches_of_200_takes_seconds(
 
     assert batches == 50
     assert elapsed < 10, f"claiming 10,000 took {elapsed:.1f}s"
+
+
+def test_only_the_claim_commits_without_waiting_for_the_disk(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    """ADR 18: on PostgreSQL the claim's transaction alone sets ``synchronous_commit = off``, for itself only
+    (``SET LOCAL``); the start that must be durable before a request leaves, and the commit that stores a
+    rotated token, wait for the disk as always. SQLite has nothing to set."""
+    store.import_connections(tenant_id, [new_connection("u1")], T0 - timedelta(hours=1))
+    is_postgresql = store.engine.dialect.name == "postgresql"
+
+    with captured_sql(store.engine) as claim_sent:
+        (claim,) = store.claim_due(T0, 10, "w1", LEASE_TTL)
+    with captured_sql(store.engine) as start_sent:
+        assert store.start_attempts([claim], T0, timedelta(seconds=30)).started == {claim.connection_id}
+
+    settings = [s for s, _ in claim_sent if "synchronous_commit" in s]
+    assert settings == (["SET LOCAL synchronous_commit = off"] if is_postgresql else [])
+    if is_postgresql:  # set first, before the claim's statements
+        assert claim_sent[0][0] == "SET LOCAL synchronous_commit = off"
+    assert not [s for s, _ in start_sent if "synchronous_commit" in s]
+    if is_postgresql:  # and gone with the transaction: the pooled connection commits durably again
+        with store.engine.connect() as connection:
+            assert connection.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"

@@ -131,6 +131,8 @@ class AttemptRunner:
         self.store_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grantkeeper-store")
         self._on_store_unavailable = on_store_unavailable or (lambda: None)
         self._stop_deadline: float | None = None  # monotonic; set once the worker is stopping
+        # connections with an attempt of this runner under way, from its claim to its commit (``run``)
+        self._running: set[str] = set()
         self.gate = StartGate(
             store, clock, max_attempt_duration, self.store_executor, on_unavailable=self._on_store_unavailable
         )
@@ -151,7 +153,29 @@ class AttemptRunner:
 
         ``on_answer`` is called once the provider has answered, before the commit: a cycle frees the
         attempt's concurrency slot there, so the next start joins this commit's transaction instead of
-        waiting for the one after it."""
+        waiting for the one after it.
+
+        A claim of a connection this runner already has an attempt for is skipped (None, nothing written):
+        it can only be the same lease again, handed out anew after the database lost the first claim in a
+        crash (ADR 18), so its version and owner are the first one's and both would pass the start's fence.
+        """
+        connection_id = claim.connection_id
+        if connection_id in self._running:
+            log.warning(
+                "connection %s was claimed again while its attempt is under way; skipping the new claim",
+                connection_id,
+                extra={"action": "claim_duplicate", "connection_id": connection_id},
+            )
+            return None
+        self._running.add(connection_id)
+        try:
+            return await self._run(claim, on_answer)
+        finally:
+            self._running.discard(connection_id)
+
+    async def _run(
+        self, claim: ClaimedConnection, on_answer: Callable[[], None] | None
+    ) -> AttemptResult | None:
         if self._clock.now() + self._max_attempt_duration >= claim.lease_expires_at:
             # Starting now could outlive the lease and race another worker's refresh of the same grant.
             await self.in_store_thread(self._store.release, claim)

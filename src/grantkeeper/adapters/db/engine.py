@@ -20,7 +20,14 @@ from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import StaticPool
 
-__all__ = ["make_engine", "normalise_url", "ping", "read_transaction", "write_transaction"]
+__all__ = [
+    "commit_without_waiting_for_disk",
+    "make_engine",
+    "normalise_url",
+    "ping",
+    "read_transaction",
+    "write_transaction",
+]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _WRITE_OPTION = "grantkeeper_write"
@@ -139,6 +146,18 @@ def read_transaction(engine: Engine) -> Iterator[Connection]:
     """A read-only transaction: one consistent snapshot; on SQLite it never waits for the writer."""
     with engine.begin() as connection:
         yield connection
+
+
+def commit_without_waiting_for_disk(connection: Connection) -> None:
+    """Let this transaction's commit return before its WAL is flushed (PostgreSQL; ADR 18).
+
+    Only for a transaction nothing outside the database acts on until a later, synchronous one commits: a
+    crash may then undo it, as if it had been rolled back, but the later commit flushes the WAL up to its
+    own record, so it can never survive without this one. SQLite needs nothing: in WAL mode with
+    ``synchronous=NORMAL`` no commit waits for the disk.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
 
 
 def ping(engine: Engine) -> None:

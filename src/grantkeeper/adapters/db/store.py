@@ -32,7 +32,12 @@ from grantkeeper.adapters.db import (
     starts,
     workflows,
 )
-from grantkeeper.adapters.db.engine import ping, read_transaction, write_transaction
+from grantkeeper.adapters.db.engine import (
+    commit_without_waiting_for_disk,
+    ping,
+    read_transaction,
+    write_transaction,
+)
 from grantkeeper.adapters.db.fanout import DEFAULT_DIGEST_HOUR
 from grantkeeper.adapters.db.rows import FieldCipher
 from grantkeeper.adapters.db.schema import ensure_schema, is_current
@@ -206,9 +211,16 @@ class SqlStore:
     ) -> list[ClaimedConnection]:
         """Lease up to ``limit`` connections due at ``now``; the lease runs from ``leased_at`` (the present,
         by default ``now``), so a cycle that takes longer than a lease still leases what it claims late.
-        Rows left in flight come first, leased for ``rescue_ttl`` (see ``leases.claim_due``)."""
+        Rows left in flight come first, leased for ``rescue_ttl`` (see ``leases.claim_due``).
+
+        The claim's commit does not wait for the disk (ADR 18): nothing leaves the worker on the strength of
+        a claim until ``start_attempts`` has committed, durably, after it. A crash in between undoes the
+        claim, and the start's fence on ``version`` and ``lease_owner`` then refuses it; the worker never
+        runs two attempts for one connection (``AttemptRunner.run``), which a claim taken again after such a
+        loss, with the same version and owner, would otherwise allow."""
         lease = leases.Lease(leased_at or now, owner, lease_ttl, rescue_ttl or lease_ttl)
         with _unavailable_as_store_error(), write_transaction(self._engine) as connection:
+            commit_without_waiting_for_disk(connection)
             return leases.claim_due(
                 connection, self._cipher, lease, limit, tenant_id, due_at=now, skip_in_flight=skip_in_flight
             )
