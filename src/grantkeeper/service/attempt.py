@@ -149,7 +149,7 @@ class AttemptRunner:
     async def run(
         self, claim: ClaimedConnection, on_answer: Callable[[], None] | None = None
     ) -> AttemptResult | None:
-        """Refresh one leased connection; None when the lease is too close to expiry to start safely.
+        """Refresh one leased connection; None when its lease ran out before it could start.
 
         ``on_answer`` is called once the provider has answered, before the commit: a cycle frees the
         attempt's concurrency slot there, so the next start joins this commit's transaction instead of
@@ -176,9 +176,10 @@ class AttemptRunner:
     async def _run(
         self, claim: ClaimedConnection, on_answer: Callable[[], None] | None
     ) -> AttemptResult | None:
-        if self._clock.now() + self._max_attempt_duration >= claim.lease_expires_at:
-            # Starting now could outlive the lease and race another worker's refresh of the same grant.
-            await self.in_store_thread(self._store.release, claim)
+        if self._clock.now() >= claim.lease_expires_at:
+            # Another worker may have the row by now (nothing to release: it is free). A lease that is still
+            # live, however little of it is left, is enough: the start replaces it with the attempt's own
+            # deadline, fenced on version and owner, so a claim taken meanwhile makes the start fail (ADR 19).
             return None
         try:
             refresh_token = claim.refresh_token  # opened here, not in the claim (see ``ports.Secret``)

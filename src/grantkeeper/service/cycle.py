@@ -30,9 +30,10 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-#: Beyond one attempt's budget, how long a row left in flight may wait to start once claimed (``rescue_ttl``).
-#: It goes first in its batch, so it starts within milliseconds; the margin is what a second death costs when
-#: the rescuer dies before starting it, and the whole chain must fit in the provider's grace window.
+#: How long a row left in flight may wait to start once claimed (``rescue_ttl``). It goes first in its batch,
+#: so it starts within milliseconds, and its start gives it the attempt's own lease (ADR 19). This is what a
+#: rescuer that dies before starting it costs: the whole chain of deaths must fit in the provider's grace
+#: window, and each such death used to cost a whole attempt budget more.
 RESCUE_QUEUE_MARGIN = timedelta(seconds=3)
 
 #: Leases up to n more connections; also says whether that was the last batch.
@@ -68,8 +69,8 @@ class RefreshService:
         self._concurrency = concurrency
         self.owner = owner or default_owner()
         self.lease_ttl = lease_ttl
-        # a row left in flight is retried at once and leased only for one attempt plus a short wait in line
-        self.rescue_ttl = min(max_attempt_duration + RESCUE_QUEUE_MARGIN, lease_ttl)
+        # a row left in flight is retried at once, and leased only for a short wait in line until its start
+        self.rescue_ttl = min(RESCUE_QUEUE_MARGIN, lease_ttl)
         self.outage = outage_watch or OutageWatch()
         self.runner = AttemptRunner(
             store,
