@@ -17,8 +17,8 @@ import pytest
 from grantkeeper.core.model import ConnectionStatus
 from grantkeeper.ports import ClaimedConnection
 from grantkeeper.sandbox import Sandbox
-from tests.e2e.harness import CLIENT_ID, CLIENT_SECRET, Rig
-from tests.fixtures.sandbox import ManualClock
+from tests.e2e.harness import Rig
+from tests.fixtures.sandbox import ManualClock, grace_window_sandbox
 
 GRACE_SECONDS = 30.0  # Okta's default
 ATTEMPT_TTL = timedelta(seconds=10)  # the rig's attempt budget, as in bench/scale_out
@@ -33,9 +33,7 @@ def provider_clock() -> ManualClock:
 @pytest.fixture
 def sandbox(provider_clock: ManualClock) -> Sandbox:
     """Overrides the shared fixture: the rig's client with a 30 s rotation grace window on a manual clock."""
-    sandbox = Sandbox(seed=0, hang_seconds=5, clock=provider_clock)
-    sandbox.add_client(CLIENT_ID, CLIENT_SECRET, rotation_grace_seconds=GRACE_SECONDS)
-    return sandbox
+    return grace_window_sandbox(provider_clock, GRACE_SECONDS)
 
 
 def _advance(rig: Rig, provider_clock: ManualClock, delta: timedelta) -> None:

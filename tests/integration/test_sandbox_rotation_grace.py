@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from grantkeeper.sandbox import Behaviour, Sandbox, SandboxServer
-from tests.fixtures.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, ManualClock
+from tests.fixtures.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, ManualClock, grace_window_sandbox
 
 GRACE = 30.0
 AUTH = (SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET)
@@ -25,9 +25,7 @@ def clock() -> ManualClock:
 @pytest.fixture
 def sandbox(clock: ManualClock) -> Sandbox:
     """Overrides the shared fixture: the same client ``app``, with a 30 s grace window and a manual clock."""
-    sandbox = Sandbox(seed=0, hang_seconds=5, clock=clock)
-    sandbox.add_client(SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, rotation_grace_seconds=GRACE)
-    return sandbox
+    return grace_window_sandbox(clock, GRACE)
 
 
 @pytest.fixture
