@@ -120,3 +120,31 @@ async def test_a_claim_with_a_second_of_lease_left_starts_and_gets_the_attempts_
     assert result.is_committed
     assert rig.sandbox.stats().by_grant.get(grant.grant_id) == 1
     assert rig.state(connection_id).status is ConnectionStatus.CONNECTED
+
+
+async def test_a_claim_taken_by_another_worker_between_the_check_and_the_start_is_not_sent(
+    rig: Rig, provider_clock: ManualClock
+) -> None:
+    """The runner's check of the lease and the start are two moments; between them the lease may run out and
+    another worker claim the row. The start's fence on version and owner is what decides (ADR 19): this
+    worker's start fails, the other's refresh is the only request."""
+    connection_id, grant = rig.connect()
+    (claim,) = rig.store.claim_due(rig.clock.now(), 10, rig.service.owner, timedelta(seconds=3))
+    real = rig.store.commit_and_start
+    taken: list[ClaimedConnection] = []
+
+    def another_worker_claims_first(batch, claims, now, attempt_ttl):  # type: ignore[no-untyped-def]
+        if not taken:  # the lease runs out while this start waits in line, and worker B takes the row
+            _advance(rig, provider_clock, claim.lease_expires_at - rig.clock.now() + TICK)
+            taken.extend(rig.store.claim_due(rig.clock.now(), 10, "worker-b", rig.service.lease_ttl))
+        return real(batch, claims, rig.clock.now(), attempt_ttl)
+
+    rig.store.commit_and_start = another_worker_claims_first  # type: ignore[method-assign]
+
+    assert await rig.service.runner.run(claim) is None
+
+    assert [other.connection_id for other in taken] == [connection_id]
+    assert rig.sandbox.stats().by_grant.get(grant.grant_id) is None  # this worker sent nothing
+    rig.store.commit_and_start = real  # type: ignore[method-assign]
+    starts = rig.store.start_attempts(taken, rig.clock.now(), ATTEMPT_TTL)
+    assert starts.started == {connection_id}  # worker B's lease is intact
