@@ -160,18 +160,34 @@ def test_urls_as_users_write_them_get_the_psycopg_driver(written: str, expected:
     assert normalise_url(written).render_as_string(hide_password=False) == expected
 
 
-def test_sqlite_connections_use_wal_busy_timeout_foreign_keys_and_normal_sync(tmp_path: Path) -> None:
+_SQLITE_SETTINGS = (
+    "journal_mode",
+    "busy_timeout",
+    "foreign_keys",
+    "synchronous",
+    "temp_store",
+    "wal_autocheckpoint",
+)
+
+
+def test_sqlite_connections_use_wal_busy_timeout_foreign_keys_normal_sync_and_memory_temp(
+    tmp_path: Path,
+) -> None:
+    """Each setting is in ``engine._configure_sqlite_connection``, with its reason; ``temp_store`` 2 keeps a
+    savepoint's journal in memory instead of a file created and deleted on each refresh tick."""
     engine = make_engine(f"sqlite:///{tmp_path / 'pragmas.db'}")
     try:
         with engine.connect() as connection:
             pragma = {
-                name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
-                for name in ("journal_mode", "busy_timeout", "foreign_keys", "synchronous")
+                name: connection.exec_driver_sql(f"PRAGMA {name}").scalar() for name in _SQLITE_SETTINGS
             }
     finally:
         engine.dispose()
 
-    assert pragma == {"journal_mode": "wal", "busy_timeout": 30000, "foreign_keys": 1, "synchronous": 1}
+    assert pragma == {
+        "journal_mode": "wal", "busy_timeout": 30000, "foreign_keys": 1, "synchronous": 1, "temp_store": 2,
+        "wal_autocheckpoint": 10000,
+    }  # fmt: skip
 
 
 def test_sqlite_transactions_roll_back(tmp_path: Path) -> None:
