@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from sqlalchemy import Connection
 
 from grantkeeper.adapters.db import SqlStore
+from grantkeeper.adapters.db.engine import plan_on_indexes
 from grantkeeper.core.model import ConnectionState, Outcome, OutcomeClass, TokenSet
 from grantkeeper.ports import AttemptCommit, ClaimedConnection, ProviderConfig
 from tests.fixtures.db import LEASE_TTL, T0, attempt_commit, captured_sql, explain, new_connection
@@ -185,6 +188,49 @@ def test_the_rescue_reads_only_the_small_index_of_rows_in_flight_and_the_primary
     assert "pk_connections" in rescue_plan or "sqlite_autoindex_connections_1 (id=?)" in rescue_plan, (
         rescue_plan
     )
+
+
+def test_the_claim_reads_the_rows_in_flight_by_a_plain_index_scan_before_any_analyze(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    """ADR 20: the plan the claim really gets, on a table imported in bulk and not analysed yet. Unaided,
+    PostgreSQL scans the whole table for the few rows in flight (linear in the table); in the claim's
+    transaction (``engine.plan_on_indexes``) it walks the partial index, which a bitmap scan would not do
+    either (it revisits the heap for every dead entry). SQLite names the index (``INDEXED BY``)."""
+    _import(store, tenant_id, 3000)
+    _start(store, store.claim_due(T0 + timedelta(minutes=5), 1, "dead", LEASE_TTL)[0])
+    is_postgresql = store.engine.dialect.name == "postgresql"
+    with captured_sql(store.engine) as sent:
+        claimed = store.claim_due(AFTER_DEADLINE, 10, "w1", LEASE_TTL, rescue_ttl=RESCUE_TTL)
+    assert claimed[0].state.in_flight_since == T0
+    statements = [statement for statement, _ in sent]
+    [(ids_sql, ids_parameters)] = [(s, p) for s, p in sent if "ORDER BY in_flight_since LIMIT 1000" in s]
+    settings = [s for s in statements if "enable_seqscan" in s]
+
+    if not is_postgresql:
+        assert settings == []
+        plan = explain(store.engine, ids_sql, ids_parameters)
+        assert "USING INDEX ix_connections_in_flight_since" in plan, plan
+        return
+    assert len(settings) == 1
+    assert "enable_bitmapscan" in settings[0]
+    assert statements.index(settings[0]) < statements.index(ids_sql)
+    with store.engine.begin() as connection:
+        unaided = _plan(connection, ids_sql, ids_parameters)
+        plan_on_indexes(connection)
+        planned = _plan(connection, ids_sql, ids_parameters)
+    assert "Seq Scan on connections" in unaided, unaided  # what the settings are for
+    assert "Index Scan using ix_connections_in_flight_since" in planned, planned
+    assert "Seq Scan" not in planned, planned
+    assert "Bitmap" not in planned, planned
+    with store.engine.connect() as connection:  # gone with the claim's transaction
+        assert connection.exec_driver_sql("SHOW enable_seqscan").scalar() == "on"
+        assert connection.exec_driver_sql("SHOW enable_bitmapscan").scalar() == "on"
+
+
+def _plan(connection: Connection, statement: str, parameters: Any) -> str:
+    rows = connection.exec_driver_sql("EXPLAIN " + statement, parameters).all()
+    return "\n".join(str(row[0]) for row in rows)
 
 
 def test_without_rows_in_flight_a_claim_adds_one_small_index_read(

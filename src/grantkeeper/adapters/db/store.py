@@ -35,6 +35,7 @@ from grantkeeper.adapters.db import (
 from grantkeeper.adapters.db.engine import (
     commit_without_waiting_for_disk,
     ping,
+    plan_on_indexes,
     read_transaction,
     write_transaction,
 )
@@ -221,6 +222,7 @@ class SqlStore:
         lease = leases.Lease(leased_at or now, owner, lease_ttl, rescue_ttl or lease_ttl)
         with _unavailable_as_store_error(), write_transaction(self._engine) as connection:
             commit_without_waiting_for_disk(connection)
+            plan_on_indexes(connection)
             return leases.claim_due(
                 connection, self._cipher, lease, limit, tenant_id, due_at=now, skip_in_flight=skip_in_flight
             )
