@@ -6,11 +6,12 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Column, Engine, MetaData, Table, insert, inspect, select, text
+from sqlalchemy import Column, Engine, MetaData, Table, event, insert, inspect, select, text
 
 from grantkeeper.adapters.crypto import Keyring
 from grantkeeper.adapters.db import SqlStore, ensure_schema, is_current, make_engine, migrate
@@ -188,6 +189,30 @@ def test_sqlite_connections_use_wal_busy_timeout_foreign_keys_normal_sync_and_me
         "journal_mode": "wal", "busy_timeout": 30000, "foreign_keys": 1, "synchronous": 1, "temp_store": 2,
         "wal_autocheckpoint": 10000,
     }  # fmt: skip
+
+
+def test_sqlite_migrations_sort_on_disk_and_leave_the_pool_in_memory(tmp_path: Path) -> None:
+    """Connections keep temporary files in memory, but a migration's index builds sort the whole table, and
+    SQLite's sorter keeps an in-memory sort in memory: migrations run with temporary files on disk
+    (``engine.migration_transaction``), and the connection goes back to the pool as it came."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'migrated.db'}")
+    during: list[int] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _record(_conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("CREATE INDEX"):
+            during.append(cursor.connection.execute("PRAGMA temp_store").fetchone()[0])
+
+    try:
+        migrate(engine)
+        with engine.connect() as connection:
+            after = connection.exec_driver_sql("PRAGMA temp_store").scalar()
+    finally:
+        engine.dispose()
+
+    assert during  # the migrations build indexes
+    assert set(during) == {1}  # FILE
+    assert after == 2  # MEMORY
 
 
 def test_sqlite_transactions_roll_back(tmp_path: Path) -> None:

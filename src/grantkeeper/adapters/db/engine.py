@@ -23,6 +23,7 @@ from sqlalchemy.pool import StaticPool
 __all__ = [
     "commit_without_waiting_for_disk",
     "make_engine",
+    "migration_transaction",
     "normalise_url",
     "ping",
     "plan_on_indexes",
@@ -102,7 +103,8 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         # temporary files in memory: a refresh tick's transaction changes more pages inside its savepoint than
         # SQLite keeps in memory for the savepoint's journal (64 KiB), so with the default each tick created,
-        # wrote and deleted a file in /var/tmp: about a third of the worker's pwrite calls, 4 % of a refresh
+        # wrote and deleted a file in /var/tmp: about a third of the worker's pwrite calls, 4 % of a refresh.
+        # The sorter then keeps whole sorts in memory too: migrations put files back (migration_transaction)
         cursor.execute("PRAGMA temp_store=MEMORY")
         # checkpoint the WAL every 10,000 pages instead of 1,000: a claim of 1,000 rows dirties about 1,000
         # pages, so the default made nearly every claim pay a checkpoint (25 ms at a million rows); the WAL
@@ -144,6 +146,28 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
         connection.execution_options(**{_WRITE_OPTION: True})
         with connection.begin():
             yield connection
+
+
+@contextmanager
+def migration_transaction(engine: Engine) -> Iterator[Connection]:
+    """A ``write_transaction`` for schema changes: on SQLite its temporary files go to disk.
+
+    Every SQLite connection keeps temporary files in memory (``_configure_sqlite_connection``), which spares
+    the refresh path a file per tick; but SQLite's sorter then holds a whole sort in memory, and a
+    migration that builds an index sorts the table: creating one over a million rows peaked at 138 MB
+    instead of 18 (``docs/benchmarks.md``). The setting cannot change inside a transaction, so it is set on
+    the driver's connection before the transaction and restored after it, before the pool takes it back."""
+    with engine.connect() as connection:
+        driver = connection.connection.dbapi_connection if connection.dialect.name == "sqlite" else None
+        if driver is not None:
+            driver.execute("PRAGMA temp_store=FILE")
+        try:
+            connection.execution_options(**{_WRITE_OPTION: True})
+            with connection.begin():
+                yield connection
+        finally:
+            if driver is not None:
+                driver.execute("PRAGMA temp_store=MEMORY")
 
 
 @contextmanager

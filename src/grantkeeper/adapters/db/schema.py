@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, inspect, text
 
-from grantkeeper.adapters.db.engine import read_transaction, write_transaction
+from grantkeeper.adapters.db.engine import migration_transaction, read_transaction
 from grantkeeper.adapters.db.tables import metadata
 from grantkeeper.ports import SchemaOutdatedError
 
@@ -80,7 +80,7 @@ def is_current(engine: Engine) -> bool:
 
 def migrate(engine: Engine) -> None:
     """Upgrade to the newest migration; a no-op when already there. Safe to run from several processes."""
-    with write_transaction(engine) as connection:
+    with migration_transaction(engine) as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
         from alembic import command
