@@ -123,11 +123,12 @@ async def test_a_claim_with_a_second_of_lease_left_starts_and_gets_the_attempts_
 
 
 async def test_a_claim_taken_by_another_worker_between_the_check_and_the_start_is_not_sent(
-    rig: Rig, provider_clock: ManualClock
+    rig: Rig, provider_clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The runner's check of the lease and the start are two moments; between them the lease may run out and
     another worker claim the row. The start's fence on version and owner is what decides (ADR 19): this
-    worker's start fails, the other's refresh is the only request."""
+    worker's start fails, the other's refresh is the only request. The refusal is logged (``start_refused``,
+    a warning): it is also how a claim undone by a crash of the database shows (ADR 18)."""
     connection_id, grant = rig.connect()
     (claim,) = rig.store.claim_due(rig.clock.now(), 10, rig.service.owner, timedelta(seconds=3))
     real = rig.store.commit_and_start
@@ -141,8 +142,11 @@ async def test_a_claim_taken_by_another_worker_between_the_check_and_the_start_i
 
     rig.store.commit_and_start = another_worker_claims_first  # type: ignore[method-assign]
 
-    assert await rig.service.runner.run(claim) is None
+    with caplog.at_level("WARNING", logger="grantkeeper.refresh"):
+        assert await rig.service.runner.run(claim) is None
 
+    refused = [r for r in caplog.records if getattr(r, "action", None) == "start_refused"]
+    assert [(r.levelname, getattr(r, "connection_id", None)) for r in refused] == [("WARNING", connection_id)]
     assert [other.connection_id for other in taken] == [connection_id]
     assert rig.sandbox.stats().by_grant.get(grant.grant_id) is None  # this worker sent nothing
     rig.store.commit_and_start = real  # type: ignore[method-assign]

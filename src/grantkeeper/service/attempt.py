@@ -188,7 +188,14 @@ class AttemptRunner:
             return None
         started = await self.gate.start(claim)  # recorded in flight, within the provider's limits
         if started is None:
-            return None  # the lease was lost while it waited
+            # the start's fence failed: another worker took the row after the claim's lease ran out, or a
+            # crash of the database undid the claim (ADR 18); either way nothing was sent
+            log.warning(
+                "lease lost before start for %s; nothing was sent",
+                claim.connection_id,
+                extra={"action": "start_refused", "connection_id": claim.connection_id},
+            )
+            return None
         if self._clock.now() + self._request_budget >= started.lease_expires_at:
             # Recording the start took so long (a slow transaction, a busy loop) that the request could
             # outlive its lease: give it back unsent rather than risk a second worker's refresh beside it.
