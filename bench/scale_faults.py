@@ -93,12 +93,13 @@ def db_outage(args: argparse.Namespace) -> dict[str, Any]:
     t = outage.times
     down_from, up_at = t["stopped"], t["started"]
     series = seconds_series(stats, rounds[0].started_at, rounds[-1].started_at + timedelta(seconds=60))
-    inside = [
-        n for s, n in series.items() if down_from.timestamp() + 1 <= s < t["start_requested"].timestamp()
-    ]
-    resumed = [s for s, n in series.items() if s >= int(t["start_requested"].timestamp()) and n > 0]
-    # the sandbox counts whole wall-clock seconds: the first second with requests after the start command
-    resume_s = round(resumed[0] - t["start_requested"].timestamp(), 1) if resumed else None
+    # The sandbox counts requests per whole wall-clock second, so only seconds wholly inside the outage count
+    # as "while down"; the second in which the start command was given straddles it (the server accepts
+    # connections a fraction of a second after the command) and is reported apart, as the resumption's.
+    start_at = t["start_requested"].timestamp()
+    inside = [n for s, n in series.items() if down_from.timestamp() + 1 <= s and s + 1 <= start_at]
+    resumed = [s for s, n in series.items() if s >= int(start_at) and n > 0]
+    resume_s = round(max(resumed[0], start_at) - start_at, 1) if resumed else None
     hit = [rnd for rnd in rounds if rnd.started_at < down_from]
     hit_round = hit[-1] if hit else None
     hit_end = (
@@ -117,6 +118,7 @@ def db_outage(args: argparse.Namespace) -> dict[str, Any]:
         "round_hit": None if hit_round is None else hit_round.number,
         "round_hit_finished_s_after_start": _since(hit_end, up_at),
         "requests_while_down": sum(inside), "requests_resumed_s_after_start_command": resume_s,
+        "requests_in_the_second_of_the_start_command": series.get(int(start_at), 0),
         "requests_by_second_around_outage": {
             datetime.fromtimestamp(s, UTC).strftime("%H:%M:%S"): n for s, n in series.items()
             if down_from.timestamp() - 3 <= s <= up_at.timestamp() + 3
