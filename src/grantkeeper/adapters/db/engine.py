@@ -154,9 +154,10 @@ def migration_transaction(engine: Engine) -> Iterator[Connection]:
 
     Every SQLite connection keeps temporary files in memory (``_configure_sqlite_connection``), which spares
     the refresh path a file per tick; but SQLite's sorter then holds a whole sort in memory, and a
-    migration that builds an index sorts the table: creating one over a million rows peaked at 138 MB
-    instead of 18 (``docs/benchmarks.md``). The setting cannot change inside a transaction, so it is set on
-    the driver's connection before the transaction and restored after it, before the pool takes it back."""
+    migration that builds an index sorts the table: creating one over a million rows peaked at 140 MB
+    instead of 20 (``bench/sqlite_sort_memory.py``). The setting cannot change inside a transaction, so it
+    is set on the driver's connection before the transaction and restored after it, before the pool takes
+    it back."""
     with engine.connect() as connection:
         driver = connection.connection.dbapi_connection if connection.dialect.name == "sqlite" else None
         if driver is not None:
