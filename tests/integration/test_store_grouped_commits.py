@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any
-
-from sqlalchemy import event
 
 from grantkeeper.adapters.db import SqlStore
 from grantkeeper.core.model import (
@@ -20,7 +17,7 @@ from grantkeeper.core.model import (
     TokenSet,
 )
 from grantkeeper.ports import ClaimedConnection, ProviderConfig
-from tests.fixtures.db import LEASE_TTL, T0, attempt_commit, new_connection, notice
+from tests.fixtures.db import LEASE_TTL, T0, attempt_commit, captured_sql, new_connection, notice
 
 SHORT_LEASE = timedelta(seconds=5)
 
@@ -97,14 +94,7 @@ def test_status_is_written_only_when_it_changes(
         consecutive_failures=1,
         disconnect_reason=DisconnectReason.AUTH_FAILURES,
     )
-    statements: list[str] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.lstrip().upper().startswith("UPDATE CONNECTIONS"):
-            statements.append(statement)
-
-    event.listen(store.engine, "before_cursor_execute", capture)
-    try:
+    with captured_sql(store.engine) as sent:
         answers = store.commit_attempts(
             [
                 _success(claims[0]),
@@ -112,8 +102,7 @@ def test_status_is_written_only_when_it_changes(
             ]
         )
         assert store.commit_attempt(attempt_commit(claims[2], Outcome(OutcomeClass.AUTH, 400), disconnected))
-    finally:
-        event.remove(store.engine, "before_cursor_execute", capture)
+    statements = [s for s, _ in sent if s.lstrip().upper().startswith("UPDATE CONNECTIONS")]
 
     assert answers == [True, True]
     with_status = [s for s in statements if re.search(r"\bstatus\s*=", s.split("WHERE")[0])]

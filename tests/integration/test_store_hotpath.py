@@ -1,14 +1,20 @@
 """The raw-SQL refresh path (``adapters/db/hotpath.py``) reads and writes exactly what the SQLAlchemy Core
-path does, on both databases: states round-trip, instants keep their stored format, nothing is lost."""
+path does, on both databases: states round-trip, instants keep their stored format, nothing is lost; and on
+SQLite, where it talks to the driver itself, its errors are still the store's."""
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from sqlalchemy import text
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.exc import OperationalError
 
-from grantkeeper.adapters.db import SqlStore, hotpath
+from grantkeeper.adapters.crypto import Keyring, generate_key_line
+from grantkeeper.adapters.db import SqlStore, hotpath, make_engine
 from grantkeeper.core.model import (
     ConnectionState,
     ConnectionStatus,
@@ -18,7 +24,7 @@ from grantkeeper.core.model import (
     OutcomeClass,
     TokenSet,
 )
-from grantkeeper.ports import ClaimedConnection, ProviderConfig
+from grantkeeper.ports import ClaimedConnection, ProviderConfig, StoreUnavailableError
 from tests.fixtures.db import LEASE_TTL, T0, attempt_commit, new_connection
 
 RICH = ConnectionState(
@@ -121,3 +127,30 @@ def test_instants_are_read_in_the_utc_singleton_whatever_the_server_zone(store: 
             assert read == midnight
             assert read is not None
             assert read.tzinfo is UTC
+
+
+def test_on_sqlite_the_driver_s_errors_are_the_store_s_and_name_no_parameter(tmp_path: Path) -> None:
+    """On SQLite the refresh path talks to ``sqlite3`` itself (``engine.on_sqlite``), past SQLAlchemy's
+    error handling: a database locked by another writer must still be ``StoreUnavailableError`` (the worker
+    waits and retries) and a refused statement SQLAlchemy's error, neither with a bound value in its text."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'locked.db'}")
+    event.listen(engine, "connect", lambda driver, _record: driver.execute("PRAGMA busy_timeout=50"))
+    store = SqlStore(engine, Keyring.parse(generate_key_line("test")))
+    rival = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+    try:
+        rival.execute("BEGIN IMMEDIATE")  # another process holds the write lock past the busy timeout
+        with pytest.raises(StoreUnavailableError, match="locked"):
+            store.commit_and_start([], [], T0, LEASE_TTL)
+        rival.execute("ROLLBACK")
+
+        secret = "refresh-token-that-must-not-show"
+        with engine.connect() as connection:
+            hot = hotpath.for_connection(connection)
+            with pytest.raises(OperationalError) as refused:
+                hot.changed(connection, "UPDATE no_such_table SET x = :x", [{"x": secret}])
+        assert "no_such_table" in str(refused.value)
+        assert secret not in str(refused.value)
+        assert store.commit_and_start([], [], T0, LEASE_TTL)[0] == []  # and the store goes on
+    finally:
+        rival.close()
+        engine.dispose()

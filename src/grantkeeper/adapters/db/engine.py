@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
 __all__ = [
@@ -25,15 +26,22 @@ __all__ = [
     "make_engine",
     "migration_transaction",
     "normalise_url",
+    "on_sqlite",
     "ping",
     "plan_on_indexes",
     "read_transaction",
+    "watch_statements",
     "write_transaction",
 ]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _WRITE_OPTION = "grantkeeper_write"
 _PING = text("SELECT 1")
+_R = TypeVar("_R")
+#: Who watches the statements ``on_sqlite`` sends, by engine. Those bypass SQLAlchemy's
+#: ``before_cursor_execute`` event, so whatever checks what the store really sends (the tests) registers here
+#: as well; a service registers nothing, and the hot path then pays one test of an empty dict.
+_STATEMENT_WATCHERS: dict[Engine, list[Callable[[str, Any], None]]] = {}
 
 
 def normalise_url(url: str | URL) -> URL:
@@ -136,7 +144,38 @@ def _enable_wal(cursor: Any) -> None:
 
 def _begin_sqlite_transaction(connection: Connection) -> None:
     is_write = connection.get_execution_options().get(_WRITE_OPTION, False)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if is_write else "BEGIN")
+    statement = "BEGIN IMMEDIATE" if is_write else "BEGIN"
+    on_sqlite(connection, statement, None, lambda driver: driver.execute(statement))
+
+
+def on_sqlite(
+    connection: Connection, sql: str, parameters: Any, call: Callable[[sqlite3.Connection], _R]
+) -> _R:
+    """Run ``call`` (which sends ``sql`` with ``parameters``) on the ``sqlite3`` connection under
+    ``connection``, inside its transaction, with the driver's errors raised as SQLAlchemy's, as
+    ``exec_driver_sql`` would: the store's callers tell a locked or unreadable database
+    (``OperationalError``) from a bug by those. Parameters never reach the message."""
+    if _STATEMENT_WATCHERS:
+        for watcher in _STATEMENT_WATCHERS.get(connection.engine, ()):
+            watcher(sql, parameters)
+    try:
+        return call(cast(sqlite3.Connection, connection.connection.driver_connection))
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, sqlite3.Error, hide_parameters=True) from exc
+
+
+@contextmanager
+def watch_statements(engine: Engine, watcher: Callable[[str, Any], None]) -> Iterator[None]:
+    """Call ``watcher(sql, parameters)`` for each statement ``on_sqlite`` sends through ``engine`` while
+    inside; with SQLAlchemy's ``before_cursor_execute`` it sees every statement the store sends."""
+    _STATEMENT_WATCHERS.setdefault(engine, []).append(watcher)
+    try:
+        yield
+    finally:
+        watchers = _STATEMENT_WATCHERS[engine]
+        watchers.remove(watcher)
+        if not watchers:
+            del _STATEMENT_WATCHERS[engine]
 
 
 @contextmanager

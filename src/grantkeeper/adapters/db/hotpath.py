@@ -4,8 +4,11 @@ Each runs thousands of times a second in a busy worker, and a profile put SQLAlc
 and processing about ten instants per connection through the generic type chain) above the database's own.
 So these statements are plain SQL per dialect, run with ``exec_driver_sql``: values go in already in the
 driver's form (instants converted once per batch where they are shared) and come out raw, converted here.
-Everything else in the store stays on SQLAlchemy Core; the column types' formats are the same
-(``types.UTCDateTime``), which ``tests/integration/test_store_hotpath.py`` checks against the Core path.
+On SQLite they skip even ``exec_driver_sql`` and go to the ``sqlite3`` connection itself
+(``engine.on_sqlite``): its result and event machinery cost about as much as SQLite's own work for a
+tick's small statements (``docs/benchmarks.md``, tenth session). Everything else in the store stays on
+SQLAlchemy Core; the column types' formats are the same (``types.UTCDateTime``), which
+``tests/integration/test_store_hotpath.py`` checks against the Core path.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection
 
+from grantkeeper.adapters.db.engine import on_sqlite
 from grantkeeper.adapters.db.tables import connections
 from grantkeeper.core.model import ConnectionState, ConnectionStatus, DisconnectReason, ErrorInfo
 
@@ -138,6 +142,26 @@ class HotPath:
     def optional_time(self, value: datetime | None) -> Any:
         return None if value is None else self.time_in(value)
 
+    def rows(self, connection: Connection, sql: str, parameters: dict[str, Any] | None = None) -> list[Any]:
+        """All rows of one statement, as tuples or tuple-like rows."""
+        if self.dialect == "sqlite":
+            values = parameters or {}
+            return on_sqlite(connection, sql, values, lambda db: db.execute(sql, values).fetchall())
+        return list(connection.exec_driver_sql(sql, parameters).all())
+
+    def changed(self, connection: Connection, sql: str, rows: list[dict[str, Any]]) -> int:
+        """Run one statement once per parameter set (one pipelined round trip on PostgreSQL); rows changed."""
+        if self.dialect == "sqlite":
+            return on_sqlite(connection, sql, rows, lambda db: db.executemany(sql, rows).rowcount)
+        return int(connection.exec_driver_sql(sql, rows).rowcount)
+
+    def run(self, connection: Connection, sql: str) -> None:
+        """A statement without parameters or rows (savepoints)."""
+        if self.dialect == "sqlite":
+            on_sqlite(connection, sql, None, lambda db: db.execute(sql))
+        else:
+            connection.exec_driver_sql(sql)
+
     # --- claim -------------------------------------------------------------------------------------------
 
     @functools.cached_property
@@ -188,7 +212,7 @@ class HotPath:
         return self.sql(_RESCUE.format(ids=ids, tenant=tenant, **self._claim_parts))
 
     def _rescue(self, connection: Connection, parameters: dict[str, Any], has_tenant: bool) -> list[Any]:
-        candidates = [row[0] for row in connection.exec_driver_sql(self._in_flight_ids_sql).all()]
+        candidates = [row[0] for row in self.rows(connection, self._in_flight_ids_sql)]
         if not candidates:
             return []
         if self.dialect == "postgresql":
@@ -196,7 +220,7 @@ class HotPath:
         else:
             values = parameters | {f"id{i}": value for i, value in enumerate(candidates)}
         sql = self._rescue_sql(has_tenant, len(candidates))
-        return list(connection.exec_driver_sql(sql, values).all())
+        return self.rows(connection, sql, values)
 
     def claim(
         self,
@@ -228,7 +252,7 @@ class HotPath:
                 return rows
             parameters["limit"] = limit - len(rows)
         sql = self._claim_sql[tenant_id is not None, skip_in_flight]
-        return rows + list(connection.exec_driver_sql(sql, parameters).all())
+        return rows + self.rows(connection, sql, parameters)
 
     def state(self, row: Sequence[Any]) -> ConnectionState:
         """A claimed row's policy state (the columns from ``status`` on, in ``CLAIM_COLUMNS`` order)."""
@@ -265,7 +289,7 @@ class HotPath:
     def mark(self, connection: Connection, rows: list[dict[str, Any]]) -> int:
         """Mark claims in flight (``id``, ``version``, ``owner``, ``at``, ``deadline_at`` each, the instants
         already converted); returns how many rows changed in all."""
-        return int(connection.exec_driver_sql(self._mark_sql, rows).rowcount)
+        return self.changed(connection, self._mark_sql, rows)
 
     # --- commits -----------------------------------------------------------------------------------------
 
@@ -284,29 +308,29 @@ class HotPath:
         )
 
     def update(self, connection: Connection, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> int:
-        return int(connection.exec_driver_sql(self.update_sql(columns), rows).rowcount)
+        return self.changed(connection, self.update_sql(columns), rows)
 
     # --- savepoints --------------------------------------------------------------------------------------
 
     def savepoint(self, connection: Connection) -> None:
         """Open a savepoint with plain SQL; ``begin_nested`` costs several times more in Python, and the
         refresh path opens one or two per batch. Ended by ``release`` or ``rollback_to``; never nested."""
-        connection.exec_driver_sql("SAVEPOINT gk_hot_batch")
+        self.run(connection, "SAVEPOINT gk_hot_batch")
 
     def release(self, connection: Connection) -> None:
-        connection.exec_driver_sql("RELEASE SAVEPOINT gk_hot_batch")
+        self.run(connection, "RELEASE SAVEPOINT gk_hot_batch")
 
     def rollback_to(self, connection: Connection) -> None:
         """Undo what ran since ``savepoint`` (the transaction goes on) and end the savepoint."""
-        connection.exec_driver_sql("ROLLBACK TO SAVEPOINT gk_hot_batch")
-        connection.exec_driver_sql("RELEASE SAVEPOINT gk_hot_batch")
+        self.run(connection, "ROLLBACK TO SAVEPOINT gk_hot_batch")
+        self.run(connection, "RELEASE SAVEPOINT gk_hot_batch")
 
     @functools.cached_property
     def _insert_attempt_sql(self) -> str:
         return self.sql(_INSERT_ATTEMPT)
 
     def insert_attempts(self, connection: Connection, rows: list[dict[str, Any]]) -> None:
-        connection.exec_driver_sql(self._insert_attempt_sql, rows)
+        self.changed(connection, self._insert_attempt_sql, rows)
 
 
 _SQLITE = HotPath("sqlite", _sqlite_time_in, _sqlite_time_out)
