@@ -1,6 +1,7 @@
 """An attempt gives its request slot back when the provider answers, not when its commit lands: the next
-attempt's start then shares that commit's transaction. Real store (both databases), real sandbox over HTTP;
-the store's ``commit_and_start`` is only counted, never replaced."""
+attempt's start then shares that commit's transaction, and the attempt started ahead of the slot leaves.
+Real store (both databases), real sandbox over HTTP; the store's ``commit_and_start`` is only counted, never
+replaced."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ async def test_with_one_slot_each_commit_carries_the_next_start(rig):
         return real(batch, claims, now, attempt_ttl)
 
     rig.store.commit_and_start = counted  # type: ignore[method-assign]
+    rig.sandbox.set_latency(0.05)  # each answer comes after the last tick ended, so the ticks are exact
     service = RefreshService(
         rig.store, rig.endpoint, rig.clock, rig.policy, concurrency=1,
         max_attempt_duration=timedelta(seconds=10), rng=random.Random(0),
@@ -35,11 +37,10 @@ async def test_with_one_slot_each_commit_carries_the_next_start(rig):
     assert report.refreshed == len(ids)
     assert sum(commits for commits, _ in calls) == len(ids)
     assert sum(starts for _, starts in calls) == len(ids)
-    # one transaction for the first start, then one per commit that also starts the next attempt
-    assert len(calls) == len(ids) + 1
-    assert calls[0] == (0, 1)
-    assert calls[1:-1] == [(1, 1)] * (len(ids) - 1)
-    assert calls[-1] == (1, 0)
+    # the first two starts in one transaction (the second ahead of the one slot, ADR 21), then one per
+    # answer: its commit, and the start of the attempt made in the place the answer freed
+    assert calls == [(0, 2)] + [(1, 1)] * (len(ids) - 2) + [(1, 0), (1, 0)], calls
+    assert rig.sandbox.stats().max_in_flight_by_client == {"app": 1}  # still one request at a time
     assert rig.sandbox.stats().reuse_detected == 0
 
 

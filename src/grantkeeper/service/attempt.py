@@ -7,11 +7,12 @@ then it says so in the log (without tokens) and the lease simply expires.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -147,13 +148,17 @@ class AttemptRunner:
         self._request_budget = max_attempt_duration - min(START_MARGIN, max_attempt_duration / 5)
 
     async def run(
-        self, claim: ClaimedConnection, on_answer: Callable[[], None] | None = None
+        self,
+        claim: ClaimedConnection,
+        on_answer: Callable[[], None] | None = None,
+        before_request: Callable[[], Awaitable[None]] | None = None,
     ) -> AttemptResult | None:
         """Refresh one leased connection; None when its lease ran out before it could start.
 
         ``on_answer`` is called once the provider has answered, before the commit: a cycle frees the
         attempt's concurrency slot there, so the next start joins this commit's transaction instead of
-        waiting for the one after it.
+        waiting for the one after it. ``before_request`` is awaited after the start is recorded and before
+        the request leaves: a cycle that starts attempts ahead of their request slot waits for it there.
 
         A claim of a connection this runner already has an attempt for is skipped (None, nothing written):
         it can only be the same lease again, handed out anew after the database lost the first claim in a
@@ -169,12 +174,15 @@ class AttemptRunner:
             return None
         self._running.add(connection_id)
         try:
-            return await self._run(claim, on_answer)
+            return await self._run(claim, on_answer, before_request)
         finally:
             self._running.discard(connection_id)
 
     async def _run(
-        self, claim: ClaimedConnection, on_answer: Callable[[], None] | None
+        self,
+        claim: ClaimedConnection,
+        on_answer: Callable[[], None] | None,
+        before_request: Callable[[], Awaitable[None]] | None,
     ) -> AttemptResult | None:
         if self._clock.now() >= claim.lease_expires_at:
             # Another worker may have the row by now (nothing to release: it is free). A lease that is still
@@ -186,7 +194,37 @@ class AttemptRunner:
         except UnreadableSecretError:  # the store logs it by id when it sets the row aside
             await self.in_store_thread(self._store.park_unreadable, claim, self._clock.now())
             return None
-        started = await self.gate.start(claim)  # recorded in flight, within the provider's limits
+        started = await self._start(claim)
+        if started is None:
+            return None
+        if before_request is not None:
+            try:
+                await before_request()
+                # the database may have gone since the start: a worker holding answers it cannot store
+                # sends nothing new, started ahead or not (``StartGate.hold``)
+                await self.gate.wait_open()
+            except asyncio.CancelledError:
+                # nothing was sent: give the row back as it was, rather than leave it looking like an
+                # answer lost in flight (best effort: a second cancellation or a database away skips it)
+                with contextlib.suppress(Exception):
+                    await self.in_store_thread(self._store.release, started)
+                raise
+            if self._clock.now() + self._request_budget >= started.lease_expires_at:
+                # the wait for the slot (a slow provider) ate the attempt's budget, but nothing was sent:
+                # record the start anew, with a whole deadline, instead of giving the row up (ADR 21)
+                started = await self._start(claim)
+                if started is None:
+                    return None
+        if self._clock.now() + self._request_budget >= started.lease_expires_at:
+            # Recording the start took so long (a slow transaction, a busy loop) that the request could
+            # outlive its lease: give it back unsent rather than risk a second worker's refresh beside it.
+            await self.in_store_thread(self._store.release, started)
+            return None
+        return await self._attempt(started, refresh_token, on_answer)
+
+    async def _start(self, claim: ClaimedConnection) -> ClaimedConnection | None:
+        """Record the attempt in flight, within the provider's limits; None (logged) if the lease is lost."""
+        started = await self.gate.start(claim)
         if started is None:
             # the start's fence failed: another worker took the row after the claim's lease ran out, or a
             # crash of the database undid the claim (ADR 18); either way nothing was sent
@@ -195,13 +233,7 @@ class AttemptRunner:
                 claim.connection_id,
                 extra={"action": "start_refused", "connection_id": claim.connection_id},
             )
-            return None
-        if self._clock.now() + self._request_budget >= started.lease_expires_at:
-            # Recording the start took so long (a slow transaction, a busy loop) that the request could
-            # outlive its lease: give it back unsent rather than risk a second worker's refresh beside it.
-            await self.in_store_thread(self._store.release, started)
-            return None
-        return await self._attempt(started, refresh_token, on_answer)
+        return started
 
     def stop_committing_after(self, grace: timedelta = SHUTDOWN_COMMIT_GRACE) -> None:
         """The worker is stopping: answers held for an unreachable database get ``grace`` more to land, then

@@ -21,6 +21,7 @@ from grantkeeper.ports import ClaimedConnection, Clock, ConnectionStore, StoreUn
 from grantkeeper.service.attempt import AttemptResult, AttemptRunner
 from grantkeeper.service.outage import OutageWatch
 from grantkeeper.service.report import CycleReport, failing_providers
+from grantkeeper.service.slots import Slots
 
 log = logging.getLogger("grantkeeper.cycle")
 
@@ -38,6 +39,43 @@ RESCUE_QUEUE_MARGIN = timedelta(seconds=3)
 
 #: Leases up to n more connections; also says whether that was the last batch.
 Claimer = Callable[[int], Awaitable[tuple[list[ClaimedConnection], bool]]]
+
+
+def starts_ahead(claim: ClaimedConnection) -> bool:
+    """Whether a cycle may record this attempt's start before a request slot is free (ADR 21).
+
+    Not for a provider with limits: an attempt started counts against its concurrency limit in every
+    worker, and its rate limit is taken at the start, so one waiting for a slot would hold a share of the
+    provider that no request uses, and requests would leave later than the limits meant them to."""
+    provider = claim.provider
+    return provider.max_concurrency is None and provider.rate_limit_per_second is None
+
+
+class AttemptHold:
+    """What one attempt of a cycle holds, until the provider answers or the attempt ends without asking:
+    its place among the attempts not yet answered (taken before the attempt is made), and from just before
+    its request a request slot. Each is given back once."""
+
+    __slots__ = ("_requests", "_slot_held", "_unanswered", "_unanswered_held")
+
+    def __init__(self, unanswered: Slots, requests: Slots) -> None:
+        self._unanswered = unanswered
+        self._unanswered_held = True
+        self._requests = requests
+        self._slot_held = False
+
+    async def take_request_slot(self) -> None:
+        if not self._slot_held:
+            await self._requests.acquire()
+            self._slot_held = True
+
+    def answered(self) -> None:
+        if self._slot_held:
+            self._slot_held = False
+            self._requests.release()
+        if self._unanswered_held:
+            self._unanswered_held = False
+            self._unanswered.release()
 
 
 class RefreshService:
@@ -151,27 +189,24 @@ class RefreshService:
     async def _drain(self, claim: Claimer, report: CycleReport) -> None:
         """Keep ``concurrency`` requests in flight, leasing ahead so attempts never wait on the store.
 
-        An attempt holds its request slot until the provider answers, not until its commit: the next
-        attempt's start then joins that commit's transaction (``StartGate``: one per tick) instead of
-        waiting for the next one, which matters most when the provider answers quickly. Attempts waiting for
-        their commit are bounded too (``concurrency`` more), so a slow database slows the cycle down instead
-        of piling answers up in memory.
+        Two bounds, both held until the provider answers, not until the commit (``AttemptHold``):
+        ``concurrency`` requests at the provider, and twice that many attempts not yet answered. Freed at
+        the answer, they let the next attempt's start join that answer's commit in one transaction
+        (``StartGate``: one per tick) instead of waiting for the next one. Attempts of a provider without
+        limits are started ahead of their request slot (``starts_ahead``, ADR 21): a slot that frees sends
+        a request already recorded in flight instead of one waiting for the next tick. Answers waiting for
+        their commit need no bound of their own: each came from a start recorded in an earlier tick, so a
+        slow database slows the starts down with the commits instead of piling answers up in memory.
         """
-        requests = asyncio.Semaphore(self._concurrency)
-        attempts = asyncio.Semaphore(self._concurrency * 2)
+        requests = Slots(self._concurrency)
+        unanswered = Slots(self._concurrency * 2)
         batch_size = max(self._concurrency * 2, 128)  # larger claims amortise the per-statement cost
 
-        async def attempt(item: ClaimedConnection) -> None:
-            is_answered = False
-
-            def answered() -> None:
-                nonlocal is_answered
-                if not is_answered:
-                    is_answered = True
-                    requests.release()
-
+        async def attempt(item: ClaimedConnection, hold: AttemptHold) -> None:
             try:
-                result = await self.runner.run(item, on_answer=answered)
+                result = await self.runner.run(
+                    item, on_answer=hold.answered, before_request=hold.take_request_slot
+                )
             except Exception as exc:  # a bug or a dead store must not stop the other attempts
                 log.error(
                     "attempt for %s failed: %s",
@@ -182,8 +217,7 @@ class RefreshService:
                 report.errors += 1
                 return
             finally:
-                answered()
-                attempts.release()
+                hold.answered()  # or ended without an answer: either way its places are free
             if result is None:
                 report.skipped += 1
             else:
@@ -203,9 +237,11 @@ class RefreshService:
                     break
                 report.due += len(batch)
                 for item in batch:
-                    await attempts.acquire()
-                    await requests.acquire()
-                    group.create_task(attempt(item))
+                    await unanswered.acquire()
+                    hold = AttemptHold(unanswered, requests)
+                    if not starts_ahead(item):
+                        await hold.take_request_slot()
+                    group.create_task(attempt(item, hold))
         if failure is not None:
             raise failure
 

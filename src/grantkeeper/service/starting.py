@@ -60,6 +60,10 @@ class StartGate:
     def is_open(self) -> bool:
         return self._open.is_set()
 
+    async def wait_open(self) -> None:
+        """Return once no hold is on: what an attempt started ahead of its request waits for (ADR 21)."""
+        await self._open.wait()
+
     def hold(self) -> None:
         """Stop new starts (a refreshed token waits in memory for the database); counted, so nested."""
         self._holds += 1
