@@ -101,3 +101,25 @@ class Rig:
     async def close(self) -> None:
         await self.endpoint.close()
         self.engine.dispose()
+
+
+def one_slot_service(rig: Rig) -> RefreshService:
+    """A refresh service with one request slot: the order of starts, requests and commits shows plainly."""
+    return RefreshService(
+        rig.store, rig.endpoint, rig.clock, rig.policy, concurrency=1,
+        max_attempt_duration=timedelta(seconds=10), rng=random.Random(0),
+    )  # fmt: skip
+
+
+def count_ticks(rig: Rig) -> list[tuple[int, int]]:
+    """(commits, starts) of each ``commit_and_start`` transaction from now on; the store's own call still
+    does the work, it is only counted."""
+    calls: list[tuple[int, int]] = []
+    real = rig.store.commit_and_start
+
+    def counted(batch, claims, now, attempt_ttl):
+        calls.append((len(batch), len(claims)))
+        return real(batch, claims, now, attempt_ttl)
+
+    rig.store.commit_and_start = counted  # type: ignore[method-assign]
+    return calls

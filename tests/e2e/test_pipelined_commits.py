@@ -15,22 +15,14 @@ from grantkeeper.ports import StoreUnavailableError
 from grantkeeper.service.cycle import RefreshService
 from grantkeeper.service.report import CycleReport
 
+from .harness import count_ticks, one_slot_service
+
 
 async def test_with_one_slot_each_commit_carries_the_next_start(rig):
     ids = [rig.connect(f"user-{i}")[0] for i in range(6)]
-    calls: list[tuple[int, int]] = []  # (commits, starts) per transaction
-    real = rig.store.commit_and_start
-
-    def counted(batch, claims, now, attempt_ttl):
-        calls.append((len(batch), len(claims)))
-        return real(batch, claims, now, attempt_ttl)
-
-    rig.store.commit_and_start = counted  # type: ignore[method-assign]
+    calls = count_ticks(rig)
     rig.sandbox.set_latency(0.05)  # each answer comes after the last tick ended, so the ticks are exact
-    service = RefreshService(
-        rig.store, rig.endpoint, rig.clock, rig.policy, concurrency=1,
-        max_attempt_duration=timedelta(seconds=10), rng=random.Random(0),
-    )  # fmt: skip
+    service = one_slot_service(rig)
 
     report = await service.run_cycle()
 

@@ -7,33 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from datetime import timedelta
 
 from grantkeeper.service import admin
-from grantkeeper.service.cycle import RefreshService
 
-from .harness import Rig
+from .harness import count_ticks, one_slot_service
 from .test_database_outage import wait_for
-
-
-def _one_slot(rig: Rig) -> RefreshService:
-    return RefreshService(
-        rig.store, rig.endpoint, rig.clock, rig.policy, concurrency=1,
-        max_attempt_duration=timedelta(seconds=10), rng=random.Random(0),
-    )  # fmt: skip
-
-
-def _count_starts(rig: Rig) -> list[tuple[int, int]]:
-    calls: list[tuple[int, int]] = []  # (commits, starts) per transaction
-    real = rig.store.commit_and_start
-
-    def counted(batch, claims, now, attempt_ttl):
-        calls.append((len(batch), len(claims)))
-        return real(batch, claims, now, attempt_ttl)
-
-    rig.store.commit_and_start = counted  # type: ignore[method-assign]
-    return calls
 
 
 async def test_a_wait_for_the_slot_that_ate_the_budget_starts_the_attempt_again_instead_of_dropping_it(rig):
@@ -41,9 +20,9 @@ async def test_a_wait_for_the_slot_that_ate_the_budget_starts_the_attempt_again_
     frees too late for the request to fit in that start's deadline, nothing has been sent, so the start is
     recorded anew with a whole deadline and the request goes; the row is not given up for the cycle."""
     connected = [rig.connect(f"user-{i}") for i in range(2)]
-    calls = _count_starts(rig)
+    calls = count_ticks(rig)
     rig.sandbox.set_latency(0.5)
-    service = _one_slot(rig)
+    service = one_slot_service(rig)
 
     cycle = asyncio.create_task(service.run_cycle())
     await wait_for(lambda: rig.sandbox.stats().requests == 1)
@@ -66,7 +45,7 @@ async def test_an_attempt_cancelled_while_waiting_for_its_slot_gives_its_row_bac
     row is released (not left looking like an answer lost in flight); the one at the provider stays marked."""
     ids = [rig.connect(f"user-{i}")[0] for i in range(2)]
     rig.sandbox.set_latency(0.8)
-    service = _one_slot(rig)
+    service = one_slot_service(rig)
 
     cycle = asyncio.create_task(service.run_cycle())
     await wait_for(lambda: rig.sandbox.stats().requests == 1)
@@ -85,10 +64,10 @@ async def test_attempts_of_a_provider_with_limits_are_not_started_ahead(rig):
     at the start: an attempt of such a provider takes its slot first, so no start waits for one."""
     admin.update_provider(rig.store, rig.tenant_id, rig.provider, {"max_concurrency": 8})
     ids = [rig.connect(f"user-{i}")[0] for i in range(4)]
-    calls = _count_starts(rig)
+    calls = count_ticks(rig)
     rig.sandbox.set_latency(0.05)
 
-    report = await _one_slot(rig).run_cycle()
+    report = await one_slot_service(rig).run_cycle()
 
     assert report.refreshed == len(ids)
     assert calls[0] == (0, 1)  # one start: the one slot's
