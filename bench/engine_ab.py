@@ -53,6 +53,8 @@ def one_round(n: int, concurrency: int) -> dict[str, float]:
         "cpu_us": result["cpu_seconds"] / n * 1e6,
         "store_us": result["store_thread_cpu_seconds"] / n * 1e6,
         "loop_us": result["loop_thread_cpu_seconds"] / n * 1e6,
+        "collector_s": result.get("collector_seconds", 0.0),  # absent from an older arm's child
+        "collections": result.get("collections", 0),
     }
 
 

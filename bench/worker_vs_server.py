@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import gc
 import json
 import os
 import re
@@ -128,14 +129,24 @@ async def engine_cycle(url: str, key: str, concurrency: int) -> dict[str, float]
     from grantkeeper.core.policy import Policy
     from grantkeeper.service.cycle import RefreshService
 
+    try:
+        from grantkeeper.entrypoints.collector import settle_after_start
+    except ImportError:  # an older version's src (an arm of bench/engine_ab.py): it set nothing
+        settle_after_start = None
+
     engine = make_engine(url)
     store = SqlStore(engine, Keyring.parse(key))
     clock = SystemClock()
     endpoint = HttpTokenEndpoint(clock, max_connections=concurrency)
     service = RefreshService(store, endpoint, clock, Policy(), concurrency=concurrency)
+    if settle_after_start is not None and os.environ.get("GRANTKEEPER_BENCH_DEFAULT_GC") != "1":
+        settle_after_start()  # as `grantkeeper worker` does once started (bench/collector_time.py: both)
+    collector = CollectorClock()
+    gc.callbacks.append(collector)
     started, cpu = time.perf_counter(), time.process_time()
     report = await service.run_cycle()
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    gc.callbacks.remove(collector)
     threads = thread_cpu_seconds()  # before the store thread goes (it was made by the cycle's runner)
     await endpoint.close()
     engine.dispose()
@@ -146,7 +157,25 @@ async def engine_cycle(url: str, key: str, concurrency: int) -> dict[str, float]
         "cpu_seconds": cpu,
         "store_thread_cpu_seconds": store,
         "loop_thread_cpu_seconds": threads.get("MainThread", 0.0),
+        "collector_seconds": collector.seconds,
+        "collections": collector.collections,
     }
+
+
+class CollectorClock:
+    """A ``gc.callbacks`` entry that adds up the time spent in garbage collections, and counts them."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = 0
+        self._started = 0.0
+
+    def __call__(self, phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+            self.collections += 1
 
 
 def authlib_table(path: Path, key: bytes, tokens: list[str]) -> None:

@@ -26,6 +26,7 @@ from grantkeeper.entrypoints.cli.app import (
     runtime,
 )
 from grantkeeper.entrypoints.cli.output import console, print_json, table
+from grantkeeper.entrypoints.collector import settle_after_start
 from grantkeeper.service.cycle import RefreshService
 from grantkeeper.service.dispatch import Dispatcher
 from grantkeeper.service.report import CycleReport
@@ -133,6 +134,7 @@ async def _worker_loop(
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     service, endpoint = rt.refresh_service(concurrency=concurrency)
+    settle_after_start()  # a long run: the collector leaves start-up's objects alone from here on
 
     def on_stop_signal() -> None:
         stop.set()

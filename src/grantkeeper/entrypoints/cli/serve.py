@@ -15,6 +15,7 @@ import typer
 
 from grantkeeper.entrypoints.cli.app import JsonOption, app, handle_errors, load_settings, runtime
 from grantkeeper.entrypoints.cli.output import console, print_json, table
+from grantkeeper.entrypoints.collector import settle_after_start
 from grantkeeper.service.tenants import issue_api_key
 
 
@@ -67,6 +68,7 @@ def serve_command(
             lifespan="on",
             timeout_graceful_shutdown=30,
         )
+        settle_after_start()  # a long run: the collector leaves start-up's objects alone from here on
         Server(config).run()
 
 
