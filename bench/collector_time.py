@@ -12,14 +12,10 @@ on a noisy machine. Reported per arm: collector seconds, collections, CPU µs pe
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from engine_ab import round_in_child
+
 ARMS = {"defaults": "1", "settled": "0"}  # GRANTKEEPER_BENCH_DEFAULT_GC for the engine child
 
 
@@ -34,13 +30,7 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {arm: [] for arm in ARMS}
     for round_number in range(1, args.rounds + 1):
         for arm, flag in ARMS.items():
-            command = [sys.executable, str(HERE / "engine_ab.py"), "--one-round", "--n", str(args.n),
-                       "--concurrency", str(args.concurrency)]  # fmt: skip
-            environment = os.environ | {"GRANTKEEPER_BENCH_DEFAULT_GC": flag}
-            done = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
-            if done.returncode != 0:
-                raise SystemExit(f"{arm} failed:\n{done.stderr[-3000:]}")
-            result = json.loads(done.stdout.strip().splitlines()[-1])
+            result = round_in_child(arm, args.n, args.concurrency, {"GRANTKEEPER_BENCH_DEFAULT_GC": flag})
             results[arm].append(result)
             print(
                 f"round {round_number} {arm}: collector {result['collector_s']:.3f} s in "

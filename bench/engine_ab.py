@@ -58,6 +58,16 @@ def one_round(n: int, concurrency: int) -> dict[str, float]:
     }
 
 
+def round_in_child(label: str, n: int, concurrency: int, environment: dict[str, str]) -> dict[str, float]:
+    """``one_round`` in a new process with ``environment`` added to this one's (an arm's ``PYTHONPATH``,
+    ``bench/collector_time.py``'s collector switch); exits with the child's error if it fails."""
+    command = [sys.executable, __file__, "--one-round", "--n", str(n), "--concurrency", str(concurrency)]
+    done = subprocess.run(command, capture_output=True, text=True, env=os.environ | environment, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{label} failed:\n{done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -77,13 +87,7 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {label: [] for label, _ in arms}
     for round_number in range(1, args.rounds + 1):
         for label, src in arms:
-            environment = os.environ | {"PYTHONPATH": str(Path(src).resolve())}
-            command = [sys.executable, __file__, "--one-round", "--n", str(args.n),
-                       "--concurrency", str(args.concurrency)]  # fmt: skip
-            done = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
-            if done.returncode != 0:
-                raise SystemExit(f"{label} failed:\n{done.stderr[-3000:]}")
-            result = json.loads(done.stdout.strip().splitlines()[-1])
+            result = round_in_child(label, args.n, args.concurrency, {"PYTHONPATH": str(Path(src).resolve())})
             results[label].append(result)
             print(
                 f"round {round_number} {label}: {result['per_s']:,.0f}/s, {result['cpu_us']:.0f} µs "
