@@ -2,8 +2,9 @@
 
 ``asyncio.Semaphore`` (3.11) scans all its waiters on every ``acquire`` to keep its fairness, so it costs
 time linear in the waiters. A cycle that starts attempts ahead of their request slot (ADR 21) has up to
-``concurrency`` of them waiting for a slot, and takes one per request: at concurrency 128 that scan was a
-tenth of the event loop's time per refresh (``docs/benchmarks.md``, tenth session). Here both ends are O(1).
+``concurrency`` of them waiting for a slot, and takes one per request: with it, starting ahead raised the
+event loop's CPU per refresh at concurrency 128 from 110-116 to 136-149 µs in alternating rounds; with
+these slots the difference was within the noise (``docs/benchmarks.md``, tenth session). Both ends are O(1).
 """
 
 from __future__ import annotations
