@@ -29,7 +29,13 @@ signalled a child or saw it exit, so a pid cannot be reused while a signal may s
 
 The journal. Each child appends one line per event to a shared file with one unbuffered ``os.write`` on an
 ``O_APPEND`` descriptor, so a line is in the file the moment the event happens and survives a SIGKILL right
-after. The hooks wrap the senders' ``send`` and the store's ``claim_outbox`` and ``record_delivery`` and call
+after. A SIGKILL *during* that write can tear it: Linux checks for a fatal signal between the pages a write
+spans, so a line that straddles a page boundary may stop part-way. Each record is therefore written as a
+newline, the line, a `` .`` end mark and a newline: a torn one is left on a line of its own without the end
+mark, and ``read_journal`` drops it (the child died while noting the event, so for ``S`` the send never
+began) and counts it, and the test allows at most one torn line per kill.
+
+The hooks wrap the senders' ``send`` and the store's ``claim_outbox`` and ``record_delivery`` and call
 through unchanged; they only note what happened, so the test can tell which child sent each copy a receiver
 got and whether that child was dead before the row was sent again. Lines are ``KIND INDEX TIME [FIELDS]``:
 
@@ -206,13 +212,26 @@ class ForkServer:
         return line.decode("ascii")
 
 
-def read_journal(path: Path) -> list[JournalEvent]:
-    """Every line of the journal, in file order."""
+@dataclass(frozen=True)
+class Journal:
+    events: list[JournalEvent]
+    torn: list[str]  # records a SIGKILL cut short while they were written (see the module docstring)
+
+
+def read_journal(path: Path) -> Journal:
+    """Every whole record of the journal, in file order, and the torn ones apart."""
     events = []
+    torn = []
     for line in path.read_text("ascii").splitlines():
-        kind, index, at, *fields = line.split()
+        words = line.split()
+        if not words:
+            continue
+        if words[-1] != ".":
+            torn.append(line)
+            continue
+        kind, index, at, *fields = words[:-1]
         events.append(JournalEvent(kind, int(index), float(at), tuple(fields)))
-    return events
+    return Journal(events, torn)
 
 
 # -- the server side (runs in its own process; grantkeeper is imported there, lazily) ------------------------
@@ -230,7 +249,7 @@ def _request_stop(signum: int, frame: object) -> None:
 def _note(kind: str, *fields: object, index: int | None = None, at: float | None = None) -> None:
     stamp = time.time() if at is None else at
     words = [kind, str(_index if index is None else index), f"{stamp:.6f}", *map(str, fields)]
-    os.write(_journal_fd, (" ".join(words) + "\n").encode("ascii"))
+    os.write(_journal_fd, ("\n" + " ".join(words) + " .\n").encode("ascii"))
 
 
 def _install_journal_hooks() -> None:
