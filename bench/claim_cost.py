@@ -53,7 +53,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -66,6 +66,7 @@ from sqlalchemy.exc import OperationalError
 from support import PG_SERVER
 
 from grantkeeper.adapters.db import SqlStore, make_engine
+from grantkeeper.adapters.db.engine import watch_statements
 from grantkeeper.adapters.db.tables import connections
 
 BATCH = 1000
@@ -97,7 +98,17 @@ class Timer:
 
     def _after(self, _conn: Any, _cursor: Any, statement: str, _params: Any, _ctx: Any, _many: bool) -> None:
         if "due_connections" in statement:
-            self.statement_ms = (time.perf_counter() - self._started) * 1000
+            self._stopped()
+
+    def _watched(self, statement: str, parameters: Any) -> Callable[[], None] | None:
+        """The same for SQLite's refresh path, which sends its statements straight to the driver."""
+        if "due_connections" not in statement:
+            return None
+        self._before(None, None, statement, parameters, None, False)
+        return self._stopped
+
+    def _stopped(self) -> None:
+        self.statement_ms = (time.perf_counter() - self._started) * 1000
 
     @contextmanager
     def installed(self) -> Iterator[Timer]:
@@ -114,7 +125,8 @@ class Timer:
         event.listen(self.engine, "before_cursor_execute", self._before)
         event.listen(self.engine, "after_cursor_execute", self._after)
         try:
-            yield self
+            with watch_statements(self.engine, self._watched):
+                yield self
         finally:
             event.remove(self.engine, "before_cursor_execute", self._before)
             event.remove(self.engine, "after_cursor_execute", self._after)

@@ -30,7 +30,7 @@ from grantkeeper.adapters.db.tables import connections
 
 
 def measure(kind: str, n: int, batch_size: int) -> dict[str, object]:
-    due = max(n // 20, 1000)
+    due = min(max(n // 20, 1000), n)  # the seed needs 1 <= due <= n
     seeded = ensure_seeded(kind, n, due)
     template = seeded.url.removeprefix("sqlite:///") if kind == "sqlite" else database_name(n, due)
     with tempfile.TemporaryDirectory() as tmp, fresh_database(kind, Path(tmp), "reseal", template) as url:

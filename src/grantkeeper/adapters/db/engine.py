@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
 __all__ = [
+    "StatementWatcher",
     "commit_without_waiting_for_disk",
     "make_engine",
     "migration_transaction",
@@ -38,10 +39,14 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 _WRITE_OPTION = "grantkeeper_write"
 _PING = text("SELECT 1")
 _R = TypeVar("_R")
+#: A watcher is called with each statement and its parameters before the statement is sent; what it returns,
+#: if not None, is called once the statement has run (or failed): how a benchmark times one.
+StatementWatcher = Callable[[str, Any], Callable[[], None] | None]
 #: Who watches the statements ``on_sqlite`` sends, by engine. Those bypass SQLAlchemy's
-#: ``before_cursor_execute`` event, so whatever checks what the store really sends (the tests) registers here
-#: as well; a service registers nothing, and the hot path then pays one test of an empty dict.
-_STATEMENT_WATCHERS: dict[Engine, list[Callable[[str, Any], None]]] = {}
+#: ``before_cursor_execute`` event, so whatever checks what the store really sends (the tests, the
+#: benchmarks) registers here as well; a service registers nothing, and the hot path then pays one test of an
+#: empty dict.
+_STATEMENT_WATCHERS: dict[Engine, list[StatementWatcher]] = {}
 
 
 def normalise_url(url: str | URL) -> URL:
@@ -155,19 +160,34 @@ def on_sqlite(
     ``connection``, inside its transaction, with the driver's errors raised as SQLAlchemy's, as
     ``exec_driver_sql`` would: the store's callers tell a locked or unreadable database
     (``OperationalError``) from a bug by those. Parameters never reach the message."""
-    if _STATEMENT_WATCHERS:
-        for watcher in _STATEMENT_WATCHERS.get(connection.engine, ()):
-            watcher(sql, parameters)
+    if _STATEMENT_WATCHERS and connection.engine in _STATEMENT_WATCHERS:
+        return _watched(connection, sql, parameters, call)
     try:
         return call(cast(sqlite3.Connection, connection.connection.driver_connection))
     except sqlite3.Error as exc:
         raise DBAPIError.instance(sql, None, exc, sqlite3.Error, hide_parameters=True) from exc
 
 
+def _watched(
+    connection: Connection, sql: str, parameters: Any, call: Callable[[sqlite3.Connection], _R]
+) -> _R:
+    """``on_sqlite`` with its engine's watchers told before and after the statement."""
+    afters = [watcher(sql, parameters) for watcher in list(_STATEMENT_WATCHERS[connection.engine])]
+    try:
+        return call(cast(sqlite3.Connection, connection.connection.driver_connection))
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, sqlite3.Error, hide_parameters=True) from exc
+    finally:
+        for after in afters:
+            if after is not None:
+                after()
+
+
 @contextmanager
-def watch_statements(engine: Engine, watcher: Callable[[str, Any], None]) -> Iterator[None]:
+def watch_statements(engine: Engine, watcher: StatementWatcher) -> Iterator[None]:
     """Call ``watcher(sql, parameters)`` for each statement ``on_sqlite`` sends through ``engine`` while
-    inside; with SQLAlchemy's ``before_cursor_execute`` it sees every statement the store sends."""
+    inside, and what it returns after the statement; with SQLAlchemy's ``before_cursor_execute`` it sees
+    every statement the store sends."""
     _STATEMENT_WATCHERS.setdefault(engine, []).append(watcher)
     try:
         yield
