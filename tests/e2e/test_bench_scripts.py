@@ -168,3 +168,19 @@ def test_cli_startup_and_sqlite_sort_memory(bench_environment: dict[str, str]) -
     output = run_script("sqlite_sort_memory.py", "--rows", "500", environment=bench_environment)
     assert re.search(r"^\| FILE \| 500 \|", output, re.MULTILINE), output
     assert re.search(r"^\| MEMORY \| 500 \|", output, re.MULTILINE), output
+
+
+def test_steady_state(backend: Backend, bench_environment: dict[str, str]) -> None:
+    """Mostly waiting: a few refreshes due over three seconds, one worker polling every five."""
+    kind, seeds = backend
+    seeds(2_900, 1)
+    output = run_script(
+        "steady_state.py", "--database", kind, "--n", "2900", "--minutes", "0.05", "--workers", "1",
+        environment=bench_environment,
+    )  # fmt: skip
+    (result,) = json_lines(output)
+    assert result["database"] == kind
+    assert result["n"] == 2_900
+    assert int(str(result["due_in_window"])) > 0
+    assert result["refreshed"] == result["due_in_window"]
+    assert result["reuse_detected"] == 0
