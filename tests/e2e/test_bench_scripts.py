@@ -7,9 +7,9 @@ operator would run it, in its own process, with sizes far too small to measure a
 that it finishes and reports what it was asked for, not its figures. Seeds go to a throwaway cache, and the
 PostgreSQL databases a script seeds are dropped afterwards.
 
-Not here: ``worker_vs_server.py`` (it needs wrk and the ``bench`` extra's Authlib; its engine round is the one
-``engine_ab.py`` runs) and the scale-out scenarios (``scale_out.py``: minutes each, and they stop and start a
-PostgreSQL server of their own).
+Not here: wrk, which ``worker_vs_server.py`` runs for the server's capacity (``--seconds 0`` leaves it out;
+the engine, the bare loop and both Authlib refreshers run), and the scale-out scenarios (``scale_out.py``:
+minutes each, and they stop and start a PostgreSQL server of their own).
 """
 
 from __future__ import annotations
@@ -184,3 +184,15 @@ def test_steady_state(backend: Backend, bench_environment: dict[str, str]) -> No
     assert int(str(result["due_in_window"])) > 0
     assert result["refreshed"] == result["due_in_window"]
     assert result["reuse_detected"] == 0
+
+
+def test_worker_vs_server_without_wrk(bench_environment: dict[str, str]) -> None:
+    output = run_script(
+        "worker_vs_server.py", "--seconds", "0", "--n", "160", "--rounds", "1", environment=bench_environment
+    )
+    (result,) = json_lines(output)
+    assert result["reuse_detected"] == 0
+    (round_,) = result["rounds"]  # type: ignore[misc]
+    for client in ("engine", "bare", "authlib", "authlib_inline"):
+        assert float(round_[f"{client}_per_s"]) > 0, round_
+    assert re.search(r"^\| sqlite \| 32 \| nan \| ", output, re.MULTILINE), output[-3000:]
