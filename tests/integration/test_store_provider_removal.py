@@ -24,6 +24,7 @@ from tests.fixtures.db import (
     attempt_commit,
     captured_sql,
     disconnect,
+    explain,
     new_connection,
     new_provider,
     notice,
@@ -166,3 +167,35 @@ def test_a_removal_locks_a_large_provider_batch_by_batch(
     assert len(locks) == (3 if store.engine.dialect.name == "postgresql" else 0)  # 3 + 3 + 1; SQLite: none
     assert [c.user_id for c in store.list_connections(tenant_id)] == ["keep"]
     assert [p.name for p in store.list_providers(tenant_id)] == [other.name]
+
+
+def test_a_removal_finds_the_providers_connections_through_an_index_not_a_table_scan(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    """Each statement that picks the provider's connections (the count, the workflow links, the delete) is
+    served by ``ix_connections_tenant_provider_page``: removing one provider of a million-row table must not
+    read the table three times. PostgreSQL has sequential scans priced out (``explain``): a plan that still
+    scans the table has no index it could use."""
+    store.add_provider(tenant_id, new_provider("github"))
+    store.import_connections(tenant_id, [new_connection(f"u{i}") for i in range(5)], T0)
+    store.import_connections(tenant_id, [new_connection(f"g{i}", provider="github") for i in range(5)], T0)
+    with store.engine.connect() as connection:  # statistics, as a live table has them
+        connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
+    with captured_sql(store.engine) as sent:
+        assert store.delete_provider(tenant_id, "google", with_connections=True) == 5
+    picking = [
+        (statement, parameters)
+        for statement, parameters in sent
+        if "provider_id" in statement and "connections" in statement and "LIMIT" not in statement
+    ]
+    assert len(picking) >= 3, [statement for statement, _ in sent]  # count, links, delete
+    for statement, parameters in picking:
+        plan = explain(store.engine, statement, parameters)
+        if store.engine.dialect.name == "sqlite":
+            assert "SCAN connections" not in plan, (statement, plan)
+            assert "ix_connections_tenant_provider_page" in plan, (statement, plan)
+        else:
+            assert "Seq Scan on connections" not in plan, (statement, plan)
+            conditions = [line for line in plan.splitlines() if "Index Cond" in line]
+            assert any("provider_id" in line for line in conditions), (statement, plan)
+    assert len(store.list_connections(tenant_id)) == 5
