@@ -5,6 +5,7 @@ SQLite, where it talks to the driver itself, its errors are still the store's.""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from grantkeeper.adapters.crypto import Keyring, generate_key_line
 from grantkeeper.adapters.db import SqlStore, hotpath, make_engine
+from grantkeeper.adapters.db.engine import watch_statements
 from grantkeeper.core.model import (
     ConnectionState,
     ConnectionStatus,
@@ -154,3 +156,30 @@ def test_on_sqlite_the_driver_s_errors_are_the_store_s_and_name_no_parameter(tmp
     finally:
         rival.close()
         engine.dispose()
+
+
+def test_a_statement_watcher_hears_each_driver_statement_before_and_after_it_runs(tmp_path: Path) -> None:
+    """What ``engine.watch_statements`` promises the tests and benchmarks that time or capture the refresh
+    path's SQLite statements (which SQLAlchemy's cursor events never see): the watcher before each statement,
+    what it returned after it, failed statements included, and nothing once the watch ends."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'watched.db'}")
+    heard: list[tuple[str, str]] = []
+
+    def watcher(sql: str, _parameters: object) -> Callable[[], None] | None:
+        heard.append(("before", sql))
+        if "no_such_table" in sql:
+            return lambda: heard.append(("after", sql))
+        return None  # nothing to hear afterwards
+
+    try:
+        with watch_statements(engine, watcher), engine.connect() as connection:
+            hot = hotpath.for_connection(connection)
+            hot.run(connection, "SAVEPOINT watched")
+            with pytest.raises(OperationalError):
+                hot.changed(connection, "UPDATE no_such_table SET x = :x", [{"x": 1}])
+        with engine.connect() as connection:
+            hotpath.for_connection(connection).run(connection, "SAVEPOINT unwatched")
+    finally:
+        engine.dispose()
+    failing = "UPDATE no_such_table SET x = :x"
+    assert heard == [("before", "SAVEPOINT watched"), ("before", failing), ("after", failing)]

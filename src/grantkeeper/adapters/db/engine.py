@@ -162,6 +162,10 @@ def on_sqlite(
     (``OperationalError``) from a bug by those. Parameters never reach the message."""
     if _STATEMENT_WATCHERS and connection.engine in _STATEMENT_WATCHERS:
         return _watched(connection, sql, parameters, call)
+    return _on_driver(connection, sql, call)
+
+
+def _on_driver(connection: Connection, sql: str, call: Callable[[sqlite3.Connection], _R]) -> _R:
     try:
         return call(cast(sqlite3.Connection, connection.connection.driver_connection))
     except sqlite3.Error as exc:
@@ -174,9 +178,7 @@ def _watched(
     """``on_sqlite`` with its engine's watchers told before and after the statement."""
     afters = [watcher(sql, parameters) for watcher in list(_STATEMENT_WATCHERS[connection.engine])]
     try:
-        return call(cast(sqlite3.Connection, connection.connection.driver_connection))
-    except sqlite3.Error as exc:
-        raise DBAPIError.instance(sql, None, exc, sqlite3.Error, hide_parameters=True) from exc
+        return _on_driver(connection, sql, call)
     finally:
         for after in afters:
             if after is not None:
