@@ -28,7 +28,7 @@ from tests.fixtures.db import PostgresServer
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 ROOT = BENCH.parent
-TIMEOUT = 240
+TIMEOUT = 100  # under pytest-timeout's 120 s, so a hung script fails with its own command line
 #: A database kind for ``--database``, and how a test notes the (stored, due) sizes a script seeds.
 Backend = tuple[str, Callable[[int, int], None]]
 
