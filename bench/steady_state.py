@@ -38,18 +38,18 @@ from grantkeeper.adapters.db.tables import connections, providers, refresh_attem
 _c = connections.c
 _a = refresh_attempts.c
 PERIOD = timedelta(minutes=50)  # one-hour tokens, refreshed ten minutes early
-START_DELAY = timedelta(seconds=20)  # the window opens this long after the schedule is written
+START_DELAY = 20.0  # seconds: the window opens this long after the schedule is written (workers start)
 # interval arithmetic for PostgreSQL's UPDATE (SQLite rows are moved in Python)
 _LATER = literal_column(f"interval '{int(LATER_SPREAD.total_seconds())} seconds'")
 
 
 def schedule_window(
-    seeded: Seeded, engine: Engine, base: str, minutes: float
+    seeded: Seeded, engine: Engine, base: str, minutes: float, start_delay: float = START_DELAY
 ) -> tuple[datetime, dict[str, datetime]]:
     """Give the connections due in the window real grants and evenly spread due times; park the rest."""
     rate = seeded.n / PERIOD.total_seconds()
     count = int(rate * minutes * 60)
-    start_at = datetime.now(UTC) + START_DELAY
+    start_at = datetime.now(UTC) + timedelta(seconds=start_delay)
     gap = timedelta(seconds=1 / rate)
     horizon = start_at + timedelta(minutes=minutes) + timedelta(hours=2)
     with engine.begin() as connection:
@@ -182,7 +182,7 @@ def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     try:
         restore(seeded, engine)
         with sandbox_process() as base, tempfile.TemporaryDirectory() as tmp:
-            start_at, due = schedule_window(seeded, engine, base, args.minutes)
+            start_at, due = schedule_window(seeded, engine, base, args.minutes, args.start_delay)
             end_at = start_at + timedelta(minutes=args.minutes)
             print(f"{kind}: {len(due):,} due from {start_at:%H:%M:%S} to {end_at:%H:%M:%S}", file=sys.stderr)
             run = run_workers(seeded.url, args.workers, args.concurrency, end_at, Path(tmp), engine, len(due))
@@ -221,6 +221,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--reseed", action="store_true")
+    parser.add_argument(
+        "--start-delay", type=float, default=START_DELAY, help="seconds from the schedule to the window"
+    )
     args = parser.parse_args()
     print("| database | stored | workers | due in window | asked /s | lag p50 s | lag p99 s | lag max s "
           "| worker CPU (share of a core) | failures | reuse |")  # fmt: skip

@@ -171,12 +171,13 @@ def test_cli_startup_and_sqlite_sort_memory(bench_environment: dict[str, str]) -
 
 
 def test_steady_state(backend: Backend, bench_environment: dict[str, str]) -> None:
-    """Mostly waiting: a few refreshes due over three seconds, one worker polling every five."""
+    """Mostly waiting: a few refreshes due over three seconds from three seconds on, one worker polling
+    every five."""
     kind, seeds = backend
     seeds(2_900, 1)
     output = run_script(
         "steady_state.py", "--database", kind, "--n", "2900", "--minutes", "0.05", "--workers", "1",
-        environment=bench_environment,
+        "--start-delay", "3", environment=bench_environment,
     )  # fmt: skip
     (result,) = json_lines(output)
     assert result["database"] == kind
