@@ -400,7 +400,8 @@ def _report_in_flight(result: AttemptResult) -> None:
         )
     elif result.is_recovered_in_flight:
         log.info(
-            "recovered %s: the answer to an attempt at %s was lost with its worker, the retry succeeded",
+            "recovered %s: an attempt started at %s ended with its worker, unanswered (it may not have been "
+            "sent: a start is recorded before the request waits for a slot), and the retry succeeded",
             connection_id,
             result.claim.state.in_flight_since,
             extra={"action": "in_flight_recovered", "connection_id": connection_id},
