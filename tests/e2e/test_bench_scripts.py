@@ -8,8 +8,8 @@ that it finishes and reports what it was asked for, not its figures. Seeds go to
 PostgreSQL databases a script seeds are dropped afterwards.
 
 Not here: wrk, which ``worker_vs_server.py`` runs for the server's capacity (``--seconds 0`` leaves it out;
-the engine, the bare loop and both Authlib refreshers run), and the scale-out scenarios (``scale_out.py``:
-minutes each, and they stop and start a PostgreSQL server of their own).
+the aiohttp load loop, the engine, the bare loop and both Authlib refreshers run), and the scale-out
+scenarios (``scale_out.py``: minutes each, and they stop and start a PostgreSQL server of their own).
 """
 
 from __future__ import annotations
@@ -194,6 +194,6 @@ def test_worker_vs_server_without_wrk(bench_environment: dict[str, str]) -> None
     (result,) = json_lines(output)
     assert result["reuse_detected"] == 0
     (round_,) = result["rounds"]  # type: ignore[misc]
-    for client in ("engine", "bare", "authlib", "authlib_inline"):
+    for client in ("aiohttp", "engine", "bare", "authlib", "authlib_inline"):
         assert float(round_[f"{client}_per_s"]) > 0, round_
     assert re.search(r"^\| sqlite \| 32 \| nan \| ", output, re.MULTILINE), output[-3000:]
