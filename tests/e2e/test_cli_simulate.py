@@ -70,7 +70,22 @@ def test_json_prints_one_object_with_the_report_fields(runner: CliRunner, tmp_pa
     assert set(report["lag_seconds"]) == {"p50", "p99"}
     assert report["capacity"]["workers"] is None  # unlimited: the report says how many are needed
     assert report["capacity"]["workers_needed"] >= 1
+    assert report["capacity"]["worker_rate_per_second"] == 2000  # the default ceiling
     assert list(tmp_path.iterdir()) == []  # no database file, no key file
+
+
+def test_worker_rate_sets_a_workers_ceiling_and_0_lifts_it(runner: CliRunner):
+    fast = ("--connections", "1000000", "--sample", "500", "--days", "0.1", "--latency-ms", "1", "--json")
+    capped = json.loads(runner.invoke(app, ["simulate", *fast, "--worker-rate", "10"]).stdout)["capacity"]
+    lifted = json.loads(runner.invoke(app, ["simulate", *fast, "--worker-rate", "0"]).stdout)["capacity"]
+
+    assert capped["worker_rate_per_second"] == 10
+    assert lifted["worker_rate_per_second"] is None
+    # about 280 due a second: 10 a second each takes dozens of workers, 32 slots at 1 ms take one
+    assert capped["workers_needed"] > 20
+    assert lifted["workers_needed"] == 1
+    assert "worker rate" in capped["workers_formula"]
+    assert "worker rate" not in lifted["workers_formula"]
 
 
 def test_sample_is_scaled_and_said_so(runner: CliRunner):
@@ -106,6 +121,8 @@ def test_human_output_is_a_table_with_workers_needed(runner: CliRunner):
         (("--days", "nan"), "--days must be a finite number"),
         (("--sample", "10", "--connections", "5"), "sample must be between 1 and connections"),
         (("--latency-ms", "0"), "--latency-ms must be a finite number more than 0"),
+        (("--worker-rate", "-5"), "--worker-rate must be 0 (no ceiling) or a finite number of at least 1"),
+        (("--worker-rate", "nan"), "--worker-rate must be 0 (no ceiling) or a finite number"),
         (("--connections", "10000000"), "simulate a sample and scale it up (--sample 100000)"),
     ],
 )

@@ -142,7 +142,7 @@ def test_workers_needed_is_peak_attempts_per_second_times_latency_over_concurren
     assert report.workers_needed == math.ceil(report.due_per_second_peak * 0.2 / 32)
     assert report.workers_needed > 10
     assert report.workers_formula.startswith("ceil(peak attempts/s x latency / concurrency per worker)")
-    assert report.workers_formula.endswith(f"= {report.workers_needed}")
+    assert f"= {report.workers_needed}; the workers' own rate needs fewer" in report.workers_formula
 
 
 def test_timeouts_hold_a_slot_for_the_read_timeout_so_more_workers_are_needed():
@@ -172,6 +172,56 @@ def test_with_the_workers_needed_the_lag_stays_small_and_with_too_few_it_grows()
     assert starved.backlog_at_end > 60 * starved.due_per_second_peak
 
 
+def test_with_a_fast_provider_a_workers_own_rate_decides_how_many_are_needed():
+    common: dict[str, Any] = {
+        "connections": 10_000_000,
+        "sample": 5000,
+        "duration": timedelta(hours=3),
+        "latency": timedelta(milliseconds=5),
+    }
+    unbounded = run(**common, worker_rate=None)
+    bounded = run(**common, worker_rate=500)
+
+    peak = bounded.due_per_second_peak
+    assert peak == unbounded.due_per_second_peak
+    # 32 slots at 5 ms would let one worker do 6,400 a second; at 500 a second each it takes many more
+    assert unbounded.workers_needed == math.ceil(peak * 0.005 / 32)
+    assert bounded.workers_needed == math.ceil(peak / 500)
+    assert bounded.workers_needed > 2 * unbounded.workers_needed
+    assert bounded.workers_formula.startswith(
+        f"ceil(peak attempts/s / worker rate) = ceil({peak:,.2f} / 500) = {bounded.workers_needed}: "
+        "the workers' own rate binds"
+    )
+    assert bounded.to_dict()["capacity"]["worker_rate_per_second"] == 500
+    assert unbounded.to_dict()["capacity"]["worker_rate_per_second"] is None
+
+
+def test_with_a_slow_provider_the_slots_decide_and_the_rate_is_named_as_the_lesser_bound():
+    report = run(connections=1_000_000, sample=2000, duration=timedelta(hours=2), worker_rate=2000)
+
+    assert report.workers_needed == math.ceil(report.due_per_second_peak * 0.2 / 32)
+    assert report.workers_formula.startswith("ceil(peak attempts/s x latency / concurrency per worker)")
+    lesser = "; the workers' own rate needs fewer: ceil(peak attempts/s / worker rate)"
+    assert lesser in report.workers_formula
+
+
+def test_a_fleet_slower_than_the_demand_lags_even_with_slots_to_spare():
+    common: dict[str, Any] = {
+        "connections": 2_000_000,
+        "sample": 4000,
+        "duration": timedelta(hours=3),
+        "latency": timedelta(milliseconds=5),
+        "workers": 2,  # 64 slots at 5 ms: 12,800 a second, far over the ~560 due
+    }
+    enough = run(**common, worker_rate=2000)
+    starved = run(**common, worker_rate=100)  # 200 a second for the fleet
+
+    assert enough.lag_p99_seconds < 15
+    assert starved.lag_p99_seconds > 600
+    assert starved.backlog_at_end > 60 * starved.due_per_second_peak
+    assert starved.workers_needed == math.ceil(starved.due_per_second_peak / 100) > 2
+
+
 @pytest.mark.parametrize(
     ("make", "words"),
     [
@@ -182,6 +232,8 @@ def test_with_the_workers_needed_the_lag_stays_small_and_with_too_few_it_grows()
         (lambda: SimulationConfig(connections=10**7), r"simulate a sample and scale it up \(--sample"),
         (lambda: SimulationConfig(connections=10, sample=11), "sample must be between 1 and"),
         (lambda: SimulationConfig(workers=0), "workers must be at least 1"),
+        (lambda: SimulationConfig(worker_rate=0.5), "worker rate must be at least 1 refresh a second"),
+        (lambda: SimulationConfig(worker_rate=float("inf")), "worker rate must be at least 1"),
         (lambda: SimulationConfig(duration=timedelta(0)), "duration must be longer than zero"),
         (lambda: Outage(start=timedelta(hours=1), duration=timedelta(0)), "outage must last"),
         (

@@ -9,9 +9,10 @@ The scheduler is modelled as the continuous worker runs: every ``poll_interval``
 whose ``next_attempt_at`` has passed and refreshes them. The fleet refreshes at most
 ``workers * concurrency`` at once; an attempt holds its slot for the provider latency (a timeout for the
 read timeout), so when more are due than that allows they queue, and the report shows the lag from due to
-attempted. Without a worker count the fleet is unlimited and the report says how many workers the busiest
-minute needs. The simulator knows each grant's truth, so it tells false disconnections (the grant was fine)
-from true ones (it was revoked).
+attempted. A worker also handles at most ``worker_rate`` refreshes a second, however short the latency (its
+CPU and database session). Without a worker count the fleet is unlimited and the report says how many
+workers the busiest minute needs. The simulator knows each grant's truth, so it tells false disconnections
+(the grant was fine) from true ones (it was revoked).
 
 Modules: ``simulation_config`` (what to simulate), ``simulation_faults`` (the provider),
 ``simulation_engine`` (the event loop), ``simulation_tally`` (the counters), ``simulation_report`` (what it
@@ -26,13 +27,13 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-from grantkeeper.service.simulation_config import SimulationConfig
+from grantkeeper.service.simulation_config import DEFAULT_WORKER_RATE, SimulationConfig
 from grantkeeper.service.simulation_engine import Simulation
 from grantkeeper.service.simulation_faults import FaultModel, Outage
 from grantkeeper.service.simulation_report import SimulationReport
 from grantkeeper.service.simulation_tally import Tally, Truth, build_report
 
-__all__ = ["FaultModel", "Outage", "SimulationConfig", "SimulationReport", "simulate"]
+__all__ = ["DEFAULT_WORKER_RATE", "FaultModel", "Outage", "SimulationConfig", "SimulationReport", "simulate"]
 
 #: Connections per shard. Fixed, so a report depends on the seed and never on how many CPUs produced it.
 SHARD_CONNECTIONS = 25_000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -9,6 +10,10 @@ from grantkeeper.core.errors import InvalidInputError
 from grantkeeper.core.policy import Policy
 from grantkeeper.service.simulation_faults import FaultModel
 
+#: Refreshes a second one worker handles at most, however short the provider's latency: its own CPU and its
+#: one database session bound it. One worker on PostgreSQL did 2,000-2,700 a second on the 2-core machine of
+#: ``docs/benchmarks.md`` (about 4,000 on SQLite); ``bench/worker_vs_server.py`` measures yours.
+DEFAULT_WORKER_RATE = 2_000.0
 #: Beyond this a run takes hours; a sample of 100,000 already puts the sampling error well under 1%.
 MAX_SIMULATED_CONNECTIONS = 1_000_000
 
@@ -26,6 +31,7 @@ class SimulationConfig:
     read_timeout: timedelta = timedelta(seconds=15)
     concurrency: int = 32
     workers: int | None = None
+    worker_rate: float | None = DEFAULT_WORKER_RATE  # None: only concurrency / latency bounds a worker
     connections_per_user: int = 1
     poll_interval: timedelta = timedelta(seconds=5)
     policy: Policy = field(default_factory=Policy)
@@ -49,6 +55,10 @@ class SimulationConfig:
             )
         if self.workers is not None and self.workers < 1:
             raise InvalidInputError(f"workers must be at least 1, got {self.workers}")
+        if self.worker_rate is not None and not (math.isfinite(self.worker_rate) and self.worker_rate >= 1):
+            raise InvalidInputError(
+                f"worker rate must be at least 1 refresh a second, got {self.worker_rate}"
+            )
         self._check_durations()
         for outage in self.faults.outages:
             if outage.start >= self.duration:

@@ -96,6 +96,12 @@ class Simulation:
         share = count / config.simulated_connections / config.scale
         slots = None if config.workers is None else config.workers * config.concurrency * share
         self._seconds_per_slot = None if slots is None else 1.0 / slots
+        # the fleet's own ceiling, whatever the latency: each worker's CPU and database session
+        self._fleet_rate = (
+            None
+            if config.workers is None or config.worker_rate is None
+            else config.workers * config.worker_rate * share
+        )
         self._free_at_seconds = 0.0
         self._is_overloaded = False
         self.tally = Tally(config, self._end_seconds, count)
@@ -173,8 +179,9 @@ class Simulation:
         """Refresh what one poll claimed: all at the poll's instant, or as the fleet's slots free up.
 
         With a limited fleet the batch is taken a second's worth at a time (the attempts the fleet starts per
-        second at the nominal latency); a chunk shares its start instant, and the next chunk starts when the
-        chunk's slot time (latency per attempt, read timeout per timeout) has been served.
+        second at the nominal latency, or at its workers' own rate if that is lower); a chunk shares its start
+        instant, and the next chunk starts when the chunk's slot time (latency per attempt, read timeout per
+        timeout) has been served, and no sooner than the workers' rate allows.
         """
         poll_at = tick * self._poll_seconds
         seconds_per_slot = self._seconds_per_slot
@@ -186,6 +193,9 @@ class Simulation:
             self.tally.read_timeout_seconds - self.tally.latency_seconds,
         )
         per_second = max(1, int(1 / (latency * seconds_per_slot)))
+        fleet_rate = self._fleet_rate
+        if fleet_rate is not None:
+            per_second = min(per_second, max(1, int(fleet_rate)))
         for position in range(0, len(batch), per_second):
             at = max(poll_at, self._free_at_seconds)
             if at > self._end_seconds:
@@ -194,7 +204,10 @@ class Simulation:
                 return
             chunk = batch[position : position + per_second]
             timeouts = self._attempt(tick, chunk, at)
-            self._free_at_seconds = at + (len(chunk) * latency + timeouts * extra) * seconds_per_slot
+            busy = (len(chunk) * latency + timeouts * extra) * seconds_per_slot
+            if fleet_rate is not None:
+                busy = max(busy, len(chunk) / fleet_rate)
+            self._free_at_seconds = at + busy
 
     def _attempt(self, tick: int, indices: list[int], at: float) -> int:
         """Refresh ``indices`` at the instant ``at``; returns how many timed out.

@@ -43,6 +43,7 @@ class SimulationReport:
     lag_p99_seconds: float
     latency_seconds: float
     concurrency: int
+    worker_rate: float | None
     workers: int | None
     workers_needed: int
     due_per_second_peak: float
@@ -100,6 +101,7 @@ class SimulationReport:
             "capacity": {
                 "latency_ms": round(self.latency_seconds * 1000, 3),
                 "concurrency_per_worker": self.concurrency,
+                "worker_rate_per_second": self.worker_rate,  # None: no ceiling but concurrency / latency
                 "workers": self.workers,  # None: unlimited
                 "workers_needed": self.workers_needed,
                 "due_per_second_peak": self.due_per_second_peak,

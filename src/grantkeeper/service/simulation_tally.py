@@ -145,6 +145,7 @@ def build_report(
         lag_p99_seconds=percentile(_lag_seconds(tally.lags), 0.99),
         latency_seconds=tally.latency_seconds,
         concurrency=config.concurrency,
+        worker_rate=config.worker_rate,
         workers=config.workers,
         workers_needed=workers_needed,
         due_per_second_peak=peak_due_per_second,
@@ -156,7 +157,11 @@ def build_report(
 
 
 def _workers_needed(config: SimulationConfig, tally: Tally) -> tuple[int, float, str]:
-    """ceil(peak attempts per second x latency / concurrency): the slots the busiest minute keeps busy.
+    """The workers the busiest minute needs: enough slots for its attempts, and enough workers for its rate.
+
+    Slots: ceil(peak attempts per second x latency / concurrency), the slots the busiest minute keeps busy.
+    Rate: ceil(peak attempts per second / worker rate), since a worker handles only so many refreshes a second
+    (its CPU, its database session) however short the latency; with a fast provider this is what binds.
 
     Attempts count in the minute they fell due, not the one they were made in, so a run with too few
     ``workers`` reports the demand it faced rather than its capped throughput (retries that waited in the
@@ -171,19 +176,30 @@ def _workers_needed(config: SimulationConfig, tally: Tally) -> tuple[int, float,
         for due, timeouts in zip(tally.due_by_minute, tally.timeouts_by_due_minute, strict=True)
     )
     busy_per_second = max(busy_by_minute) * config.scale / 60
-    needed = max(1, math.ceil(busy_per_second / config.concurrency - 1e-9))
+    for_slots = max(1, math.ceil(busy_per_second / config.concurrency - 1e-9))
     if not any(tally.timeouts_by_due_minute):
         formula = (
             f"ceil(peak attempts/s x latency / concurrency per worker) = "
-            f"ceil({peak_due_per_second:,.2f} x {latency:g} s / {config.concurrency}) = {needed}"
+            f"ceil({peak_due_per_second:,.2f} x {latency:g} s / {config.concurrency}) = {for_slots}"
         )
     else:
         formula = (
             f"ceil(peak busy slot-seconds per second / concurrency per worker) = "
-            f"ceil({busy_per_second:,.2f} / {config.concurrency}) = {needed}; an attempt holds a slot "
+            f"ceil({busy_per_second:,.2f} / {config.concurrency}) = {for_slots}; an attempt holds a slot "
             f"for the latency ({latency:g} s), a timeout for the read timeout ({read_timeout:g} s)"
         )
-    return needed, round(peak_due_per_second, 2), formula
+    rate = config.worker_rate
+    if rate is None:
+        return for_slots, round(peak_due_per_second, 2), formula
+    for_rate = max(1, math.ceil(peak_due_per_second / rate - 1e-9))
+    rate_formula = (
+        f"ceil(peak attempts/s / worker rate) = ceil({peak_due_per_second:,.2f} / {rate:g}) = {for_rate}"
+    )
+    if for_rate > for_slots:
+        formula = f"{rate_formula}: the workers' own rate binds, not their slots ({formula})"
+    else:
+        formula = f"{formula}; the workers' own rate needs fewer: {rate_formula}"
+    return max(for_slots, for_rate), round(peak_due_per_second, 2), formula
 
 
 def _lag_seconds(lags: dict[int, int]) -> dict[float, int]:

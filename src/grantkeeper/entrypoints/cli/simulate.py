@@ -14,6 +14,7 @@ import typer
 from grantkeeper.entrypoints.cli.app import CliError, JsonOption, app, handle_errors
 from grantkeeper.entrypoints.cli.output import console, err_console, print_json, table
 from grantkeeper.service.simulation import (
+    DEFAULT_WORKER_RATE,
     FaultModel,
     Outage,
     SimulationConfig,
@@ -55,6 +56,13 @@ def simulate_command(
     workers: Annotated[
         int | None, typer.Option(help="Workers in the fleet (default: unlimited; report the number needed).")
     ] = None,
+    worker_rate: Annotated[
+        float,
+        typer.Option(
+            help="Refreshes a second one worker handles at most, however short the latency (its CPU and "
+            "database session); 0 for no such ceiling. Measure yours with bench/worker_vs_server.py."
+        ),
+    ] = DEFAULT_WORKER_RATE,
     poll_interval: Annotated[float, typer.Option(help="Seconds between a worker's polls.")] = 5.0,
     connections_per_user: Annotated[int, typer.Option(help="Connections each user has.")] = 1,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same report.")] = 0,
@@ -83,6 +91,7 @@ def simulate_command(
         read_timeout=_duration("--read-timeout", read_timeout),
         concurrency=concurrency,
         workers=workers,
+        worker_rate=_worker_rate(worker_rate),
         connections_per_user=connections_per_user,
         poll_interval=_duration("--poll-interval", poll_interval),
         seed=seed,
@@ -112,6 +121,15 @@ def parse_outage(text: str) -> Outage:
         start=_duration("--outage", start_hours * 3600, allow_zero=True),
         duration=_duration("--outage", duration_minutes * 60),
     )
+
+
+def _worker_rate(value: float) -> float | None:
+    """0 lifts the ceiling; anything else must be a finite rate of at least 1 a second."""
+    if value == 0:
+        return None
+    if not math.isfinite(value) or value < 1:
+        raise CliError("--worker-rate must be 0 (no ceiling) or a finite number of at least 1 a second")
+    return value
 
 
 def _duration(option: str, seconds: float, *, allow_zero: bool = False) -> timedelta:
