@@ -88,6 +88,26 @@ def test_worker_rate_sets_a_workers_ceiling_and_0_lifts_it(runner: CliRunner):
     assert "worker rate" not in lifted["workers_formula"]
 
 
+def test_provider_limits_are_reported_and_say_whether_they_keep_up(runner: CliRunner):
+    args = ["simulate", "--connections", "1000000", "--sample", "500", "--days", "0.1", "--json"]
+    tight = json.loads(runner.invoke(app, [*args, "--provider-rate-limit", "100"]).stdout)
+    ample = json.loads(runner.invoke(app, [*args, "--provider-max-concurrency", "200"]).stdout)
+
+    assert tight["capacity"]["provider"] == {
+        "rate_limit_per_second": 100,
+        "max_concurrency": None,
+        "capacity_per_second": 100,
+        "keeps_up": False,
+    }
+    assert tight["refresh_rate"]["per_second_peak"] <= 100.1
+    assert ample["capacity"]["provider"]["capacity_per_second"] == 1000  # 200 in flight at 200 ms
+    assert ample["capacity"]["provider"]["keeps_up"] is True
+
+    human = runner.invoke(app, ["simulate", *QUICK, "--provider-rate-limit", "50"])
+    assert human.exit_code == 0, human.output
+    assert "provider limits" in human.stdout
+
+
 def test_sample_is_scaled_and_said_so(runner: CliRunner):
     result = runner.invoke(
         app, ["simulate", "--connections", "100000", "--sample", "200", "--days", "0.1", "--json"]
@@ -123,6 +143,9 @@ def test_human_output_is_a_table_with_workers_needed(runner: CliRunner):
         (("--latency-ms", "0"), "--latency-ms must be a finite number more than 0"),
         (("--worker-rate", "-5"), "--worker-rate must be 0 (no ceiling) or a finite number of at least 1"),
         (("--worker-rate", "nan"), "--worker-rate must be 0 (no ceiling) or a finite number"),
+        (("--provider-rate-limit", "0"), "provider rate limit must be a finite number over 0"),
+        (("--provider-rate-limit", "inf"), "provider rate limit must be a finite number over 0"),
+        (("--provider-max-concurrency", "0"), "provider max concurrency must be at least 1"),
         (("--connections", "10000000"), "simulate a sample and scale it up (--sample 100000)"),
     ],
 )

@@ -222,6 +222,75 @@ def test_a_fleet_slower_than_the_demand_lags_even_with_slots_to_spare():
     assert starved.workers_needed == math.ceil(starved.due_per_second_peak / 100) > 2
 
 
+def most_per_second(report: SimulationReport, limit: float) -> bool:
+    """At most ``limit`` attempts a second in the busiest minute, give or take what straddles its end: the
+    simulation starts a second's worth of attempts at once (or one simulated attempt, which counts ``scale``),
+    and the report rounds to 0.01."""
+    straddling = max(limit, report.scale) / 60
+    return report.attempts_per_second_peak <= limit + straddling + 0.01
+
+
+def test_a_providers_rate_limit_holds_every_worker_and_too_low_a_limit_lets_tokens_expire():
+    common: dict[str, Any] = {"connections": 1_000_000, "sample": 5000, "duration": timedelta(hours=6)}
+    ample = run(**common, provider_rate_limit=1000)
+    tight = run(**common, provider_rate_limit=200)  # a million one-hour tokens need about 333 a second
+
+    for report in (ample, tight):
+        # the fleet is unlimited, but never sends more than the limit in any minute
+        assert report.provider_rate_limit is not None
+        assert most_per_second(report, report.provider_rate_limit)
+        assert report.provider_capacity_per_second == report.provider_rate_limit
+        assert report.due_per_second_steady == pytest.approx(333.3, rel=0.01)
+    assert ample.provider_keeps_up is True
+    assert ample.lag_p99_seconds < 15
+    assert tight.provider_keeps_up is False
+    assert tight.lag_p99_seconds > 600  # past the 10-minute lead: access tokens expire before their refresh
+    provider = tight.to_dict()["capacity"]["provider"]
+    assert provider == {
+        "rate_limit_per_second": 200,
+        "max_concurrency": None,
+        "capacity_per_second": 200,
+        "keeps_up": False,
+    }
+    assert dict(tight.rows())["provider limits"].endswith(
+        "the limits do not keep up: the queue grows and tokens expire unrefreshed"
+    )
+
+
+def test_a_providers_concurrency_limit_caps_the_rate_at_the_latency():
+    common: dict[str, Any] = {"sample": 3000, "duration": timedelta(hours=4), "provider_max_concurrency": 10}
+    fits = run(connections=100_000, **common)  # about 33 a second against 10 / 0.2 s = 50
+    over = run(connections=300_000, **common)  # about 100 a second
+
+    assert fits.provider_capacity_per_second == over.provider_capacity_per_second == 50
+    assert fits.provider_keeps_up is True
+    assert fits.lag_p99_seconds < 15
+    assert over.provider_keeps_up is False
+    assert over.lag_p99_seconds > 600
+    assert most_per_second(over, 50)
+
+
+def test_the_lower_of_the_fleets_and_the_providers_bounds_applies():
+    common: dict[str, Any] = {"connections": 1_000_000, "sample": 4000, "duration": timedelta(hours=3)}
+    provider_bound = run(**common, workers=100, provider_rate_limit=150)
+    fleet_bound = run(**common, workers=1, provider_rate_limit=5000)  # one worker: 32 / 0.2 s = 160 a second
+
+    assert most_per_second(provider_bound, 150)
+    assert most_per_second(fleet_bound, 160)
+    assert provider_bound.lag_p99_seconds > 600
+    assert fleet_bound.lag_p99_seconds > 600
+    assert fleet_bound.provider_keeps_up is True  # the provider would allow it: add workers
+    assert provider_bound.provider_keeps_up is False  # no number of workers helps
+
+
+def test_without_provider_limits_the_report_says_so():
+    report = run(connections=200)
+
+    assert report.provider_keeps_up is None
+    assert report.to_dict()["capacity"]["provider"]["capacity_per_second"] is None
+    assert dict(report.rows())["provider limits"] == "no limits"
+
+
 @pytest.mark.parametrize(
     ("make", "words"),
     [
@@ -234,6 +303,12 @@ def test_a_fleet_slower_than_the_demand_lags_even_with_slots_to_spare():
         (lambda: SimulationConfig(workers=0), "workers must be at least 1"),
         (lambda: SimulationConfig(worker_rate=0.5), "worker rate must be at least 1 refresh a second"),
         (lambda: SimulationConfig(worker_rate=float("inf")), "worker rate must be at least 1"),
+        (
+            lambda: SimulationConfig(provider_rate_limit=0),
+            "provider rate limit must be a finite number over 0",
+        ),
+        (lambda: SimulationConfig(provider_rate_limit=float("nan")), "provider rate limit must be a finite"),
+        (lambda: SimulationConfig(provider_max_concurrency=0), "provider max concurrency must be at least 1"),
         (lambda: SimulationConfig(duration=timedelta(0)), "duration must be longer than zero"),
         (lambda: Outage(start=timedelta(hours=1), duration=timedelta(0)), "outage must last"),
         (

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from grantkeeper.core.errors import InvalidInputError
-from grantkeeper.core.policy import Policy
+from grantkeeper.core.policy import Policy, refresh_due_at
 from grantkeeper.service.simulation_faults import FaultModel
 
 #: Refreshes a second one worker handles at most, however short the provider's latency: its own CPU and its
@@ -32,6 +32,10 @@ class SimulationConfig:
     concurrency: int = 32
     workers: int | None = None
     worker_rate: float | None = DEFAULT_WORKER_RATE  # None: only concurrency / latency bounds a worker
+    # the provider's limits as ``providers add --rate-limit / --max-concurrency`` set them: grantkeeper holds
+    # every worker to them together, so refreshes beyond them wait in line instead of getting 429s
+    provider_rate_limit: float | None = None
+    provider_max_concurrency: int | None = None
     connections_per_user: int = 1
     poll_interval: timedelta = timedelta(seconds=5)
     policy: Policy = field(default_factory=Policy)
@@ -59,6 +63,13 @@ class SimulationConfig:
             raise InvalidInputError(
                 f"worker rate must be at least 1 refresh a second, got {self.worker_rate}"
             )
+        rate_limit = self.provider_rate_limit
+        if rate_limit is not None and not (math.isfinite(rate_limit) and rate_limit > 0):
+            raise InvalidInputError(f"provider rate limit must be a finite number over 0, got {rate_limit}")
+        if self.provider_max_concurrency is not None and self.provider_max_concurrency < 1:
+            raise InvalidInputError(
+                f"provider max concurrency must be at least 1, got {self.provider_max_concurrency}"
+            )
         self._check_durations()
         for outage in self.faults.outages:
             if outage.start >= self.duration:
@@ -79,6 +90,26 @@ class SimulationConfig:
             raise InvalidInputError("duration must be at most 366 days")
         if self.poll_interval < timedelta(milliseconds=100):
             raise InvalidInputError("poll interval must be at least 0.1 seconds")
+
+    @property
+    def provider_capacity(self) -> float | None:
+        """Refreshes a second the provider's limits allow at most (a concurrency limit at the latency), None
+        without limits."""
+        bounds = []
+        if self.provider_rate_limit is not None:
+            bounds.append(self.provider_rate_limit)
+        if self.provider_max_concurrency is not None:
+            bounds.append(self.provider_max_concurrency / self.latency.total_seconds())
+        return min(bounds) if bounds else None
+
+    @property
+    def steady_demand(self) -> float:
+        """Refreshes a second that keep every connection fresh with no fault: connections over the policy's
+        refresh period for this token lifetime (without its jitter, which makes the period a little shorter
+        on average; retries after faults come on top)."""
+        at = datetime(2000, 1, 1, tzinfo=UTC)
+        period = refresh_due_at(at + self.token_lifetime, at, self.policy, is_fresh=True) - at
+        return self.connections / max(period.total_seconds(), 1.0)
 
     @property
     def simulated_connections(self) -> int:

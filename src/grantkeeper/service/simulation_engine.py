@@ -94,14 +94,7 @@ class Simulation:
         self._fault_rng = self._rng("faults")
         self._jitter_rng = self._rng("jitter")
         share = count / config.simulated_connections / config.scale
-        slots = None if config.workers is None else config.workers * config.concurrency * share
-        self._seconds_per_slot = None if slots is None else 1.0 / slots
-        # the fleet's own ceiling, whatever the latency: each worker's CPU and database session
-        self._fleet_rate = (
-            None
-            if config.workers is None or config.worker_rate is None
-            else config.workers * config.worker_rate * share
-        )
+        self._seconds_per_slot, self._rate = _capacity(config, share)
         self._free_at_seconds = 0.0
         self._is_overloaded = False
         self.tally = Tally(config, self._end_seconds, count)
@@ -178,24 +171,26 @@ class Simulation:
     def _run_poll(self, tick: int, batch: list[int]) -> None:
         """Refresh what one poll claimed: all at the poll's instant, or as the fleet's slots free up.
 
-        With a limited fleet the batch is taken a second's worth at a time (the attempts the fleet starts per
-        second at the nominal latency, or at its workers' own rate if that is lower); a chunk shares its start
-        instant, and the next chunk starts when the chunk's slot time (latency per attempt, read timeout per
-        timeout) has been served, and no sooner than the workers' rate allows.
+        With a limited fleet or provider the batch is taken a second's worth at a time (the attempts the
+        slots start per second at the nominal latency, or the rate allowed if that is lower); a chunk shares
+        its start instant, and the next chunk starts when the chunk's slot time (latency per attempt, read
+        timeout per timeout) has been served, and no sooner than the rate allows.
         """
         poll_at = tick * self._poll_seconds
-        seconds_per_slot = self._seconds_per_slot
-        if seconds_per_slot is None:
+        seconds_per_slot, rate = self._seconds_per_slot, self._rate
+        if seconds_per_slot is None and rate is None:
             self._attempt(tick, batch, poll_at)
             return
         latency, extra = (
             self.tally.latency_seconds,
             self.tally.read_timeout_seconds - self.tally.latency_seconds,
         )
-        per_second = max(1, int(1 / (latency * seconds_per_slot)))
-        fleet_rate = self._fleet_rate
-        if fleet_rate is not None:
-            per_second = min(per_second, max(1, int(fleet_rate)))
+        # attempts started per second: as many as the slots start at the latency, or all without slots
+        per_second = len(batch)
+        if seconds_per_slot is not None:
+            per_second = max(1, int(1 / (latency * seconds_per_slot)))
+        if rate is not None:
+            per_second = min(per_second, max(1, int(rate)))
         for position in range(0, len(batch), per_second):
             at = max(poll_at, self._free_at_seconds)
             if at > self._end_seconds:
@@ -204,9 +199,11 @@ class Simulation:
                 return
             chunk = batch[position : position + per_second]
             timeouts = self._attempt(tick, chunk, at)
-            busy = (len(chunk) * latency + timeouts * extra) * seconds_per_slot
-            if fleet_rate is not None:
-                busy = max(busy, len(chunk) / fleet_rate)
+            busy = 0.0
+            if seconds_per_slot is not None:
+                busy = (len(chunk) * latency + timeouts * extra) * seconds_per_slot
+            if rate is not None:
+                busy = max(busy, len(chunk) / rate)
             self._free_at_seconds = at + busy
 
     def _attempt(self, tick: int, indices: list[int], at: float) -> int:
@@ -346,3 +343,25 @@ class Simulation:
             if revoked_seconds <= self._end_seconds
         ]
         return self.tally, Truth(revocations=len(revoked), undetected_revocations=sum(revoked))
+
+
+def _capacity(config: SimulationConfig, share: float) -> tuple[float | None, float | None]:
+    """This shard's share of what bounds refreshing: seconds per slot (None: unbounded slots) and refreshes
+    a second (None: no rate bound).
+
+    Slots: the fleet's (``workers x concurrency``) or the provider's concurrency limit, whichever is fewer.
+    Rate: the fleet's own (``workers x worker_rate``: each worker's CPU and database session) or the
+    provider's rate limit, whichever is lower. The provider's limits hold for all workers together, as
+    grantkeeper enforces them, so they bind an unlimited fleet too.
+    """
+    slots = []
+    if config.workers is not None:
+        slots.append(config.workers * config.concurrency * share)
+    if config.provider_max_concurrency is not None:
+        slots.append(config.provider_max_concurrency * share)
+    rates = []
+    if config.workers is not None and config.worker_rate is not None:
+        rates.append(config.workers * config.worker_rate * share)
+    if config.provider_rate_limit is not None:
+        rates.append(config.provider_rate_limit * share)
+    return (1.0 / min(slots) if slots else None), (min(rates) if rates else None)

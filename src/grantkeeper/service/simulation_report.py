@@ -44,6 +44,11 @@ class SimulationReport:
     latency_seconds: float
     concurrency: int
     worker_rate: float | None
+    provider_rate_limit: float | None
+    provider_max_concurrency: int | None
+    provider_capacity_per_second: float | None
+    due_per_second_mean: float
+    due_per_second_steady: float
     workers: int | None
     workers_needed: int
     due_per_second_peak: float
@@ -51,6 +56,43 @@ class SimulationReport:
     backlog_at_end: int
     wall_seconds: float
     note: str
+
+    @property
+    def provider_keeps_up(self) -> bool | None:
+        """Whether the provider's limits allow the refreshes that keep the connections fresh (None without
+        limits): those that fell due on average, or, if more, what the policy's refresh period asks for.
+
+        The second matters because a late refresh comes due again late: a fleet the limits hold back shows
+        a mean as low as the limits themselves. Busier minutes than the mean may still wait in line; if the
+        mean is over the limits, the queue grows for as long as the run lasts and access tokens expire
+        before they are refreshed."""
+        capacity = self.provider_capacity_per_second
+        return None if capacity is None else self._demand <= capacity
+
+    @property
+    def _demand(self) -> float:
+        return max(self.due_per_second_mean, self.due_per_second_steady)
+
+    def _provider_row(self) -> str:
+        capacity = self.provider_capacity_per_second
+        if capacity is None:
+            return "no limits"
+        limits = []
+        if self.provider_rate_limit is not None:
+            limits.append(f"{self.provider_rate_limit:g} a second")
+        if self.provider_max_concurrency is not None:
+            limits.append(f"{self.provider_max_concurrency} in flight")
+        demand = (
+            f"due {self._demand:,.1f} a second to keep every connection fresh, "
+            f"{self.due_per_second_peak:,.1f} at the busiest minute"
+        )
+        if not self.provider_keeps_up:
+            verdict = "the limits do not keep up: the queue grows and tokens expire unrefreshed"
+        elif self.due_per_second_peak > capacity:
+            verdict = "keeps up on average; the busiest minutes wait in line"
+        else:
+            verdict = "keeps up"
+        return f"{', '.join(limits)}: at most {capacity:,.1f} refreshes a second; {demand}; {verdict}"
 
     @property
     def notifications_total(self) -> int:
@@ -105,8 +147,16 @@ class SimulationReport:
                 "workers": self.workers,  # None: unlimited
                 "workers_needed": self.workers_needed,
                 "due_per_second_peak": self.due_per_second_peak,
+                "due_per_second_mean": self.due_per_second_mean,
+                "due_per_second_steady": self.due_per_second_steady,
                 "workers_formula": self.workers_formula,
                 "backlog_at_end": self.backlog_at_end,
+                "provider": {  # the limits grantkeeper holds all workers to; null without limits
+                    "rate_limit_per_second": self.provider_rate_limit,
+                    "max_concurrency": self.provider_max_concurrency,
+                    "capacity_per_second": self.provider_capacity_per_second,
+                    "keeps_up": self.provider_keeps_up,
+                },
             },
             "wall_seconds": self.wall_seconds,
         }
@@ -143,6 +193,7 @@ class SimulationReport:
             ("lag due -> attempted", f"p50 {self.lag_p50_seconds:.1f} s, p99 {self.lag_p99_seconds:.1f} s"),
             ("workers", "unlimited" if self.workers is None else str(self.workers)),
             ("workers needed", f"{self.workers_needed:,}: {self.workers_formula}"),
+            ("provider limits", self._provider_row()),
             ("wall time", f"{self.wall_seconds:.1f} s"),
         ]
 

@@ -146,6 +146,11 @@ def build_report(
         latency_seconds=tally.latency_seconds,
         concurrency=config.concurrency,
         worker_rate=config.worker_rate,
+        provider_rate_limit=config.provider_rate_limit,
+        provider_max_concurrency=config.provider_max_concurrency,
+        provider_capacity_per_second=_rounded(config.provider_capacity),
+        due_per_second_mean=round(sum(tally.due_by_minute) * scale / minutes / 60, 2),
+        due_per_second_steady=round(config.steady_demand, 2),
         workers=config.workers,
         workers_needed=workers_needed,
         due_per_second_peak=peak_due_per_second,
@@ -200,6 +205,10 @@ def _workers_needed(config: SimulationConfig, tally: Tally) -> tuple[int, float,
     else:
         formula = f"{formula}; the workers' own rate needs fewer: {rate_formula}"
     return max(for_slots, for_rate), round(peak_due_per_second, 2), formula
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 def _lag_seconds(lags: dict[int, int]) -> dict[float, int]:

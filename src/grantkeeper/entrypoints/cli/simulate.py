@@ -63,6 +63,17 @@ def simulate_command(
             "database session); 0 for no such ceiling. Measure yours with bench/worker_vs_server.py."
         ),
     ] = DEFAULT_WORKER_RATE,
+    provider_rate_limit: Annotated[
+        float | None,
+        typer.Option(
+            help="The provider's --rate-limit: refreshes a second all workers together may send "
+            "(default: none)."
+        ),
+    ] = None,
+    provider_max_concurrency: Annotated[
+        int | None,
+        typer.Option(help="The provider's --max-concurrency: refreshes in flight across all workers."),
+    ] = None,
     poll_interval: Annotated[float, typer.Option(help="Seconds between a worker's polls.")] = 5.0,
     connections_per_user: Annotated[int, typer.Option(help="Connections each user has.")] = 1,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same report.")] = 0,
@@ -92,6 +103,8 @@ def simulate_command(
         concurrency=concurrency,
         workers=workers,
         worker_rate=_worker_rate(worker_rate),
+        provider_rate_limit=provider_rate_limit,
+        provider_max_concurrency=provider_max_concurrency,
         connections_per_user=connections_per_user,
         poll_interval=_duration("--poll-interval", poll_interval),
         seed=seed,
