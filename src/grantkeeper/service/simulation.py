@@ -10,7 +10,8 @@ whose ``next_attempt_at`` has passed and refreshes them. The fleet refreshes at 
 ``workers * concurrency`` at once; an attempt holds its slot for the provider latency (a timeout for the
 read timeout), so when more are due than that allows they queue, and the report shows the lag from due to
 attempted. A worker also handles at most ``worker_rate`` refreshes a second, however short the latency (its
-CPU and database session). Without a worker count the fleet is unlimited and the report says how many
+CPU and database session), and the provider's limits (a rate, a concurrency) cap the whole fleet, as the
+workers hold to them together. Without a worker count the fleet is unlimited and the report says how many
 workers the busiest minute needs. The simulator knows each grant's truth, so it tells false disconnections
 (the grant was fine) from true ones (it was revoked).
 
