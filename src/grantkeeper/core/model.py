@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from grantkeeper.core.quick_init import quick_init
+
 
 class ConnectionStatus(StrEnum):
     CONNECTED = "connected"
@@ -56,6 +58,7 @@ class NetworkFault(StrEnum):
     PROTOCOL_ERROR = "protocol_error"
 
 
+@quick_init
 @dataclass(frozen=True)
 class TokenSet:
     """What a successful refresh hands back (RFC 6749 section 5.1).
@@ -73,6 +76,7 @@ class TokenSet:
     account_id: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True)
 class ErrorInfo:
     """A short, token-free description of why an attempt failed, kept as ``last_error``."""
@@ -81,6 +85,7 @@ class ErrorInfo:
     description: str = ""
 
 
+@quick_init
 @dataclass(frozen=True)
 class Outcome:
     """One refresh attempt, classified. ``tokens`` is set exactly when ``klass`` is SUCCESS."""
@@ -92,6 +97,7 @@ class Outcome:
     tokens: TokenSet | None = None
 
 
+@quick_init
 @dataclass(frozen=True)
 class ConnectionState:
     """The policy-relevant state of one connection (DESIGN section 2 fields plus the once-per-streak marks).
@@ -121,6 +127,7 @@ class ConnectionState:
 # Effects: what a transition asks the shell to do, as values.
 
 
+@quick_init
 @dataclass(frozen=True)
 class Notify:
     """Emit a user notification; ``email`` says whether it is also sent by email (DESIGN section 2 table)."""
@@ -160,6 +167,7 @@ class RetryProviderNow:
 Effect = Notify | PauseWorkflows | ResumeWorkflows | FlagProvider | RetryProviderNow
 
 
+@quick_init
 @dataclass(frozen=True)
 class Transition:
     state: ConnectionState

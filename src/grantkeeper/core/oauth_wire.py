@@ -17,6 +17,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
+from grantkeeper.core.quick_init import quick_init
+
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 #: Bounds on provider-supplied durations. Anything larger is nonsense (or an attempt to overflow
@@ -25,6 +27,7 @@ MAX_RETRY_AFTER = timedelta(days=7)
 MAX_EXPIRES_IN = 10 * 366 * 24 * 3600
 
 
+@quick_init
 @dataclass(frozen=True)
 class TokenRequest:
     """A request ready to send (refresh_token grant or revocation): form fields and headers (both may hold
@@ -34,6 +37,7 @@ class TokenRequest:
     headers: dict[str, str] = field(repr=False)
 
 
+@quick_init
 @dataclass(frozen=True)
 class RawResponse:
     """What came back from the token endpoint, before any interpretation."""

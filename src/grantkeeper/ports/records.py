@@ -20,6 +20,7 @@ from grantkeeper.core.model import (
     TokenSet,
     Transition,
 )
+from grantkeeper.core.quick_init import quick_init
 
 
 class AuthMethod(StrEnum):
@@ -137,6 +138,7 @@ class PlainSecret:
         return self.value
 
 
+@quick_init
 @dataclass(frozen=True)
 class ClaimedConnection:
     """A connection leased to one worker for one refresh attempt, with its tokens.
@@ -180,6 +182,7 @@ class ClaimedConnection:
         return copy
 
 
+@quick_init
 @dataclass(frozen=True)
 class AttemptStarts:
     """The store's answer to "these attempts are about to start": which were marked in flight (their lease
@@ -193,6 +196,7 @@ class AttemptStarts:
     started_at: datetime
 
 
+@quick_init
 @dataclass(frozen=True)
 class AttemptRecord:
     connection_id: str
@@ -203,6 +207,7 @@ class AttemptRecord:
     duration: timedelta
 
 
+@quick_init
 @dataclass(frozen=True)
 class NotificationContent:
     type: NotificationType
@@ -269,6 +274,7 @@ class WorkflowRecord:
     updated_at: datetime
 
 
+@quick_init
 @dataclass(frozen=True)
 class AttemptCommit:
     """Everything one attempt changes, committed in one transaction (DESIGN section 3)."""

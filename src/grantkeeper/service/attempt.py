@@ -23,6 +23,7 @@ from grantkeeper.core.machine import step
 from grantkeeper.core.model import DisconnectReason, ErrorInfo, Notify, Outcome, OutcomeClass, Transition
 from grantkeeper.core.notices import render_notice
 from grantkeeper.core.policy import Policy
+from grantkeeper.core.quick_init import quick_init
 from grantkeeper.ports import (
     AttemptCommit,
     AttemptRecord,
@@ -53,6 +54,7 @@ START_MARGIN = timedelta(seconds=5)
 SHUTDOWN_COMMIT_GRACE = timedelta(seconds=10)
 
 
+@quick_init
 @dataclass(frozen=True)
 class AttemptResult:
     """What a cycle report needs to know about one attempt (never a token)."""
