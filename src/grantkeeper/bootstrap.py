@@ -106,6 +106,20 @@ def build_senders(settings: Settings, clock: Clock) -> dict[str, ChannelSender]:
     return senders
 
 
+def attempt_budget(settings: Settings) -> timedelta:
+    """How long a started attempt may take: the request's timeouts plus the margin for recording its start
+    and its commit. It is the lease an attempt in flight holds (ADR 9), so a worker that dies mid-request
+    leaves its connections for others this long after the start."""
+    return timedelta(seconds=settings.connect_timeout_seconds + settings.read_timeout_seconds) + START_MARGIN
+
+
+def longest_retry_after_death(settings: Settings) -> timedelta:
+    """From a request's start to its retry by another worker when the sender died mid-request: the
+    attempt's lease runs out, then an idle worker finds the row at its next poll at the latest. A provider's
+    rotation grace window (Okta 30 s by default) must be longer for the retry to lose nothing."""
+    return attempt_budget(settings) + timedelta(seconds=settings.poll_interval_seconds)
+
+
 @dataclass
 class Runtime:
     """The wired objects one command needs; ``close`` releases the database pool and HTTP sessions."""
@@ -149,17 +163,15 @@ class Runtime:
         """A refresh service and its HTTP client (the caller closes the client)."""
         settings = self.settings
         endpoint = self.token_endpoint(max_connections=max(concurrency or settings.concurrency, 10))
-        attempt_budget = (
-            timedelta(seconds=settings.connect_timeout_seconds + settings.read_timeout_seconds) + START_MARGIN
-        )
+        budget = attempt_budget(settings)
         service = RefreshService(
             self.store,
             endpoint,
             self.clock,
             policy or self.policy,
             concurrency=concurrency or settings.concurrency,
-            max_attempt_duration=attempt_budget,
-            lease_ttl=max(attempt_budget * 4, timedelta(minutes=2)),
+            max_attempt_duration=budget,
+            lease_ttl=max(budget * 4, timedelta(minutes=2)),
             on_attempt=on_attempt,
         )
         return service, endpoint

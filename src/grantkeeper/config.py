@@ -65,7 +65,9 @@ class Settings(BaseSettings):
     refresh_spread_seconds: float = Field(default=300.0, ge=0, le=86400)
 
     connect_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
-    read_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
+    # 10 s: with connect 5 s and the poll 5 s, one worker death mid-request is retried within 25 s, inside
+    # Okta's 30 s rotation grace window (``bootstrap.longest_retry_after_death``)
+    read_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     concurrency: int = Field(default=32, ge=1, le=1024)
     poll_interval_seconds: float = Field(default=5.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -14,6 +14,8 @@ from datetime import timedelta
 
 import pytest
 
+from grantkeeper.bootstrap import attempt_budget, longest_retry_after_death
+from grantkeeper.config import Settings
 from grantkeeper.core.model import ConnectionStatus
 from grantkeeper.ports import ClaimedConnection
 from grantkeeper.sandbox import Sandbox
@@ -41,9 +43,9 @@ def _advance(rig: Rig, provider_clock: ManualClock, delta: timedelta) -> None:
     provider_clock.advance(delta.total_seconds())
 
 
-async def _send_and_die(rig: Rig, claim: ClaimedConnection) -> None:
+async def _send_and_die(rig: Rig, claim: ClaimedConnection, budget: timedelta = ATTEMPT_TTL) -> None:
     """What a worker killed mid-request leaves: the start recorded, the request at the provider, no commit."""
-    starts = rig.store.start_attempts([claim], rig.clock.now(), ATTEMPT_TTL)
+    starts = rig.store.start_attempts([claim], rig.clock.now(), budget)
     assert starts.started == {claim.connection_id}
     refresh_token = claim.refresh_token
     assert refresh_token is not None
@@ -152,3 +154,32 @@ async def test_a_claim_taken_by_another_worker_between_the_check_and_the_start_i
     rig.store.commit_and_start = real  # type: ignore[method-assign]
     starts = rig.store.start_attempts(taken, rig.clock.now(), ATTEMPT_TTL)
     assert starts.started == {connection_id}  # worker B's lease is intact
+
+
+async def test_with_the_default_settings_one_death_mid_request_is_retried_inside_oktas_window(
+    rig: Rig, provider_clock: ManualClock
+) -> None:
+    """On the default timeouts (connect 5 s, read 10 s) and poll (5 s), the row of a worker killed right after
+    its request left waits at most its attempt's budget (20 s) and one poll: 25 s, inside Okta's default
+    30 s window with 5 s to spare. With the former 15 s read timeout it was 30 s: the retry was a reuse."""
+    defaults = Settings.model_construct()  # the defaults themselves, whatever the environment says
+    wait = longest_retry_after_death(defaults)
+    assert wait <= timedelta(seconds=GRACE_SECONDS - 5)
+    connection_id, grant = rig.connect()
+    rotated_at = provider_clock.now
+
+    (a,) = rig.store.claim_due(rig.clock.now(), 10, "worker-a", rig.service.lease_ttl)
+    await _send_and_die(rig, a, attempt_budget(defaults))
+    _advance(rig, provider_clock, wait)  # the latest another worker's poll finds the row
+
+    assert provider_clock.now - rotated_at == wait.total_seconds()
+    report = await rig.cycle()
+
+    assert report.refreshed == 1
+    stats = rig.sandbox.stats()
+    assert stats.reuse_detected == 0
+    assert stats.grace_uses == 1
+    assert rig.state(connection_id).status is ConnectionStatus.CONNECTED
+    tokens = rig.store.read_tokens(rig.tenant_id, connection_id)
+    assert tokens is not None
+    assert tokens.refresh_token == rig.sandbox.current_refresh_token(grant.grant_id)

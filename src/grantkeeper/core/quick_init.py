@@ -3,8 +3,8 @@
 The ``__init__`` that ``dataclass(frozen=True)`` generates sets each field through ``object.__setattr__``
 (its own ``__setattr__`` refuses), which costs about four times a plain assignment: 0.53 µs for six fields
 against 0.13. A refresh builds about ten such values (the outcome, its tokens, the new state, the transition,
-the attempt's record, commit and result...), and making them mutable took 6 % off the CPU a refresh costs
-(``docs/benchmarks.md``, thirteenth session). ``quick_init`` keeps them frozen and swaps only the
+the attempt's record, commit and result...): about 3 % of the CPU a refresh costs (121 against 118 µs,
+``docs/benchmarks.md``, thirteenth session). ``quick_init`` keeps them frozen and swaps only the
 constructor for one that sets the instance's ``__dict__`` at once, as ``adapters.db.hotpath.built`` does for
 rows read back.
 

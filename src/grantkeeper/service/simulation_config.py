@@ -28,7 +28,7 @@ class SimulationConfig:
     token_lifetime: timedelta = timedelta(hours=1)
     faults: FaultModel = field(default_factory=FaultModel)
     latency: timedelta = timedelta(milliseconds=200)
-    read_timeout: timedelta = timedelta(seconds=15)
+    read_timeout: timedelta = timedelta(seconds=10)
     concurrency: int = 32
     workers: int | None = None
     worker_rate: float | None = DEFAULT_WORKER_RATE  # None: only concurrency / latency bounds a worker

@@ -72,7 +72,7 @@ class HttpTokenEndpoint:
         clock: Clock,
         *,
         connect_timeout: float = 5.0,
-        read_timeout: float = 15.0,
+        read_timeout: float = 10.0,
         max_connections: int = 100,
         max_connections_per_host: int | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,

@@ -51,7 +51,7 @@ def simulate_command(
         typer.Option(help=f"{OUTAGE_FORMAT}: every attempt gets a 503 then (repeatable).", metavar="OUTAGE"),
     ] = None,
     latency_ms: Annotated[float, typer.Option(help="Provider latency per attempt, milliseconds.")] = 200.0,
-    read_timeout: Annotated[float, typer.Option(help="Seconds a timed-out attempt holds its slot.")] = 15.0,
+    read_timeout: Annotated[float, typer.Option(help="Seconds a timed-out attempt holds its slot.")] = 10.0,
     concurrency: Annotated[int, typer.Option(help="Refreshes in flight per worker.")] = 32,
     workers: Annotated[
         int | None, typer.Option(help="Workers in the fleet (default: unlimited; report the number needed).")
