@@ -113,11 +113,17 @@ def attempt_budget(settings: Settings) -> timedelta:
     return timedelta(seconds=settings.connect_timeout_seconds + settings.read_timeout_seconds) + START_MARGIN
 
 
-def longest_retry_after_death(settings: Settings) -> timedelta:
+#: Okta's default rotation grace window, the shortest of the common ones (Xero 30 min, Auth0 configurable).
+COMMON_GRACE_WINDOW = timedelta(seconds=30)
+
+
+def longest_retry_after_death(settings: Settings, poll_interval_seconds: float | None = None) -> timedelta:
     """From a request's start to its retry by another worker when the sender died mid-request: the
-    attempt's lease runs out, then an idle worker finds the row at its next poll at the latest. A provider's
-    rotation grace window (Okta 30 s by default) must be longer for the retry to lose nothing."""
-    return attempt_budget(settings) + timedelta(seconds=settings.poll_interval_seconds)
+    attempt's lease runs out, then an idle worker finds the row at its next poll at the latest (the
+    settings' poll, or the one a command was given). A provider's rotation grace window (Okta 30 s by
+    default) must be longer for the retry to lose nothing."""
+    poll = settings.poll_interval_seconds if poll_interval_seconds is None else poll_interval_seconds
+    return attempt_budget(settings) + timedelta(seconds=poll)
 
 
 @dataclass

@@ -219,6 +219,26 @@ def test_worker_runs_cycles_until_told_to_stop(cli, provider, sandbox, tmp_path)
     assert all(c["last_refreshed_at"] for c in cli.json("connections", "list"))
 
 
+@pytest.mark.parametrize(
+    ("env", "args", "warned"),
+    [
+        ({}, [], False),  # the defaults: 5 + 10 + 5 s, then the 5 s poll: 25 s
+        ({"GRANTKEEPER_READ_TIMEOUT_SECONDS": "15"}, [], True),  # the former default: exactly 30 s
+        ({}, ["--poll-interval", "10"], True),  # 20 s, then a 10 s poll
+        ({"GRANTKEEPER_READ_TIMEOUT_SECONDS": "15"}, ["--poll-interval", "1"], False),  # 25 s, then 1 s
+    ],
+    ids=["defaults", "read-15", "poll-10", "read-15-poll-1"],
+)
+def test_worker_warns_when_a_dead_workers_retry_would_miss_oktas_grace_window(cli, env, args, warned):
+    result = cli.run("worker", "--max-cycles", "1", *args, **env)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "rotation grace window" in line]
+    assert bool(warnings) is warned, result.stderr
+    if warned:
+        assert "WARNING" in warnings[0]
+        assert "GRANTKEEPER_READ_TIMEOUT_SECONDS" in warnings[0]
+
+
 @pytest.mark.parametrize("url", ["garbage", "mysql://root@127.0.0.1/test"])
 def test_unsupported_database_url_is_a_usage_error(cli, url):
     cli.database_url = url

@@ -44,6 +44,8 @@ async def run_cycles(
             failures = 0
             if on_cycle is not None:
                 on_cycle(result)
+        if max_cycles is not None and cycles >= max_cycles:
+            break  # no pause after the last cycle: ``worker --max-cycles`` ends when its work does
         pause = min(interval * 2**failures, MAX_FAILURE_PAUSE_SECONDS)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=pause)
