@@ -7,6 +7,7 @@ start-up.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -106,6 +107,9 @@ def build_senders(settings: Settings, clock: Clock) -> dict[str, ChannelSender]:
     return senders
 
 
+_log = logging.getLogger("grantkeeper.worker")
+
+
 def attempt_budget(settings: Settings) -> timedelta:
     """How long a started attempt may take: the request's timeouts plus the margin for recording its start
     and its commit. It is the lease an attempt in flight holds (ADR 9), so a worker that dies mid-request
@@ -124,6 +128,29 @@ def longest_retry_after_death(settings: Settings, poll_interval_seconds: float |
     default) must be longer for the retry to lose nothing."""
     poll = settings.poll_interval_seconds if poll_interval_seconds is None else poll_interval_seconds
     return attempt_budget(settings) + timedelta(seconds=poll)
+
+
+def warn_if_retries_miss_grace_windows(settings: Settings, interval: float) -> None:
+    """Say at start-up (``worker``, and ``serve`` with its scheduler) when a dead worker's request would be
+    retried too late for Okta's default rotation grace window: the timeouts and the poll decide it, and the
+    user would otherwise learn it from lost rotations after a crash."""
+    wait = longest_retry_after_death(settings, interval)
+    if wait >= COMMON_GRACE_WINDOW:
+        _log.warning(
+            "a worker that dies mid-request has its connections retried up to %.0f s after the request "
+            "(connect %g s + read %g s + %g s, then the %g s poll); a provider whose rotation grace window "
+            "is shorter (Okta's default is %.0f s) refuses that retry if the lost request rotated the token, "
+            "and the connection needs reconnecting (disconnect_reason lost_rotation). Lower "
+            "GRANTKEEPER_READ_TIMEOUT_SECONDS, GRANTKEEPER_CONNECT_TIMEOUT_SECONDS or the poll interval to "
+            "stay inside it",
+            wait.total_seconds(),
+            settings.connect_timeout_seconds,
+            settings.read_timeout_seconds,
+            START_MARGIN.total_seconds(),
+            interval,
+            COMMON_GRACE_WINDOW.total_seconds(),
+            extra={"action": "retry_after_death_beyond_grace"},
+        )
 
 
 @dataclass

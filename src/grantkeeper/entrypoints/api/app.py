@@ -17,7 +17,7 @@ from datetime import timedelta
 from fastapi import FastAPI, Request, Response
 
 from grantkeeper import __version__
-from grantkeeper.bootstrap import Runtime
+from grantkeeper.bootstrap import Runtime, warn_if_retries_miss_grace_windows
 from grantkeeper.entrypoints.api import (
     routes_connect,
     routes_connections,
@@ -76,6 +76,7 @@ def create_app(runtime: Runtime, *, run_scheduler: bool = True) -> FastAPI:
         dispatcher = None
         if run_scheduler:
             interval = runtime.settings.poll_interval_seconds
+            warn_if_retries_miss_grace_windows(runtime.settings, interval)
             background.append(
                 asyncio.create_task(run_cycles(context.run_cycle, interval=interval, stop=stop))
             )

@@ -15,8 +15,7 @@ import typer
 from rich.live import Live
 from rich.spinner import Spinner
 
-from grantkeeper.bootstrap import COMMON_GRACE_WINDOW, Runtime, longest_retry_after_death
-from grantkeeper.config import Settings
+from grantkeeper.bootstrap import Runtime, warn_if_retries_miss_grace_windows
 from grantkeeper.entrypoints.cli.app import (
     CliError,
     JsonOption,
@@ -28,7 +27,6 @@ from grantkeeper.entrypoints.cli.app import (
 )
 from grantkeeper.entrypoints.cli.output import console, print_json, table
 from grantkeeper.entrypoints.collector import settle_after_start
-from grantkeeper.service.attempt import START_MARGIN
 from grantkeeper.service.cycle import RefreshService
 from grantkeeper.service.dispatch import Dispatcher
 from grantkeeper.service.report import CycleReport
@@ -127,31 +125,8 @@ def worker_command(
     """
     with runtime() as rt:
         interval = poll_interval or rt.settings.poll_interval_seconds
-        _warn_if_retries_miss_grace_windows(rt.settings, interval)
+        warn_if_retries_miss_grace_windows(rt.settings, interval)
         run_async(_worker_loop(rt, concurrency, interval, max_cycles, json_output))
-
-
-def _warn_if_retries_miss_grace_windows(settings: Settings, interval: float) -> None:
-    """Say at start-up when a dead worker's request would be retried too late for Okta's default rotation
-    grace window: the timeouts and the poll decide it, and the user would otherwise learn it from lost
-    rotations after a crash."""
-    wait = longest_retry_after_death(settings, interval)
-    if wait >= COMMON_GRACE_WINDOW:
-        log.warning(
-            "a worker that dies mid-request has its connections retried up to %.0f s after the request "
-            "(connect %g s + read %g s + %g s, then the %g s poll); a provider whose rotation grace window "
-            "is shorter (Okta's default is %.0f s) refuses that retry if the lost request rotated the token, "
-            "and the connection needs reconnecting (disconnect_reason lost_rotation). Lower "
-            "GRANTKEEPER_READ_TIMEOUT_SECONDS, GRANTKEEPER_CONNECT_TIMEOUT_SECONDS or the poll interval to "
-            "stay inside it",
-            wait.total_seconds(),
-            settings.connect_timeout_seconds,
-            settings.read_timeout_seconds,
-            START_MARGIN.total_seconds(),
-            interval,
-            COMMON_GRACE_WINDOW.total_seconds(),
-            extra={"action": "retry_after_death_beyond_grace"},
-        )
 
 
 async def _worker_loop(
