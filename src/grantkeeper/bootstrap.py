@@ -36,6 +36,8 @@ from grantkeeper.service.dispatch import Dispatcher
 if TYPE_CHECKING:
     from grantkeeper.adapters.notify import SmtpEmailSender
 
+_log = logging.getLogger("grantkeeper.worker")
+
 
 def check_database_url(url: str) -> None:
     """Only SQLite and PostgreSQL are supported; say so before any driver import fails obscurely."""
@@ -106,8 +108,6 @@ def build_senders(settings: Settings, clock: Clock) -> dict[str, ChannelSender]:
             senders[sender.channel] = sender
     return senders
 
-
-_log = logging.getLogger("grantkeeper.worker")
 
 
 def attempt_budget(settings: Settings) -> timedelta:
