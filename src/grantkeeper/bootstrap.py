@@ -109,7 +109,6 @@ def build_senders(settings: Settings, clock: Clock) -> dict[str, ChannelSender]:
     return senders
 
 
-
 def attempt_budget(settings: Settings) -> timedelta:
     """How long a started attempt may take: the request's timeouts plus the margin for recording its start
     and its commit. It is the lease an attempt in flight holds (ADR 9), so a worker that dies mid-request
