@@ -197,3 +197,8 @@ def test_worker_vs_server_without_wrk(bench_environment: dict[str, str]) -> None
     for client in ("aiohttp", "engine", "bare", "authlib", "authlib_inline"):
         assert float(round_[f"{client}_per_s"]) > 0, round_
     assert re.search(r"^\| sqlite \| 32 \| nan \| ", output, re.MULTILINE), output[-3000:]
+    # each bar round by round: a ratio and whether it was met (never without wrk's figure)
+    bar_row = r"^\| engine/aiohttp loop \| 0.6 \| \d+\.\d\d \| [01] of 1 \|$"
+    assert re.search(bar_row, output, re.MULTILINE), output[-3000:]
+    no_wrk_row = r"^\| engine/raw \(wrk\) \| 0.6 \| nan \| 0 of 1 \|$"
+    assert re.search(no_wrk_row, output, re.MULTILINE), output[-3000:]
