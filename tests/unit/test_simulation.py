@@ -172,6 +172,53 @@ def test_with_the_workers_needed_the_lag_stays_small_and_with_too_few_it_grows()
     assert starved.backlog_at_end > 60 * starved.due_per_second_peak
 
 
+def test_after_an_outage_far_fewer_workers_than_the_busiest_minute_needs_refresh_before_expiry():
+    """The provider's return wakes every backed-off connection in one minute; a fleet sized for that minute
+    is mostly idle. The estimate of the fewest workers that keep every wait inside the lead window is played
+    out: with that many, no refresh waits past it; with half, some do."""
+    outage = Outage(start=timedelta(hours=2), duration=timedelta(hours=1))
+    common: dict[str, Any] = {
+        "connections": 2_000_000,
+        "sample": 4000,
+        "duration": timedelta(hours=6),
+        "faults": FaultModel(outages=(outage,)),
+    }
+    unlimited = run(**common)
+    estimate = unlimited.workers_before_expiry
+    assert estimate is not None
+    assert unlimited.refresh_slack_minutes == 10  # one-hour tokens, refreshed 10 minutes before expiry
+    assert estimate * 3 < unlimited.workers_needed
+    estimated_wait = unlimited.estimated_longest_wait_minutes
+    assert estimated_wait is not None
+    assert estimated_wait <= 10
+    assert unlimited.kept_before_expiry  # an unlimited fleet waits no more than a poll or two
+    capacity = unlimited.to_dict()["capacity"]
+    assert capacity["before_expiry"]["workers"] == estimate
+    assert capacity["before_expiry"]["slack_minutes"] == 10
+    assert f"check with --workers {estimate}" in dict(unlimited.rows())["workers before expiry"]
+
+    enough = run(**common, workers=estimate)
+    starved = run(**common, workers=estimate // 2)
+
+    assert enough.false_disconnections == starved.false_disconnections == 0
+    assert enough.kept_before_expiry
+    assert enough.lag_max_seconds <= 600
+    assert enough.workers_before_expiry is None  # a run with a fleet plays it out instead of estimating
+    row = dict(enough.rows())["workers before expiry"]
+    assert row.startswith(f"with {estimate} workers the longest wait")
+    assert not starved.kept_before_expiry
+    assert starved.lag_max_seconds > 600
+    assert dict(starved.rows())["workers before expiry"].endswith("add workers")
+
+
+def test_when_the_providers_limits_keep_refreshes_waiting_no_number_of_workers_is_named():
+    report = run(connections=1_000_000, sample=5000, duration=timedelta(hours=6), provider_rate_limit=200)
+
+    assert report.workers_before_expiry is None
+    assert not report.kept_before_expiry
+    assert dict(report.rows())["workers before expiry"].startswith("none: the provider's limits")
+
+
 def test_with_a_fast_provider_a_workers_own_rate_decides_how_many_are_needed():
     common: dict[str, Any] = {
         "connections": 10_000_000,

@@ -103,13 +103,23 @@ class SimulationConfig:
         return min(bounds) if bounds else None
 
     @property
+    def refresh_period(self) -> timedelta:
+        """How long after a refresh the policy refreshes a healthy connection again (without its jitter)."""
+        at = datetime(2000, 1, 1, tzinfo=UTC)
+        return refresh_due_at(at + self.token_lifetime, at, self.policy, is_fresh=True) - at
+
+    @property
+    def refresh_slack(self) -> timedelta:
+        """How long a due refresh may wait before its access token expires: the policy's lead window, or
+        half the lifetime of a token that lives shorter than two lead windows."""
+        return self.token_lifetime - self.refresh_period
+
+    @property
     def steady_demand(self) -> float:
         """Refreshes a second that keep every connection fresh with no fault: connections over the policy's
         refresh period for this token lifetime (without its jitter, which makes the period a little shorter
         on average; retries after faults come on top)."""
-        at = datetime(2000, 1, 1, tzinfo=UTC)
-        period = refresh_due_at(at + self.token_lifetime, at, self.policy, is_fresh=True) - at
-        return self.connections / max(period.total_seconds(), 1.0)
+        return self.connections / max(self.refresh_period.total_seconds(), 1.0)
 
     @property
     def simulated_connections(self) -> int:

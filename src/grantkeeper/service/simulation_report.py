@@ -53,6 +53,10 @@ class SimulationReport:
     workers_needed: int
     due_per_second_peak: float
     workers_formula: str
+    refresh_slack_minutes: float
+    workers_before_expiry: int | None
+    estimated_longest_wait_minutes: float | None
+    lag_max_seconds: float
     backlog_at_end: int
     wall_seconds: float
     note: str
@@ -93,6 +97,31 @@ class SimulationReport:
         else:
             verdict = "keeps up"
         return f"{', '.join(limits)}: at most {capacity:,.1f} refreshes a second; {demand}; {verdict}"
+
+    @property
+    def kept_before_expiry(self) -> bool:
+        """Whether every refresh of this run was attempted before its access token expired."""
+        return self.lag_max_seconds <= self.refresh_slack_minutes * 60
+
+    def _before_expiry_row(self) -> str:
+        slack = f"the {self.refresh_slack_minutes:g} min a refresh is due before its token expires"
+        if self.workers is not None:
+            lag = f"with {self.workers} workers the longest wait was {self.lag_max_seconds / 60:,.1f} min"
+            if self.kept_before_expiry:
+                return f"{lag}, inside {slack}"
+            late = "refreshes that waited this long came after their access token expired"
+            return f"{lag}, over {slack}: {late}; add workers"
+        wait = f"{self.estimated_longest_wait_minutes or 0.0:,.1f} min"
+        workers = self.workers_before_expiry
+        if workers is None:
+            limited = "the provider's limits keep the longest wait at"
+            return f"none: {limited} {wait} whatever the fleet, over {slack}"
+        if workers == self.workers_needed:
+            return f"{workers:,}, as many as the busiest minute needs (longest wait {wait})"
+        return (
+            f"{workers:,}: their longest wait, {wait}, stays inside {slack} "
+            f"(estimated from this run's demand by minute; check with --workers {workers})"
+        )
 
     @property
     def notifications_total(self) -> int:
@@ -150,6 +179,17 @@ class SimulationReport:
                 "due_per_second_mean": self.due_per_second_mean,
                 "due_per_second_steady": self.due_per_second_steady,
                 "workers_formula": self.workers_formula,
+                "before_expiry": {
+                    # how long a due refresh may wait before its access token expires
+                    "slack_minutes": self.refresh_slack_minutes,
+                    # the longest a refresh waited in this run, and whether every one fitted in the slack
+                    "longest_lag_minutes": round(self.lag_max_seconds / 60, 2),
+                    "kept": self.kept_before_expiry,
+                    # for an unlimited fleet only: the fewest workers whose longest wait fits in the slack
+                    # (null: none do, the provider's limits bind), estimated from the demand by minute
+                    "workers": self.workers_before_expiry,
+                    "estimated_longest_wait_minutes": self.estimated_longest_wait_minutes,
+                },
                 "backlog_at_end": self.backlog_at_end,
                 "provider": {  # the limits grantkeeper holds all workers to; null without limits
                     "rate_limit_per_second": self.provider_rate_limit,
@@ -193,6 +233,7 @@ class SimulationReport:
             ("lag due -> attempted", f"p50 {self.lag_p50_seconds:.1f} s, p99 {self.lag_p99_seconds:.1f} s"),
             ("workers", "unlimited" if self.workers is None else str(self.workers)),
             ("workers needed", f"{self.workers_needed:,}: {self.workers_formula}"),
+            ("workers before expiry", self._before_expiry_row()),
             ("provider limits", self._provider_row()),
             ("wall time", f"{self.wall_seconds:.1f} s"),
         ]

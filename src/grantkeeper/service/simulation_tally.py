@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from grantkeeper.core.model import NotificationType, Notify
 from grantkeeper.service.simulation_config import SimulationConfig
+from grantkeeper.service.simulation_queue import Demand, Fleet, longest_wait_minutes, workers_before_expiry
 from grantkeeper.service.simulation_report import SimulationReport, percentile
 
 # What produced an attempt's outcome; indexes into ``Tally.causes`` (a list is the cheapest counter).
@@ -109,6 +110,14 @@ def build_report(
     minutes = config.duration.total_seconds() / 60
     peak_minute = max(tally.attempts_by_minute)
     workers_needed, peak_due_per_second, formula = _workers_needed(config, tally)
+    demand, fleet = _demand(config, tally), _fleet(config)
+    slack_minutes = config.refresh_slack.total_seconds() / 60
+    # an estimate only for an unlimited fleet: a smaller one's demand is already shaped by its queue
+    before_expiry = (
+        workers_before_expiry(demand, fleet, slack_minutes, most=workers_needed)
+        if config.workers is None
+        else None
+    )
     users = len(tally.per_user)
     delays = sorted(tally.revocation_delays)
     return SimulationReport(
@@ -155,6 +164,14 @@ def build_report(
         workers_needed=workers_needed,
         due_per_second_peak=peak_due_per_second,
         workers_formula=formula,
+        refresh_slack_minutes=round(slack_minutes, 2),
+        workers_before_expiry=before_expiry,
+        estimated_longest_wait_minutes=(
+            None
+            if config.workers is not None
+            else round(longest_wait_minutes(demand, fleet, before_expiry or workers_needed), 2)
+        ),
+        lag_max_seconds=max(_lag_seconds(tally.lags), default=0.0),
         backlog_at_end=scaled(tally.backlog_at_end),
         wall_seconds=round(wall_seconds, 2),
         note=_note(config),
@@ -176,11 +193,7 @@ def _workers_needed(config: SimulationConfig, tally: Tally) -> tuple[int, float,
     """
     latency, read_timeout = tally.latency_seconds, tally.read_timeout_seconds
     peak_due_per_second = max(tally.due_by_minute) * config.scale / 60
-    busy_by_minute = (
-        due * latency + timeouts * (read_timeout - latency)
-        for due, timeouts in zip(tally.due_by_minute, tally.timeouts_by_due_minute, strict=True)
-    )
-    busy_per_second = max(busy_by_minute) * config.scale / 60
+    busy_per_second = max(_busy_slot_seconds(config, tally)) / 60
     for_slots = max(1, math.ceil(busy_per_second / config.concurrency - 1e-9))
     if not any(tally.timeouts_by_due_minute):
         formula = (
@@ -205,6 +218,27 @@ def _workers_needed(config: SimulationConfig, tally: Tally) -> tuple[int, float,
     else:
         formula = f"{formula}; the workers' own rate needs fewer: {rate_formula}"
     return max(for_slots, for_rate), round(peak_due_per_second, 2), formula
+
+
+def _busy_slot_seconds(config: SimulationConfig, tally: Tally) -> list[float]:
+    """Per minute of due time: the slot-seconds its attempts hold (a timeout holds one for the read timeout,
+    every other attempt for the latency), for the whole fleet."""
+    latency, read_timeout = tally.latency_seconds, tally.read_timeout_seconds
+    return [
+        (due * latency + timeouts * (read_timeout - latency)) * config.scale
+        for due, timeouts in zip(tally.due_by_minute, tally.timeouts_by_due_minute, strict=True)
+    ]
+
+
+def _demand(config: SimulationConfig, tally: Tally) -> Demand:
+    return Demand(
+        attempts_by_minute=[due * config.scale for due in tally.due_by_minute],
+        busy_by_minute=_busy_slot_seconds(config, tally),
+    )
+
+
+def _fleet(config: SimulationConfig) -> Fleet:
+    return Fleet(config.concurrency, config.worker_rate, config.provider_capacity)
 
 
 def _rounded(value: float | None) -> float | None:
