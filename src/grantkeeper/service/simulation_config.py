@@ -11,8 +11,9 @@ from grantkeeper.core.policy import Policy, refresh_due_at
 from grantkeeper.service.simulation_faults import FaultModel
 
 #: Refreshes a second one worker handles at most, however short the provider's latency: its own CPU and its
-#: one database session bound it. One worker on PostgreSQL did 2,000-2,700 a second on the 2-core machine of
-#: ``docs/benchmarks.md`` (about 4,000 on SQLite); ``bench/worker_vs_server.py`` measures yours.
+#: one database session bound it. One worker on PostgreSQL did 2,000-3,300 a second on the 2-core machines of
+#: ``docs/benchmarks.md`` (4,000-8,400 on SQLite): the low end, so a plan errs towards more workers;
+#: ``bench/worker_vs_server.py`` measures yours.
 DEFAULT_WORKER_RATE = 2_000.0
 #: Beyond this a run takes hours; a sample of 100,000 already puts the sampling error well under 1%.
 MAX_SIMULATED_CONNECTIONS = 1_000_000
