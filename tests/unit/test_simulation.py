@@ -369,3 +369,13 @@ def test_without_provider_limits_the_report_says_so():
 def test_bad_input_is_refused_with_a_clear_message(make, words):
     with pytest.raises(InvalidInputError, match=words):
         make()
+
+
+def test_a_fleet_of_one_is_named_in_the_singular_and_a_quiet_one_stays_inside_the_lead_window():
+    report = run(connections=200, workers=1)
+
+    assert report.kept_before_expiry
+    assert report.lag_max_seconds <= 10  # a poll or two: the one worker is never busy
+    row = dict(report.rows())["workers before expiry"]
+    assert row.startswith("with 1 worker the longest wait was 0.")
+    assert row.endswith("inside the 10 min a refresh is due before its token expires")

@@ -106,7 +106,8 @@ class SimulationReport:
     def _before_expiry_row(self) -> str:
         slack = f"the {self.refresh_slack_minutes:g} min a refresh is due before its token expires"
         if self.workers is not None:
-            lag = f"with {self.workers} workers the longest wait was {self.lag_max_seconds / 60:,.1f} min"
+            fleet = f"{self.workers:,} worker{'s' if self.workers > 1 else ''}"
+            lag = f"with {fleet} the longest wait was {self.lag_max_seconds / 60:,.1f} min"
             if self.kept_before_expiry:
                 return f"{lag}, inside {slack}"
             late = "refreshes that waited this long came after their access token expired"

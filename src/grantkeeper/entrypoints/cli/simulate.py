@@ -54,7 +54,11 @@ def simulate_command(
     read_timeout: Annotated[float, typer.Option(help="Seconds a timed-out attempt holds its slot.")] = 10.0,
     concurrency: Annotated[int, typer.Option(help="Refreshes in flight per worker.")] = 32,
     workers: Annotated[
-        int | None, typer.Option(help="Workers in the fleet (default: unlimited; report the number needed).")
+        int | None,
+        typer.Option(
+            help="Workers in the fleet (default: unlimited; report the number needed, and the fewest that "
+            "refresh every token before it expires)."
+        ),
     ] = None,
     worker_rate: Annotated[
         float,
@@ -81,7 +85,8 @@ def simulate_command(
 ) -> None:
     """Run the real refresh policy and scheduler over virtual time against a provider fault model.
 
-    Reports false and true disconnections, notifications per user, the refresh rate and the workers needed.
+    Reports false and true disconnections, notifications per user, the refresh rate, the workers needed and
+    the fewest workers that refresh every token before it expires.
     """
     faults = FaultModel(
         rate_limit=rate_429,
