@@ -109,15 +109,15 @@ def build_report(
     attempts = sum(causes)
     minutes = config.duration.total_seconds() / 60
     peak_minute = max(tally.attempts_by_minute)
-    workers_needed, peak_due_per_second, formula = _workers_needed(config, tally)
     demand, fleet = _demand(config, tally), _fleet(config)
+    workers_needed, peak_due_per_second, formula = _workers_needed(config, tally, demand)
     slack_minutes = config.refresh_slack.total_seconds() / 60
     # an estimate only for an unlimited fleet: a smaller one's demand is already shaped by its queue
-    before_expiry = (
-        workers_before_expiry(demand, fleet, slack_minutes, most=workers_needed)
-        if config.workers is None
-        else None
-    )
+    before_expiry: int | None = None
+    estimated_wait: float | None = None
+    if config.workers is None:
+        before_expiry = workers_before_expiry(demand, fleet, slack_minutes, most=workers_needed)
+        estimated_wait = round(longest_wait_minutes(demand, fleet, before_expiry or workers_needed), 2)
     users = len(tally.per_user)
     delays = sorted(tally.revocation_delays)
     return SimulationReport(
@@ -166,11 +166,7 @@ def build_report(
         workers_formula=formula,
         refresh_slack_minutes=round(slack_minutes, 2),
         workers_before_expiry=before_expiry,
-        estimated_longest_wait_minutes=(
-            None
-            if config.workers is not None
-            else round(longest_wait_minutes(demand, fleet, before_expiry or workers_needed), 2)
-        ),
+        estimated_longest_wait_minutes=estimated_wait,
         lag_max_seconds=max(_lag_seconds(tally.lags), default=0.0),
         backlog_at_end=scaled(tally.backlog_at_end),
         wall_seconds=round(wall_seconds, 2),
@@ -178,7 +174,7 @@ def build_report(
     )
 
 
-def _workers_needed(config: SimulationConfig, tally: Tally) -> tuple[int, float, str]:
+def _workers_needed(config: SimulationConfig, tally: Tally, demand: Demand) -> tuple[int, float, str]:
     """The workers the busiest minute needs: enough slots for its attempts, and enough workers for its rate.
 
     Slots: ceil(peak attempts per second x latency / concurrency), the slots the busiest minute keeps busy.
@@ -193,7 +189,7 @@ def _workers_needed(config: SimulationConfig, tally: Tally) -> tuple[int, float,
     """
     latency, read_timeout = tally.latency_seconds, tally.read_timeout_seconds
     peak_due_per_second = max(tally.due_by_minute) * config.scale / 60
-    busy_per_second = max(_busy_slot_seconds(config, tally)) / 60
+    busy_per_second = max(demand.busy_by_minute) / 60
     for_slots = max(1, math.ceil(busy_per_second / config.concurrency - 1e-9))
     if not any(tally.timeouts_by_due_minute):
         formula = (
