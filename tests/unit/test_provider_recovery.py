@@ -24,15 +24,16 @@ def after_failures(count: int):
 
 
 def test_a_success_after_a_transient_streak_wakes_the_providers_other_connections():
-    assert RetryProviderNow() in step(after_failures(2), SUCCESS, POLICY, T0, random.Random(0)).effects
+    assert (
+        RetryProviderNow(POLICY.provider_wake_batch)
+        in step(after_failures(2), SUCCESS, POLICY, T0, random.Random(0)).effects
+    )
 
 
 def test_a_single_blip_or_a_healthy_refresh_wakes_no_one():
     for count in (0, 1):
-        assert (
-            RetryProviderNow()
-            not in step(after_failures(count), SUCCESS, POLICY, T0, random.Random(0)).effects
-        )
+        effects = step(after_failures(count), SUCCESS, POLICY, T0, random.Random(0)).effects
+        assert not any(isinstance(effect, RetryProviderNow) for effect in effects)
 
 
 def test_the_probe_horizon_is_the_next_cycle():

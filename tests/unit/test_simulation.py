@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from grantkeeper.core.errors import InvalidInputError
-from grantkeeper.service import simulation
+from grantkeeper.service import simulation, simulation_engine
 from grantkeeper.service.simulation import FaultModel, Outage, SimulationConfig, SimulationReport, simulate
 
 DAY = timedelta(days=1)
@@ -379,3 +379,23 @@ def test_a_fleet_of_one_is_named_in_the_singular_and_a_quiet_one_stays_inside_th
     row = dict(report.rows())["workers before expiry"]
     assert row.startswith("with 1 worker the longest wait was 0.")
     assert row.endswith("inside the 10 min a refresh is due before its token expires")
+
+
+def test_a_recovery_wakes_at_most_its_limit_of_backed_off_connections_furthest_retry_first():
+    """The simulator mirrors ``commits.retry_provider_now``: up to ``limit`` others, furthest retry first;
+    the waker, connections already due and those that recovered meanwhile are not woken."""
+    sim = simulation_engine.Simulation(SimulationConfig(connections=20, duration=timedelta(hours=1)))
+    at, tick = 100.0, 20
+    for index in range(10):  # retries 200 s, 300 s, ... 1,100 s ahead of the start
+        sim._due_seconds[index] = 200.0 + 100 * index
+        sim._back_off(index, sim._due_seconds[index], tick)
+    sim._due_seconds[10] = 50.0  # due already
+    sim._back_off(10, 50.0, tick)
+    sim._backing_off.discard(8)  # recovered meanwhile
+
+    sim._wake(9, tick, at, limit=3)  # connection 9 (furthest) is the one that recovered and wakes
+
+    woken = {index for index in range(11) if sim._due_seconds[index] == at}
+    assert woken == {7, 6, 5}
+    sim._wake(0, tick, at, limit=100)  # the rest, but never the one due already
+    assert {index for index in range(11) if sim._due_seconds[index] == at} == {1, 2, 3, 4, 5, 6, 7}

@@ -98,7 +98,7 @@ def _succeed(
     if state.status is not ConnectionStatus.CONNECTED:
         effects.append(ResumeWorkflows())
     if state.consecutive_transient_failures >= policy.provider_recovery_threshold:
-        effects.append(RetryProviderNow())
+        effects.append(RetryProviderNow(policy.provider_wake_batch))
     new_state = ConnectionState(
         last_refreshed_at=now,
         last_failure_at=state.last_failure_at,

@@ -31,6 +31,8 @@ class Policy:
     config_retry_interval: timedelta = timedelta(minutes=30)
     refresh_spread: timedelta = timedelta(minutes=5)
     provider_recovery_threshold: int = 2
+    #: How many of the provider's other backed-off connections one recovery makes due (``RetryProviderNow``).
+    provider_wake_batch: int = 8
 
     def __post_init__(self) -> None:
         for name in (
@@ -38,6 +40,7 @@ class Policy:
             "disconnect_threshold",
             "rate_limit_notice_threshold",
             "provider_recovery_threshold",
+            "provider_wake_batch",
         ):
             if getattr(self, name) < 1:
                 raise InvalidSettingError(f"{name} must be at least 1")

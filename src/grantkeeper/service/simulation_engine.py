@@ -104,7 +104,8 @@ class Simulation:
         self._tick_of: list[int] = []  # the poll each connection is filed under; older filings are stale
         # connections backing off from transient failures, for the scheduler's probes and provider wake-ups
         self._backing_off: set[int] = set()
-        self._backoff_heap: list[tuple[float, int]] = []
+        self._backoff_heap: list[tuple[float, int]] = []  # soonest retry first, for probes
+        self._wake_heap: list[tuple[float, int]] = []  # furthest retry first (due negated), for wake-ups
         self._probe_seconds = probe_horizon(start_at := SIMULATION_START_AT, config.policy) - start_at
         self._cycle_seconds = config.policy.cycle_interval.total_seconds()
         self._is_probe_filed = False
@@ -291,7 +292,7 @@ class Simulation:
             if isinstance(effect, Notify):
                 self.tally.notify(index, effect)
             elif isinstance(effect, RetryProviderNow):
-                self._wake(index, tick, at)
+                self._wake(index, tick, at, effect.limit)
 
     # --- the scheduler's provider recovery, as the real store does it -----------------------------------
 
@@ -299,16 +300,31 @@ class Simulation:
         """A transient failure: remember it for probes, and file a probe check a cycle ahead if none is."""
         self._backing_off.add(index)
         heapq.heappush(self._backoff_heap, (due, index))
+        heapq.heappush(self._wake_heap, (-due, index))
         if not self._is_probe_filed:
             self._queue.push(PROBE, tick * self._poll_seconds + self._cycle_seconds, tick)
             self._is_probe_filed = True
 
-    def _wake(self, waker: int, tick: int, at: float) -> None:
-        """``RetryProviderNow``: every other connection backing off is due at the next poll."""
-        for index in self._backing_off:
-            if index != waker and self._due_seconds[index] > at:
-                self._due_seconds[index] = at
-                self._tick_of[index] = self._queue.push(index, at, tick)
+    def _wake(self, waker: int, tick: int, at: float, limit: int) -> None:
+        """``RetryProviderNow``: up to ``limit`` other connections backing off are due at the next poll, those
+        whose retry lies furthest ahead first (``commits.retry_provider_now``)."""
+        heap, backing_off, due_seconds = self._wake_heap, self._backing_off, self._due_seconds
+        woken = 0
+        while heap and woken < limit:
+            negated_due, index = heap[0]
+            due = -negated_due
+            if index not in backing_off or due != due_seconds[index] or index == waker:
+                heapq.heappop(heap)  # stale: recovered, disconnected or rescheduled since
+                continue
+            if due <= at:
+                break  # the furthest retry is due already, and so is every other
+            heapq.heappop(heap)
+            due_seconds[index] = at
+            self._tick_of[index] = self._queue.push(index, at, tick)
+            woken += 1
+        if len(heap) > 4 * len(backing_off) + 1024:  # stale entries pile up below the top; drop them
+            self._wake_heap = [(d, i) for d, i in heap if i in backing_off and -d == due_seconds[i]]
+            heapq.heapify(self._wake_heap)
 
     def _probe(self, tick: int, batch: list[int]) -> None:
         """``schedule_probes``: if no backing-off connection retries within the horizon, one does now."""

@@ -1,0 +1,155 @@
+"""A provider's return wakes its backed-off connections a few at a time (``RetryProviderNow``, ADR 27).
+
+Each recovery makes up to ``limit`` others due now, those whose retry lies furthest ahead first, read from
+the end of ``ix_connections_transient``; rows leased, disconnected, healthy or of another provider stay as
+they are. On PostgreSQL two workers waking at once take different rows and neither waits for the other.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import Connection, Engine, select, text
+
+from grantkeeper.adapters.db import SqlStore
+from grantkeeper.adapters.db.commits import retry_provider_now
+from grantkeeper.adapters.db.tables import connections
+from grantkeeper.core.model import (
+    ConnectionState,
+    Outcome,
+    OutcomeClass,
+    RetryProviderNow,
+    TokenSet,
+)
+from grantkeeper.ports import ProviderConfig
+from tests.fixtures.db import (
+    LEASE_TTL,
+    T0,
+    attempt_commit,
+    captured_sql,
+    explain,
+    new_connection,
+    new_provider,
+)
+
+BACKED_OFF = 30
+
+
+def _back_off(engine: Engine, ids: list[str], failures: int = 6) -> None:
+    """Put rows into a transient streak, as a run of 503s would have left them (their retry times stay)."""
+    with engine.begin() as connection:
+        for connection_id in ids:
+            connection.execute(
+                text("UPDATE connections SET consecutive_transient_failures = :n WHERE id = :id"),
+                {"n": failures, "id": connection_id},
+            )
+
+
+def _due_now(engine: Engine) -> set[str]:
+    """The rows a wake made due: due within a minute of T0 (every other row's next attempt is later)."""
+    c = connections.c
+    with engine.connect() as connection:
+        return set(connection.scalars(select(c.id).where(c.next_attempt_at < T0 + timedelta(minutes=1))))
+
+
+def _backed_off(store: SqlStore, tenant_id: str) -> list[str]:
+    """``BACKED_OFF`` connections backing off, retries 1..30 hours ahead; returned furthest retry first."""
+    rows = [new_connection(f"u{i}", next_attempt_at=T0 + timedelta(hours=1 + i)) for i in range(BACKED_OFF)]
+    ids = list(store.import_connections(tenant_id, rows, T0 - timedelta(days=1)))
+    _back_off(store.engine, ids)
+    return ids[::-1]
+
+
+def _recovery(store: SqlStore, tenant_id: str, user: str, limit: int) -> None:
+    """One backed-off connection's refresh succeeds and wakes others, committed as the worker would."""
+    [waker] = store.import_connections(tenant_id, [new_connection(user, next_attempt_at=T0)], T0)
+    _back_off(store.engine, [waker], failures=3)
+    [claim] = store.claim_ids(tenant_id, [waker], T0, "worker", LEASE_TTL)
+    tokens = TokenSet("at-new", "rt-new", expires_at=T0 + timedelta(hours=1))
+    state = ConnectionState(
+        last_refreshed_at=T0, expires_at=tokens.expires_at, next_attempt_at=T0 + timedelta(minutes=50)
+    )
+    commit = attempt_commit(
+        claim, Outcome(OutcomeClass.SUCCESS, 200, tokens=tokens), state, effects=(RetryProviderNow(limit),)
+    )
+    assert store.commit_attempt(commit)
+
+
+def test_each_recovery_wakes_at_most_its_limit_furthest_retry_first(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    furthest_first = _backed_off(store, tenant_id)
+
+    _recovery(store, tenant_id, "waker-1", limit=8)
+    assert _due_now(store.engine) == set(furthest_first[:8])
+
+    _recovery(store, tenant_id, "waker-2", limit=8)  # the next recovery wakes the next eight
+    assert _due_now(store.engine) == set(furthest_first[:16])
+
+
+def test_a_wake_leaves_leased_disconnected_healthy_and_other_providers_rows_alone(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    store.add_provider(tenant_id, new_provider("github"))
+    later = T0 + timedelta(hours=5)
+    leased, disconnected, _healthy, elsewhere, woken = store.import_connections(
+        tenant_id,
+        [
+            new_connection("leased", next_attempt_at=later),
+            new_connection("disconnected", next_attempt_at=later),
+            new_connection("healthy", next_attempt_at=later),
+            new_connection("elsewhere", provider="github", next_attempt_at=later),
+            new_connection("woken", next_attempt_at=later),
+        ],
+        T0 - timedelta(days=1),
+    )
+    _back_off(store.engine, [leased, disconnected, elsewhere, woken])
+    store.claim_ids(tenant_id, [leased], T0, "other-worker", LEASE_TTL)
+    with store.engine.begin() as connection:
+        disconnect = text("UPDATE connections SET status = 'needs_reauthorization' WHERE id = :id")
+        connection.execute(disconnect, {"id": disconnected})
+
+    with store.engine.begin() as connection:
+        assert retry_provider_now(connection, provider.provider_id, T0, limit=100) == 1
+
+    assert _due_now(store.engine) == {woken}
+
+
+def test_the_wake_reads_the_transient_index_not_the_table(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    _backed_off(store, tenant_id)
+    with captured_sql(store.engine) as sent, store.engine.begin() as connection:
+        retry_provider_now(connection, provider.provider_id, T0, limit=8)
+    statement, parameters = next((s, p) for s, p in sent if s.lstrip().upper().startswith("SELECT"))
+
+    plan = explain(store.engine, statement, parameters)
+
+    assert "ix_connections_transient" in plan, plan
+    assert "SCAN connections" not in plan, plan
+    assert "Seq Scan" not in plan, plan
+
+
+def test_two_wakes_at_once_take_different_rows_without_waiting(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    """On PostgreSQL the second wake runs while the first still holds its rows, under a lock timeout that
+    would fail it if it waited; SQLite has one writer at a time, so there the second runs after the first."""
+    furthest_first = _backed_off(store, tenant_id)
+    is_postgresql = store.engine.dialect.name == "postgresql"
+
+    def wake(connection: Connection) -> int:
+        if is_postgresql:
+            connection.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
+        return retry_provider_now(connection, provider.provider_id, T0, limit=8)
+
+    with store.engine.connect() as first:
+        first.begin()
+        assert wake(first) == 8
+        if not is_postgresql:
+            first.commit()
+        with store.engine.begin() as second:
+            assert wake(second) == 8
+        first.commit()
+
+    assert _due_now(store.engine) == set(furthest_first[:16])
