@@ -5,7 +5,7 @@
 After an hour-long outage with one-hour tokens, every connection of the provider is backing off from
 transient failures. The first refresh that succeeds emits ``RetryProviderNow``, which the worker applies in
 the same transaction as that refresh's commit (``adapters/db/commits.py``). This benchmark times that
-statement with ``--backed-off`` connections of a 1,000,000-row database (``seed.py``) in a streak:
+statement with ``--backed-off`` connections in a streak, out of 1,000,000 stored (``seed.py``; ``--stored``):
 
 - ``all``: the former statement, which made every backed-off row due in one UPDATE (the baseline);
 - ``limited``: ``retry_provider_now(limit=8)`` as it is now, which wakes the eight whose retry lies
@@ -22,6 +22,7 @@ database's one write lock) for as long as the statement runs.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ from grantkeeper.core.model import ConnectionStatus
 from grantkeeper.core.policy import Policy
 
 STORED = 1_000_000
+DUE = 50_000  # the seed's due rows (``seed.py``), as in ``claim_cost.py``: a cached database is shared
 _c = connections.c
 
 
@@ -81,8 +83,8 @@ def timed(connection: Connection, call: object) -> tuple[float, int]:
     return seconds, woken
 
 
-def measure(kind: str, backed_off: int, rounds: int, limit: int) -> dict[str, object]:
-    seeded = seed.ensure_seeded(kind, STORED, 50_000, reseed=False)
+def measure(kind: str, stored: int, backed_off: int, rounds: int, limit: int) -> dict[str, object]:
+    seeded = seed.ensure_seeded(kind, stored, min(DUE, stored), reseed=False)
     engine = seeded.engine()
     at = datetime.now(UTC)
     results: dict[str, list[float]] = {"all": [], "limited": []}
@@ -111,6 +113,7 @@ def measure(kind: str, backed_off: int, rounds: int, limit: int) -> dict[str, ob
     limited_median = statistics.median(results["limited"])
     return {
         "database": kind,
+        "stored": stored,
         "backed_off": backed_off,
         "all_ms": all_median * 1000,
         "all_max_ms": max(results["all"]) * 1000,
@@ -130,19 +133,22 @@ def main() -> None:
     parser.add_argument(
         "--backed-off", type=int, action="append", help="rows in a streak (repeatable; default 100,000)"
     )
+    parser.add_argument("--stored", type=int, default=STORED, help="connections stored (seed.py)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--limit", type=int, default=Policy().provider_wake_batch)
     args = parser.parse_args()
     if args.rounds < 1 or args.limit < 1:
         parser.error("--rounds and --limit must be at least 1")
     counts = args.backed_off or [100_000]
-    if any(not 1 <= count <= STORED for count in counts):
-        parser.error(f"--backed-off must be between 1 and {STORED:,}")
+    if any(not 1 <= count <= args.stored for count in counts):
+        parser.error(f"--backed-off must be between 1 and --stored ({args.stored:,})")
     rows = [
-        measure(kind, count, args.rounds, args.limit)
+        measure(kind, args.stored, count, args.rounds, args.limit)
         for kind in args.database or ["sqlite", "postgresql"]
         for count in counts
     ]
+    for row in rows:
+        print(json.dumps(row))
     print(
         "\n| database | backed off | all: median ms (max) | woken "
         "| limited: median ms (max) | woken | all/limited |"

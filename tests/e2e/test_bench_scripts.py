@@ -129,6 +129,19 @@ def test_reseal_cost(backend: Backend, bench_environment: dict[str, str]) -> Non
     assert result["readable_with_the_new_key_alone"] is True
 
 
+def test_provider_wake(backend: Backend, bench_environment: dict[str, str]) -> None:
+    kind, seeds = backend
+    seeds(900, 900)
+    output = run_script(
+        "provider_wake.py", "--database", kind, "--stored", "900", "--backed-off", "300", "--rounds", "1",
+        environment=bench_environment,
+    )  # fmt: skip
+    (result,) = json_lines(output)
+    assert (result["database"], result["stored"], result["backed_off"]) == (kind, 900, 300)
+    assert 290 <= int(str(result["all_woken"])) <= 300  # a retry drawn within the set-up's second is due
+    assert result["limited_woken"] == 8
+
+
 def test_token_endpoint(backend: Backend, bench_environment: dict[str, str]) -> None:
     kind, _ = backend
     output = run_script(

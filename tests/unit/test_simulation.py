@@ -173,7 +173,7 @@ def test_with_the_workers_needed_the_lag_stays_small_and_with_too_few_it_grows()
 
 
 def test_after_an_outage_far_fewer_workers_than_the_busiest_minute_needs_refresh_before_expiry():
-    """The provider's return wakes every backed-off connection in one minute; a fleet sized for that minute
+    """The provider's return wakes every backed-off connection within a minute; a fleet sized for that minute
     is mostly idle. The estimate of the fewest workers that keep every wait inside the lead window is played
     out: with that many, no refresh waits past it; with half, some do."""
     outage = Outage(start=timedelta(hours=2), duration=timedelta(hours=1))

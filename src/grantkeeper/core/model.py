@@ -161,7 +161,7 @@ class RetryProviderNow:
 
     Backoff protects a provider while it is down; once one refresh proves it is up, waiting out every other
     connection's backoff would only leave users with expired tokens. But waking them all in one statement
-    took 25 s on SQLite and 100 s on PostgreSQL with a million backed off, inside a worker's commit (ADR 27).
+    took 25 s on SQLite and 114 s on PostgreSQL with a million backed off, inside a worker's commit (ADR 27).
     So each recovery wakes a few, and the woken ones' own recoveries wake more: the catch-up grows
     geometrically while the provider keeps answering and stops when it fails again (a slow start). The
     furthest retries go first because they have failed longest and so wake others in turn; the nearest come

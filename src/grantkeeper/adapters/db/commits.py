@@ -418,7 +418,7 @@ def retry_provider_now(connection: Connection, provider_id: str, at: datetime, l
     Only connected rows with a transient streak whose next attempt lies ahead; leased rows are left to their
     worker, whose commit will schedule them anyway. The rows are read backwards from the end of
     ``ix_connections_transient``, so the statement's cost is ``limit`` rows however many back off (one
-    UPDATE over a million of them took 100 s on PostgreSQL, ADR 27). On PostgreSQL, rows another worker's
+    UPDATE over a million of them took 114 s on PostgreSQL, ADR 27). On PostgreSQL, rows another worker's
     wake holds are skipped, not waited for: that worker is waking them already.
     """
     furthest = (
