@@ -4,11 +4,11 @@ before it expires: a fluid queue over the simulation's demand, minute by minute.
 "Workers needed" serves the busiest minute without a queue. After an outage that minute is the provider's
 return, when every connection that backed off during it comes due within the minute (``RetryProviderNow``,
 a few per recovery, ninefold a poll), and it can ask for a hundred times the workers the rest of the week
-needs. A fleet that small loses nothing: the burst
-waits in line. What must not happen is a wait so long that access tokens expire before their refresh, so
-the planning figure an operator buys machines by is the smallest fleet whose longest wait stays inside the
-time a refresh is due before its token expires (the policy's lead window). This module estimates it from
-the demand the unlimited run recorded; ``simulate --workers N`` plays it out exactly.
+needs. A fleet that small loses nothing: the burst waits in line. What must not happen is a wait so long
+that access tokens expire before their refresh, so the planning figure an operator buys machines by is the
+smallest fleet whose longest wait stays inside the time a refresh is due before its token expires (the
+policy's lead window). This module estimates it from the demand the unlimited run recorded; ``simulate
+--workers N`` plays it out exactly.
 """
 
 from __future__ import annotations
