@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # Refresh attempts older than this many days are deleted every hour by the worker (and the API's
     # scheduler); 0 keeps them forever.
     attempt_retention_days: int = Field(default=30, ge=0, le=3650)
+    # In-app notifications older than this many days are deleted every hour too (with their finished
+    # deliveries); 0 keeps them forever. After an outage every affected connection gets two.
+    notification_retention_days: int = Field(default=0, ge=0, le=3650)
 
     warning_threshold: int = Field(default=2, ge=1)
     disconnect_threshold: int = Field(default=3, ge=1)
@@ -71,6 +74,16 @@ class Settings(BaseSettings):
     concurrency: int = Field(default=32, ge=1, le=1024)
     poll_interval_seconds: float = Field(default=5.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @property
+    def attempt_retention(self) -> timedelta | None:
+        """How long refresh attempts and finished deliveries are kept; None: forever."""
+        return timedelta(days=self.attempt_retention_days) if self.attempt_retention_days else None
+
+    @property
+    def notification_retention(self) -> timedelta | None:
+        """How long in-app notifications are kept; None: forever."""
+        return timedelta(days=self.notification_retention_days) if self.notification_retention_days else None
 
     def policy(self) -> Policy:
         return Policy(

@@ -12,7 +12,7 @@ from sqlalchemy import func, insert, select
 
 from grantkeeper.adapters.crypto import generate_key_line
 from grantkeeper.adapters.db import make_engine
-from grantkeeper.adapters.db.tables import connections, refresh_attempts
+from grantkeeper.adapters.db.tables import connections, notifications, refresh_attempts
 from grantkeeper.sandbox import Behaviour
 from tests.e2e.cli import Cli
 
@@ -312,7 +312,12 @@ def test_prune_refuses_a_bad_age_and_changes_nothing(cli, provider, sandbox, tmp
 def test_prune_reports_how_many_old_attempts_it_deleted(cli, provider, sandbox, tmp_path):
     total = _seed_attempts(cli, sandbox, tmp_path, old=250)
     assert total == 252
-    none = {"deliveries_deleted": 0, "connect_links_deleted": 0}
+    none = {
+        "deliveries_deleted": 0,
+        "connect_links_deleted": 0,
+        "notifications_deleted": 0,
+        "notifications_older_than_days": None,
+    }
     assert cli.json("prune", "--older-than-days", "41") == {"deleted": 0, "older_than_days": 41} | none
     assert cli.json("prune") == {"deleted": 250, "older_than_days": 30} | none  # the setting's default
     assert _count_attempts(cli) == 2  # the refreshes just made stay
@@ -334,6 +339,85 @@ def test_worker_prunes_old_attempts_as_it_starts_unless_retention_is_off(
     assert result.returncode == 0, result.stderr
     assert _count_attempts(cli) == left
     assert ("pruned 40 refresh attempt(s)" in result.stderr) == (retention_days != "0")
+
+
+def _seed_notifications(cli, sandbox, tmp_path) -> None:
+    """Two connections, and for each an in-app notice from 100 days ago and one from 5 days ago (set-up,
+    straight into the table)."""
+    _seed_attempts(cli, sandbox, tmp_path, old=1)
+    engine = make_engine(cli.database_url)
+    try:
+        with engine.begin() as connection:
+            owners = connection.execute(select(connections.c.id, connections.c.tenant_id)).all()
+            now = datetime.now(UTC)
+            rows = [
+                {
+                    "id": f"ntf_{days}_{i}",
+                    "tenant_id": owner.tenant_id,
+                    "connection_id": owner.id,
+                    "user_id": f"u{i}",
+                    "type": "integration_rate_limit",
+                    "title": "title",
+                    "message": "message",
+                    "is_read": False,
+                    "created_at": now - timedelta(days=days),
+                    "metadata": {},
+                }
+                for i, owner in enumerate(owners)
+                for days in (100, 5)
+            ]
+            connection.execute(insert(notifications), rows)
+    finally:
+        engine.dispose()
+
+
+def _count_notifications(cli) -> int:
+    engine = make_engine(cli.database_url)
+    try:
+        with engine.connect() as connection:
+            return connection.scalar(select(func.count()).select_from(notifications))
+    finally:
+        engine.dispose()
+
+
+def test_prune_deletes_old_notifications_only_with_a_retention(cli, provider, sandbox, tmp_path):
+    _seed_notifications(cli, sandbox, tmp_path)
+    assert _count_notifications(cli) == 4
+
+    kept = cli.json("prune")  # the default keeps notifications forever
+    assert (kept["notifications_deleted"], kept["notifications_older_than_days"]) == (0, None)
+    assert "notifications are kept" in cli.run("prune").stdout
+    bad = cli.run("prune", "--notifications-older-than-days", "0", "--json")
+    assert bad.returncode == 2
+    assert "--notifications-older-than-days" in bad.stderr
+    for value in ("-1", "abc", "4000"):
+        refused = cli.run("prune", GRANTKEEPER_NOTIFICATION_RETENTION_DAYS=value)
+        assert refused.returncode != 0
+        assert "invalid configuration: GRANTKEEPER_NOTIFICATION_RETENTION_DAYS" in refused.stderr
+    assert _count_notifications(cli) == 4
+
+    pruned = cli.json("prune", "--notifications-older-than-days", "90")
+    assert (pruned["notifications_deleted"], pruned["notifications_older_than_days"]) == (2, 90)
+    assert _count_notifications(cli) == 2  # the recent ones stay
+    by_setting = cli.run("prune", "--json", GRANTKEEPER_NOTIFICATION_RETENTION_DAYS="3")
+    assert by_setting.returncode == 0, by_setting.stderr
+    counts = json.loads(by_setting.stdout)
+    assert (counts["notifications_deleted"], counts["notifications_older_than_days"]) == (2, 3)
+    assert _count_notifications(cli) == 0
+
+
+@pytest.mark.parametrize(("retention_days", "left"), [("90", 2), ("0", 4)])
+def test_worker_prunes_old_notifications_as_it_starts_when_told_to(
+    cli, provider, sandbox, tmp_path, retention_days, left
+):
+    _seed_notifications(cli, sandbox, tmp_path)
+    result = cli.run(
+        "worker", "--max-cycles", "1", "--poll-interval", "0.1",
+        GRANTKEEPER_NOTIFICATION_RETENTION_DAYS=retention_days,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert _count_notifications(cli) == left
+    assert ("pruned 2 notification(s)" in result.stderr) == (retention_days != "0")
 
 
 def test_providers_add_takes_browser_settings_and_connections_get_reconnect_links(

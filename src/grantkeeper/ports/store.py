@@ -307,3 +307,8 @@ class ConnectionStore(Protocol):
         """Delivered or failed outbox rows older than ``before`` go, with their delivery attempts; pending
         rows stay whatever their age."""
         ...
+
+    def prune_notifications(self, before: datetime, *, batch_size: int = 1000) -> PruneBatch:
+        """In-app notifications created before ``before`` go, with their finished deliveries; one with a
+        delivery still pending stays whatever its age."""
+        ...

@@ -23,6 +23,7 @@ __all__ = [
     "prune_attempts",
     "prune_connect_links",
     "prune_deliveries",
+    "prune_notifications",
     "run_pruning",
 ]
 
@@ -85,6 +86,25 @@ async def prune_deliveries(
     return total
 
 
+async def prune_notifications(
+    store: ConnectionStore, clock: Clock, keep: timedelta, *, pause_seconds: float = 0.05
+) -> int:
+    """Delete in-app notifications created more than ``keep`` ago, with their finished deliveries; one whose
+    delivery is still pending stays until it is delivered or given up. Returns how many went."""
+    if keep <= timedelta(0):
+        raise ValueError("keep must be positive")
+    before = clock.now() - keep
+    total = await _in_batches(lambda: asyncio.to_thread(store.prune_notifications, before), pause_seconds)
+    if total:
+        log.info(
+            "pruned %d notification(s) from before %s",
+            total,
+            before.isoformat(),
+            extra={"action": "notifications_pruned", "deleted": total},
+        )
+    return total
+
+
 async def _in_batches(
     delete: Callable[[], Awaitable[PruneBatch]], pause_seconds: float, stop: asyncio.Event | None = None
 ) -> int:
@@ -120,16 +140,20 @@ async def run_pruning(
     *,
     stop: asyncio.Event,
     interval: float = PRUNE_INTERVAL_SECONDS,
+    notifications_keep: timedelta | None = None,
 ) -> int:
     """Prune at once, then every ``interval`` seconds until ``stop`` is set; returns how many prunes ran.
-    Attempts go only with a retention (``keep``; None keeps them forever); expired connect links always go.
-    A prune that fails (the database restarting) is logged and retried by ``run_cycles``."""
+    Attempts and finished deliveries go only with a retention (``keep``; None keeps them forever), in-app
+    notifications only with theirs (``notifications_keep``); expired connect links always go. A prune that
+    fails (the database restarting) is logged and retried by ``run_cycles``."""
 
     async def prune() -> int:
-        links = await prune_connect_links(store, clock)
-        if keep is None:
-            return links
-        attempts = await prune_attempts(store, clock, keep, stop=stop)
-        return links + attempts + await prune_deliveries(store, clock, keep)
+        pruned = await prune_connect_links(store, clock)
+        if keep is not None:
+            pruned += await prune_attempts(store, clock, keep, stop=stop)
+            pruned += await prune_deliveries(store, clock, keep)
+        if notifications_keep is not None:
+            pruned += await prune_notifications(store, clock, notifications_keep)
+        return pruned
 
     return await run_cycles(prune, interval=interval, stop=stop)

@@ -532,6 +532,13 @@ class SqlStore:
             deleted, is_done = retention.prune_finished_outbox(connection, before, batch_size)
         return PruneBatch(deleted=deleted, is_done=is_done)
 
+    def prune_notifications(self, before: datetime, *, batch_size: int = 1000) -> PruneBatch:
+        """Delete a batch of in-app notifications created before ``before``; one still being delivered
+        stays."""
+        with _unavailable_as_store_error(), write_transaction(self._engine) as connection:
+            deleted, is_done = retention.prune_notifications(connection, before, batch_size)
+        return PruneBatch(deleted=deleted, is_done=is_done)
+
     def ping(self) -> None:
         ping(self._engine)
 

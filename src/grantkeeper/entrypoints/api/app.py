@@ -12,7 +12,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import timedelta
 
 from fastapi import FastAPI, Request, Response
 
@@ -84,9 +83,14 @@ def create_app(runtime: Runtime, *, run_scheduler: bool = True) -> FastAPI:
             if dispatcher is not None:
                 deliver = run_cycles(dispatcher.deliver_due, interval=interval, stop=stop)
                 background.append(asyncio.create_task(deliver))
-            days = runtime.settings.attempt_retention_days  # 0 keeps attempts; expired links go anyway
-            keep = timedelta(days=days) if days else None
-            prune = run_pruning(runtime.store, runtime.clock, keep, stop=stop)
+            settings = runtime.settings  # a retention of 0 keeps those rows; expired links go anyway
+            prune = run_pruning(
+                runtime.store,
+                runtime.clock,
+                settings.attempt_retention,
+                stop=stop,
+                notifications_keep=settings.notification_retention,
+            )
             background.append(asyncio.create_task(prune))
         try:
             yield

@@ -8,7 +8,6 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import Annotated
 
 import typer
@@ -162,9 +161,16 @@ async def _worker_loop(
         loops = [refresh_then_stop()]
         if dispatcher is not None:
             loops.append(run_cycles(dispatcher.deliver_due, interval=interval, stop=stop))
-        days = rt.settings.attempt_retention_days  # 0 keeps attempts forever; expired links go anyway
-        keep = timedelta(days=days) if days else None
-        loops.append(run_pruning(rt.store, rt.clock, keep, stop=stop))
+        settings = rt.settings  # a retention of 0 keeps those rows forever; expired links go anyway
+        loops.append(
+            run_pruning(
+                rt.store,
+                rt.clock,
+                settings.attempt_retention,
+                stop=stop,
+                notifications_keep=settings.notification_retention,
+            )
+        )
         await asyncio.gather(*loops)
         if dispatcher is not None:
             await _deliver_before_exit(dispatcher)
