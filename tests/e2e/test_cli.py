@@ -291,10 +291,14 @@ def _seed_attempts(cli, sandbox, tmp_path, old: int) -> int:
 
 
 def _count_attempts(cli) -> int:
+    return _count_rows(cli, refresh_attempts)
+
+
+def _count_rows(cli, table) -> int:
     engine = make_engine(cli.database_url)
     try:
         with engine.connect() as connection:
-            return connection.scalar(select(func.count()).select_from(refresh_attempts))
+            return connection.scalar(select(func.count()).select_from(table))
     finally:
         engine.dispose()
 
@@ -372,12 +376,7 @@ def _seed_notifications(cli, sandbox, tmp_path) -> None:
 
 
 def _count_notifications(cli) -> int:
-    engine = make_engine(cli.database_url)
-    try:
-        with engine.connect() as connection:
-            return connection.scalar(select(func.count()).select_from(notifications))
-    finally:
-        engine.dispose()
+    return _count_rows(cli, notifications)
 
 
 def test_prune_deletes_old_notifications_only_with_a_retention(cli, provider, sandbox, tmp_path):

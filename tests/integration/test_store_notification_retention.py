@@ -4,33 +4,19 @@ tenant's, with their finished deliveries; recent ones stay, and so does one whos
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from grantkeeper.adapters.db import SqlStore
-from grantkeeper.core.model import ConnectionState, NotificationType, Outcome, OutcomeClass
 from grantkeeper.ports import DeliveryResult, ProviderConfig
 from grantkeeper.service.retention import prune_notifications
 from grantkeeper.testing import FrozenClock
-from tests.fixtures.db import LEASE_TTL, T0, attempt_commit, new_connection, notice
+from tests.fixtures.db import LEASE_TTL, T0
+from tests.integration.test_outbox_store import emit
 
 KEEP = timedelta(days=30)
 CUTOFF = T0 + KEEP + timedelta(days=1)  # "now" for a prune: T0 is past the retention, T0 + 2 days is not
-
-
-def emit(store: SqlStore, tenant_id: str, user_id: str, at: datetime, *channels: str, count: int = 1) -> None:
-    """One attempt at ``at`` that leaves ``count`` rate-limit notices, each with an outbox row per channel."""
-    [connection_id] = store.import_connections(tenant_id, [new_connection(user_id)], at)
-    [claim] = store.claim_ids(tenant_id, [connection_id], at, "worker", LEASE_TTL)
-    commit = attempt_commit(
-        claim,
-        Outcome(OutcomeClass.TRANSIENT, http_status=429),
-        ConnectionState(next_attempt_at=at + timedelta(minutes=5)),
-        notifications=tuple(notice(NotificationType.RATE_LIMIT, *channels) for _ in range(count)),
-        attempted_at=at,
-    )
-    assert store.commit_attempt(commit)
 
 
 def users(store: SqlStore, tenant_id: str) -> list[str | None]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from grantkeeper.ports import Clock, ConnectionStore, PruneBatch
 from grantkeeper.service.scheduler import run_cycles
@@ -76,13 +76,7 @@ async def prune_deliveries(
     outbox rows went."""
     before = clock.now() - keep
     total = await _in_batches(lambda: asyncio.to_thread(store.prune_finished_outbox, before), pause_seconds)
-    if total:
-        log.info(
-            "pruned %d finished deliveries from before %s",
-            total,
-            before.isoformat(),
-            extra={"action": "deliveries_pruned", "deleted": total},
-        )
+    _log_pruned(total, "finished deliveries", before, "deliveries_pruned")
     return total
 
 
@@ -95,14 +89,19 @@ async def prune_notifications(
         raise ValueError("keep must be positive")
     before = clock.now() - keep
     total = await _in_batches(lambda: asyncio.to_thread(store.prune_notifications, before), pause_seconds)
+    _log_pruned(total, "notification(s)", before, "notifications_pruned")
+    return total
+
+
+def _log_pruned(total: int, what: str, before: datetime, action: str) -> None:
     if total:
         log.info(
-            "pruned %d notification(s) from before %s",
+            "pruned %d %s from before %s",
             total,
+            what,
             before.isoformat(),
-            extra={"action": "notifications_pruned", "deleted": total},
+            extra={"action": action, "deleted": total},
         )
-    return total
 
 
 async def _in_batches(
