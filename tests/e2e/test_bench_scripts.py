@@ -142,6 +142,17 @@ def test_provider_wake(backend: Backend, bench_environment: dict[str, str]) -> N
     assert result["limited_woken"] == 8
 
 
+def test_notification_prune(backend: Backend, bench_environment: dict[str, str]) -> None:
+    kind, _ = backend
+    output = run_script(
+        "notification_prune.py", "--database", kind, "--old", "1500", "--pending", "40",
+        environment=bench_environment,
+    )  # fmt: skip
+    (result,) = json_lines(output)
+    assert (result["database"], result["deleted"], result["left"]) == (kind, 1_500, 40)
+    assert result["batches"] == 2  # 1,000 and 500
+
+
 def test_token_endpoint(backend: Backend, bench_environment: dict[str, str]) -> None:
     kind, _ = backend
     output = run_script(

@@ -12,7 +12,7 @@ from grantkeeper.adapters.db import SqlStore
 from grantkeeper.ports import DeliveryResult, ProviderConfig
 from grantkeeper.service.retention import prune_notifications
 from grantkeeper.testing import FrozenClock
-from tests.fixtures.db import LEASE_TTL, T0
+from tests.fixtures.db import LEASE_TTL, T0, captured_sql, explain
 from tests.integration.test_outbox_store import emit
 
 KEEP = timedelta(days=30)
@@ -76,3 +76,20 @@ async def test_the_service_prunes_every_old_notification_and_logs_the_count(
     for keep in (timedelta(0), timedelta(days=-1)):
         with pytest.raises(ValueError, match="keep must be positive"):
             await prune_notifications(store, FrozenClock(CUTOFF), keep)
+
+
+def test_a_batch_reads_each_tenant_through_its_index_not_the_table(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    emit(store, tenant_id, "old", T0, "email", count=20)
+    with captured_sql(store.engine) as sent:
+        store.prune_notifications(CUTOFF - KEEP)
+    statement, parameters = next((s, p) for s, p in sent if "FROM notifications" in s and "SELECT" in s)
+
+    plan = explain(store.engine, statement, parameters)
+
+    assert "ix_notifications_tenant_created" in plan, plan
+    assert "ix_outbox_notification_id" in plan, plan  # a notification's own deliveries, not every pending row
+    for table in ("notifications", "outbox"):
+        assert f"SCAN {table}" not in plan, plan
+    assert "Seq Scan" not in plan, plan
