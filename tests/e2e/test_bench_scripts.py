@@ -153,6 +153,17 @@ def test_notification_prune(backend: Backend, bench_environment: dict[str, str])
     assert result["batches"] == 2  # 1,000 and 500
 
 
+def test_recovery_commit(backend: Backend, bench_environment: dict[str, str]) -> None:
+    kind, _ = backend
+    output = run_script(
+        "recovery_commit.py", "--database", kind, "--n", "70", "--rounds", "1", environment=bench_environment
+    )
+    (result,) = json_lines(output)
+    assert (result["database"], result["n"]) == (kind, 70)
+    assert float(str(result["plain_us"])) > 0
+    assert float(str(result["recovery_us"])) > 0
+
+
 def test_token_endpoint(backend: Backend, bench_environment: dict[str, str]) -> None:
     kind, _ = backend
     output = run_script(

@@ -7,6 +7,7 @@ they are. On PostgreSQL two workers waking at once take different rows and neith
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from sqlalchemy import Connection, Engine, select, text
@@ -16,12 +17,13 @@ from grantkeeper.adapters.db.commits import retry_provider_now
 from grantkeeper.adapters.db.tables import connections
 from grantkeeper.core.model import (
     ConnectionState,
+    NotificationType,
     Outcome,
     OutcomeClass,
     RetryProviderNow,
     TokenSet,
 )
-from grantkeeper.ports import ProviderConfig
+from grantkeeper.ports import AttemptCommit, ProviderConfig
 from tests.fixtures.db import (
     LEASE_TTL,
     T0,
@@ -30,6 +32,7 @@ from tests.fixtures.db import (
     explain,
     new_connection,
     new_provider,
+    notice,
 )
 
 BACKED_OFF = 30
@@ -60,18 +63,25 @@ def _backed_off(store: SqlStore, tenant_id: str) -> list[str]:
     return ids[::-1]
 
 
-def _recovery(store: SqlStore, tenant_id: str, user: str, limit: int) -> None:
-    """One backed-off connection's refresh succeeds and wakes others, committed as the worker would."""
-    [waker] = store.import_connections(tenant_id, [new_connection(user, next_attempt_at=T0)], T0)
-    _back_off(store.engine, [waker], failures=3)
-    [claim] = store.claim_ids(tenant_id, [waker], T0, "worker", LEASE_TTL)
+def _recoveries(store: SqlStore, tenant_id: str, users: list[str], limit: int) -> list[AttemptCommit]:
+    """Backed-off connections whose refreshes succeed and wake others, as the worker would commit them."""
+    rows = [new_connection(user, next_attempt_at=T0) for user in users]
+    wakers = list(store.import_connections(tenant_id, rows, T0))
+    _back_off(store.engine, wakers, failures=3)
     tokens = TokenSet("at-new", "rt-new", expires_at=T0 + timedelta(hours=1))
     state = ConnectionState(
         last_refreshed_at=T0, expires_at=tokens.expires_at, next_attempt_at=T0 + timedelta(minutes=50)
     )
-    commit = attempt_commit(
-        claim, Outcome(OutcomeClass.SUCCESS, 200, tokens=tokens), state, effects=(RetryProviderNow(limit),)
-    )
+    succeeded = Outcome(OutcomeClass.SUCCESS, 200, tokens=tokens)
+    return [
+        attempt_commit(claim, succeeded, state, effects=(RetryProviderNow(limit),))
+        for claim in store.claim_ids(tenant_id, wakers, T0, "worker", LEASE_TTL)
+    ]
+
+
+def _recovery(store: SqlStore, tenant_id: str, user: str, limit: int) -> None:
+    """One backed-off connection's refresh succeeds and wakes others, committed on its own."""
+    [commit] = _recoveries(store, tenant_id, [user], limit)
     assert store.commit_attempt(commit)
 
 
@@ -153,3 +163,32 @@ def test_two_wakes_at_once_take_different_rows_without_waiting(
         first.commit()
 
     assert _due_now(store.engine) == set(furthest_first[:16])
+
+
+def test_a_batchs_recoveries_wake_as_many_as_all_their_limits_in_one_statement(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    furthest_first = _backed_off(store, tenant_id)
+    batch = _recoveries(store, tenant_id, ["w1", "w2", "w3"], limit=5)
+
+    with captured_sql(store.engine) as sent:
+        assert store.commit_attempts(batch) == [True, True, True]
+
+    assert _due_now(store.engine) == set(furthest_first[:15])
+    picks = [s for s, _ in sent if "ORDER BY connections.next_attempt_at DESC" in s]
+    assert len(picks) == 1  # one wake for the batch, not one per recovery
+
+
+def test_a_batch_reads_the_tenants_destinations_once_for_all_its_notices(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    batch = [
+        replace(commit, notifications=(notice(NotificationType.RECOVERED),))
+        for commit in _recoveries(store, tenant_id, ["w1", "w2", "w3"], limit=1)
+    ]
+
+    with captured_sql(store.engine) as sent:
+        assert store.commit_attempts(batch) == [True, True, True]
+
+    assert len(store.list_notifications(tenant_id)) == 3
+    assert sum("FROM destinations" in statement for statement, _ in sent) == 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -43,7 +43,7 @@ from grantkeeper.core.model import (
     TokenSet,
     Transition,
 )
-from grantkeeper.core.routing import EventType
+from grantkeeper.core.routing import Destination, EventType
 from grantkeeper.ports import AccountMismatchError, AttemptCommit, NotificationContent, WorkflowStatus
 
 _c = connections.c
@@ -70,12 +70,13 @@ def commit_attempts(
     """
     answers: dict[int, bool] = {}
     plain: dict[tuple[str, ...], list[tuple[int, dict[str, Any]]]] = {}
+    shared = BatchShared()
     for index, commit in enumerate(batch):
         if _is_plain(commit):
             parameters = _fenced_parameters(cipher, commit)
             plain.setdefault(_state_columns(parameters), []).append((index, parameters))
         else:
-            answers[index] = commit_attempt(connection, cipher, commit, digest_hour=digest_hour)
+            answers[index] = _commit_one(connection, cipher, commit, digest_hour, shared)
     hot = hotpath.for_connection(connection)
     for columns, group in plain.items():
         rows = [_driver_values(hot, parameters) for _, parameters in group]
@@ -83,14 +84,40 @@ def commit_attempts(
         if hot.update(connection, columns, rows) != len(rows):
             hot.rollback_to(connection)
             for index, _ in group:
-                answers[index] = commit_attempt(connection, cipher, batch[index], digest_hour=digest_hour)
+                answers[index] = _commit_one(connection, cipher, batch[index], digest_hour, shared)
             continue
         hot.release(connection)
         hot.insert_attempts(
             connection, [_driver_values(hot, _attempt_row(batch[index])) for index, _ in group]
         )
         answers.update((index, True) for index, _ in group)
+    shared.wake(connection)
     return [answers[index] for index in range(len(batch))]
+
+
+@dataclass
+class BatchShared:
+    """What the attempts committed in one transaction share, so that each does not pay for it again.
+
+    After an outage nearly every commit is a recovery (a notice and a ``RetryProviderNow``), and those are
+    committed one by one: a profile put the tenant's destinations, read again for each, and one wake per
+    recovery above the attempt's own writes. The destinations are read once per tenant; the wakes are
+    added up per provider and run once, at the end of the batch (the same transaction, so the same
+    outcome: rows this batch holds are leased and skipped either way).
+    """
+
+    destinations: dict[str, tuple[Destination, ...]] = field(default_factory=dict)
+    #: per provider, the wakes' limits added up and the latest instant among them
+    wakes: dict[str, tuple[int, datetime]] = field(default_factory=dict)
+
+    def wake(self, connection: Connection) -> int:
+        """Run the wakes the batch's recoveries asked for; returns how many rows were made due."""
+        woken = sum(
+            retry_provider_now(connection, provider_id, at, limit)
+            for provider_id, (limit, at) in self.wakes.items()
+        )
+        self.wakes.clear()
+        return woken
 
 
 def _is_plain(commit: AttemptCommit) -> bool:
@@ -138,6 +165,15 @@ def commit_attempt(
     digest_hour: int = DEFAULT_DIGEST_HOUR,
 ) -> bool:
     """Write everything the attempt changed, or nothing when the lease is no longer ours (returns False)."""
+    shared = BatchShared()
+    committed = _commit_one(connection, cipher, commit, digest_hour, shared)
+    shared.wake(connection)
+    return committed
+
+
+def _commit_one(
+    connection: Connection, cipher: FieldCipher, commit: AttemptCommit, digest_hour: int, shared: BatchShared
+) -> bool:
     claim = commit.claim
     finished_at = commit.attempt.attempted_at + commit.attempt.duration
     parameters = _fenced_parameters(cipher, commit)
@@ -147,10 +183,12 @@ def commit_attempt(
     if connection.execute(_fenced_update(columns), parameters).rowcount != 1:
         return False
     connection.execute(_INSERT_ATTEMPT, _attempt_row(commit))
-    fanout = Fanout(connection, claim.tenant_id, finished_at, digest_hour)
+    fanout = Fanout(connection, claim.tenant_id, finished_at, digest_hour, known=shared.destinations)
     _insert_notifications(connection, commit, fanout)
     provider = (claim.provider.provider_id, claim.provider.name)
-    apply_effects(connection, commit.transition.effects, claim.connection_id, provider, fanout)
+    apply_effects(
+        connection, commit.transition.effects, claim.connection_id, provider, fanout, wakes=shared.wakes
+    )
     if commit.outcome.klass is OutcomeClass.SUCCESS and claim.provider.flagged_at is not None:
         clear_provider_flag(connection, claim.provider.provider_id)
     fanout.flush()
@@ -304,11 +342,14 @@ def apply_effects(
     connection_id: str,
     provider: tuple[str, str],
     fanout: Fanout,
+    *,
+    wakes: dict[str, tuple[int, datetime]] | None = None,
 ) -> list[str]:
     """Carry out the transition's effects other than notifications (those arrive rendered, as content).
 
     Queues the webhook events they cause: one per workflow paused or resumed, one when a provider is flagged.
-    Returns the names of the workflows resumed (a reconnect's success page lists them).
+    Returns the names of the workflows resumed (a reconnect's success page lists them). With ``wakes``, a
+    ``RetryProviderNow`` is added there for the caller to run once per batch (``BatchShared.wake``).
     """
     resumed: list[str] = []
     at = fanout.at
@@ -333,7 +374,11 @@ def apply_effects(
                     {"workflow_id": workflow_id, "name": name, "connection_id": connection_id},
                 )
         elif isinstance(effect, RetryProviderNow):
-            retry_provider_now(connection, provider_id, at, effect.limit)
+            if wakes is None:
+                retry_provider_now(connection, provider_id, at, effect.limit)
+            else:
+                limit, latest = wakes.get(provider_id, (0, at))
+                wakes[provider_id] = (limit + effect.limit, max(latest, at))
         elif isinstance(effect, FlagProvider):
             reason = f"{effect.error.code}: {effect.error.description}"
             if flag_provider(connection, provider_id, reason, at):
@@ -421,24 +466,33 @@ def retry_provider_now(connection: Connection, provider_id: str, at: datetime, l
     UPDATE over a million of them took 114 s on PostgreSQL, ADR 27). On PostgreSQL, rows another worker's
     wake holds are skipped, not waited for: that worker is waking them already.
     """
-    furthest = (
-        select(_c.id)
-        .where(
-            _c.provider_id == provider_id,
-            _c.consecutive_transient_failures > 0,
-            _c.status == ConnectionStatus.CONNECTED.value,
-            _c.next_attempt_at > at,
-            or_(_c.lease_expires_at.is_(None), _c.lease_expires_at < at),
-        )
-        .order_by(_c.next_attempt_at.desc())
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    ids = list(connection.scalars(furthest))
+    parameters = {"provider_id": provider_id, "at": at, "limit": limit}
+    ids = list(connection.scalars(_FURTHEST_BACKED_OFF, parameters))
     if not ids:
         return 0
-    connection.execute(update(connections).where(_c.id.in_(ids)).values(next_attempt_at=at))
+    connection.execute(_WAKE, {"ids": ids, "woken_at": at})
     return len(ids)
+
+
+# Built once (a wake runs in every batch that holds a recovery, and building costs more than running).
+_FURTHEST_BACKED_OFF = (
+    select(_c.id)
+    .where(
+        _c.provider_id == bindparam("provider_id"),
+        _c.consecutive_transient_failures > 0,
+        _c.status == ConnectionStatus.CONNECTED.value,
+        _c.next_attempt_at > bindparam("at"),
+        or_(_c.lease_expires_at.is_(None), _c.lease_expires_at < bindparam("at")),
+    )
+    .order_by(_c.next_attempt_at.desc())
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
+_WAKE = (
+    update(connections)
+    .where(_c.id.in_(bindparam("ids", expanding=True)))
+    .values(next_attempt_at=bindparam("woken_at", type_=_c.next_attempt_at.type))
+)
 
 
 def schedule_probes(connection: Connection, now: datetime, horizon_at: datetime) -> int:

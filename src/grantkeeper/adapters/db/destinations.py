@@ -13,7 +13,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
 
 from grantkeeper.adapters.db.rows import FieldCipher
 from grantkeeper.adapters.db.tables import destinations, new_id, outbox, user_preferences
@@ -98,19 +98,24 @@ def enable_destination(connection: Connection, tenant_id: str, destination_id: s
     return _record(row)
 
 
+# Built once: both run for every notification a refresh writes (after an outage, every connection recovers
+# with one), and building a statement costs SQLAlchemy more than SQLite takes to run it.
+_ROUTING = select(_d.id, _d.kind, _d.user_id, _d.status).where(_d.tenant_id == bindparam("tenant_id"))
+_PREFERENCES = select(user_preferences).where(
+    _p.tenant_id == bindparam("tenant_id"), _p.user_id == bindparam("user_id")
+)
+
+
 def routing_destinations(connection: Connection, tenant_id: str) -> tuple[Destination, ...]:
     """The tenant's destinations as the pure router sees them (fan-out, in the state change's transaction)."""
-    query = select(_d.id, _d.kind, _d.user_id, _d.status).where(_d.tenant_id == tenant_id)
     return tuple(
         Destination(row.id, DestinationKind(row.kind), row.user_id, row.status == ENABLED)
-        for row in connection.execute(query)
+        for row in connection.execute(_ROUTING, {"tenant_id": tenant_id})
     )
 
 
 def get_preferences(connection: Connection, tenant_id: str, user_id: str) -> UserPreferences:
-    row = connection.execute(
-        select(user_preferences).where(_p.tenant_id == tenant_id, _p.user_id == user_id)
-    ).one_or_none()
+    row = connection.execute(_PREFERENCES, {"tenant_id": tenant_id, "user_id": user_id}).one_or_none()
     if row is None:
         return UserPreferences(user_id)
     return UserPreferences(

@@ -51,13 +51,16 @@ class Fanout:
     tenant_id: str
     at: datetime
     digest_hour: int = DEFAULT_DIGEST_HOUR
+    #: destinations already read in this transaction, by tenant (shared by a batch of commits)
+    known: dict[str, tuple[Destination, ...]] = field(default_factory=dict)
     _rows: list[dict[str, Any]] = field(default_factory=list)
-    _destinations: tuple[Destination, ...] | None = None
 
     def destinations(self) -> tuple[Destination, ...]:
-        if self._destinations is None:
-            self._destinations = destination_rows.routing_destinations(self.connection, self.tenant_id)
-        return self._destinations
+        found = self.known.get(self.tenant_id)
+        if found is None:
+            found = destination_rows.routing_destinations(self.connection, self.tenant_id)
+            self.known[self.tenant_id] = found
+        return found
 
     def notification(self, notice: NotificationFanout, *, user_id: str | None, email: str | None) -> None:
         """Rows for one notification: email per preferences, chat mirrors, and the webhook event."""
