@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, select, text
 
 from grantkeeper.adapters.db import SqlStore
 from grantkeeper.adapters.db.commits import retry_provider_now
-from grantkeeper.adapters.db.tables import connections
+from grantkeeper.adapters.db.tables import connections, outbox
 from grantkeeper.core.model import (
     ConnectionState,
     NotificationType,
@@ -23,7 +23,8 @@ from grantkeeper.core.model import (
     RetryProviderNow,
     TokenSet,
 )
-from grantkeeper.ports import AttemptCommit, ProviderConfig
+from grantkeeper.core.routing import DestinationKind, Preferences, WarningEmail
+from grantkeeper.ports import AttemptCommit, ProviderConfig, UserPreferences
 from tests.fixtures.db import (
     LEASE_TTL,
     T0,
@@ -179,7 +180,7 @@ def test_a_batchs_recoveries_wake_as_many_as_all_their_limits_in_one_statement(
     assert len(picks) == 1  # one wake for the batch, not one per recovery
 
 
-def test_a_batch_reads_the_tenants_destinations_once_for_all_its_notices(
+def test_a_batch_reads_destinations_and_preferences_and_writes_notices_once_for_all(
     store: SqlStore, tenant_id: str, provider: ProviderConfig
 ) -> None:
     batch = [
@@ -191,4 +192,57 @@ def test_a_batch_reads_the_tenants_destinations_once_for_all_its_notices(
         assert store.commit_attempts(batch) == [True, True, True]
 
     assert len(store.list_notifications(tenant_id)) == 3
-    assert sum("FROM destinations" in statement for statement, _ in sent) == 1
+    for read_or_written_once in ("FROM destinations", "FROM user_preferences", "INSERT INTO notifications"):
+        assert sum(read_or_written_once in statement for statement, _ in sent) == 1, read_or_written_once
+
+
+def _notices_routed(store: SqlStore, tenant_id: str, *, grouped: bool) -> list[tuple[object, ...]]:
+    """Warnings (email asked for) for four users with different preferences, committed one by one or as
+    one batch; what each notification and its outbox rows say, without ids."""
+    secret = "whsec_" + "A" * 32
+    store.add_destination(
+        tenant_id, DestinationKind.WEBHOOK, "https://hooks.example.test/gk", T0, secret=secret
+    )
+    store.add_destination(tenant_id, DestinationKind.SLACK, "https://hooks.slack.test/u1", T0, user_id="u1")
+    quiet = Preferences(email=False, slack=False)
+    store.set_preferences(tenant_id, UserPreferences("u1", preferences=quiet), T0)
+    digest = Preferences(warning_email=WarningEmail.DIGEST)
+    store.set_preferences(tenant_id, UserPreferences("u2", preferences=digest), T0)
+    store.set_preferences(tenant_id, UserPreferences("u3", email_address="fallback@example.test"), T0)
+    batch = [
+        replace(commit, notifications=(notice(NotificationType.WARNING, "email"),))
+        for commit in _recoveries(store, tenant_id, ["u0", "u1", "u2", "u3"], limit=1)
+    ]
+    if grouped:
+        assert store.commit_attempts(batch) == [True] * 4
+    else:
+        assert all(store.commit_attempt(commit) for commit in batch)
+    o = outbox.c
+    routed = []
+    with store.engine.connect() as connection:
+        for item in store.list_notifications(tenant_id, 100):
+            query = select(o.channel, o.status, o.recipient, o.event, o.next_attempt_at).where(
+                o.notification_id == item.notification_id
+            )
+            rows = sorted(tuple(row) for row in connection.execute(query))
+            routed.append((item.user_id, item.type, item.title, item.connection_id is not None, *rows))
+    return sorted(routed, key=repr)
+
+
+def test_grouped_notices_are_routed_exactly_as_single_ones(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig, other_tenant_id: str
+) -> None:
+    """The grouped path reads preferences and destinations once for the batch; the result must not differ:
+    an opted-out user gets no email or chat, a digest user a digest row, a user without a connection
+    address their preferences' one, and the tenant's webhook every event."""
+    single = _notices_routed(store, tenant_id, grouped=False)
+    grouped = _notices_routed(store, other_tenant_id, grouped=True)
+
+    assert grouped == single
+    by_user = {row[0]: row[4:] for row in single}
+    assert ("email", "pending", "u0@example.test", None) in [row[:4] for row in by_user["u0"]]
+    assert all(channel not in ("email", "slack") for channel, *_ in by_user["u1"])
+    assert any(channel == "email_digest" for channel, *_ in by_user["u2"])
+    emails = [recipient for channel, _, recipient, *_ in by_user["u3"] if channel == "email"]
+    assert emails == ["u3@example.test"]  # the connection's own address before the preferences' one
+    assert all(any(channel == "webhook" for channel, *_ in rows) for rows in by_user.values())

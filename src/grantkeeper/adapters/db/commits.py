@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Update, and_, bindparam, exists, or_, select, update
 
+from grantkeeper.adapters.db import destinations as destination_rows
 from grantkeeper.adapters.db import hotpath
 from grantkeeper.adapters.db.fanout import DEFAULT_DIGEST_HOUR, Fanout, NotificationFanout
 from grantkeeper.adapters.db.rows import FieldCipher, state_values
@@ -26,6 +27,7 @@ from grantkeeper.adapters.db.tables import (
     connections,
     new_id,
     notifications,
+    outbox,
     providers,
     refresh_attempts,
     workflow_connections,
@@ -36,6 +38,7 @@ from grantkeeper.core.model import (
     DisconnectReason,
     Effect,
     FlagProvider,
+    Notify,
     OutcomeClass,
     PauseWorkflows,
     ResumeWorkflows,
@@ -44,13 +47,21 @@ from grantkeeper.core.model import (
     Transition,
 )
 from grantkeeper.core.routing import Destination, EventType
-from grantkeeper.ports import AccountMismatchError, AttemptCommit, NotificationContent, WorkflowStatus
+from grantkeeper.ports import (
+    AccountMismatchError,
+    AttemptCommit,
+    NotificationContent,
+    UserPreferences,
+    WorkflowStatus,
+)
 
 _c = connections.c
 _w = workflows.c
 # Pauses the store lifts by itself; any other paused_reason (a user's own pause) stays until the user acts.
 _CONNECTION_PAUSE_REASONS = tuple(reason.value for reason in DisconnectReason)
 _INSERT_ATTEMPT = refresh_attempts.insert()
+_INSERT_NOTIFICATION = notifications.insert()
+_INSERT_OUTBOX = outbox.insert()
 
 
 def commit_attempts(
@@ -62,23 +73,25 @@ def commit_attempts(
 ) -> list[bool]:
     """Commit many attempts in the caller's transaction; one answer per attempt, in order.
 
-    The plain ones (no notification, no effect, no provider flag to clear: nearly every success and most
-    transient failures) go as one executemany UPDATE per column set plus one executemany INSERT of their
-    attempt rows, which on PostgreSQL is one pipelined round trip instead of two per attempt. The UPDATEs are
-    fenced like single commits; if the total of rows changed falls short (a lease was lost), that group is
-    rolled back to its savepoint and committed row by row, so each answer is exact.
+    The ones without workflow or provider effects (nearly every success and transient failure, and the
+    recoveries and notices after an outage) go as one executemany UPDATE per column set plus one executemany
+    INSERT of their attempt rows, which on PostgreSQL is one pipelined round trip instead of two per attempt;
+    their notifications, and those notifications' outbox rows, as one INSERT each, with the users'
+    preferences read in one query. The UPDATEs are fenced like single commits; if the total of rows changed
+    falls short (a lease was lost), that group is rolled back to its savepoint and committed row by row, so
+    each answer is exact.
     """
     answers: dict[int, bool] = {}
-    plain: dict[tuple[str, ...], list[tuple[int, dict[str, Any]]]] = {}
+    grouped: dict[tuple[str, ...], list[tuple[int, dict[str, Any]]]] = {}
     shared = BatchShared()
     for index, commit in enumerate(batch):
-        if _is_plain(commit):
+        if _is_groupable(commit):
             parameters = _fenced_parameters(cipher, commit)
-            plain.setdefault(_state_columns(parameters), []).append((index, parameters))
+            grouped.setdefault(_state_columns(parameters), []).append((index, parameters))
         else:
             answers[index] = _commit_one(connection, cipher, commit, digest_hour, shared)
     hot = hotpath.for_connection(connection)
-    for columns, group in plain.items():
+    for columns, group in grouped.items():
         rows = [_driver_values(hot, parameters) for _, parameters in group]
         hot.savepoint(connection)
         if hot.update(connection, columns, rows) != len(rows):
@@ -90,9 +103,65 @@ def commit_attempts(
         hot.insert_attempts(
             connection, [_driver_values(hot, _attempt_row(batch[index])) for index, _ in group]
         )
+        _notify_and_wake(connection, [batch[index] for index, _ in group], digest_hour, shared)
         answers.update((index, True) for index, _ in group)
     shared.wake(connection)
     return [answers[index] for index in range(len(batch))]
+
+
+def _is_groupable(commit: AttemptCommit) -> bool:
+    """Committed in a group: no workflow to pause or resume, no provider to flag or clear; notices and a
+    wake only (``_notify_and_wake``)."""
+    flagged = commit.outcome.klass is OutcomeClass.SUCCESS and commit.claim.provider.flagged_at is not None
+    return not flagged and all(
+        isinstance(effect, Notify | RetryProviderNow) for effect in commit.transition.effects
+    )
+
+
+def _notify_and_wake(
+    connection: Connection, group: list[AttemptCommit], digest_hour: int, shared: BatchShared
+) -> None:
+    """The notifications of a group whose state is written: one INSERT for them, one for their outbox rows;
+    its wakes go to ``shared``."""
+    noticed = [commit for commit in group if commit.notifications]
+    if noticed:
+        _read_preferences(connection, noticed, shared)
+        rows: list[dict[str, Any]] = []
+        fanouts: list[Fanout] = []
+        for commit in noticed:
+            claim = commit.claim
+            at = commit.attempt.attempted_at + commit.attempt.duration
+            fanout = Fanout(
+                connection,
+                claim.tenant_id,
+                at,
+                digest_hour,
+                known=shared.destinations,
+                preferences=shared.preferences,
+            )
+            rows.extend(notification_rows(_recipient(commit), commit.notifications, fanout))
+            fanouts.append(fanout)
+        connection.execute(_INSERT_NOTIFICATION, rows)  # before the outbox rows that reference them
+        outbox_rows = [row for fanout in fanouts for row in fanout.take_rows()]
+        if outbox_rows:
+            connection.execute(_INSERT_OUTBOX, outbox_rows)
+    for commit in group:
+        at = commit.attempt.attempted_at + commit.attempt.duration
+        for effect in commit.transition.effects:
+            if isinstance(effect, RetryProviderNow):
+                shared.add_wake(commit.claim.provider.provider_id, effect.limit, at)
+
+
+def _read_preferences(connection: Connection, noticed: list[AttemptCommit], shared: BatchShared) -> None:
+    """The preferences of every user the group notifies that the batch has not read yet, a query a tenant."""
+    wanted: dict[str, set[str]] = {}
+    for commit in noticed:
+        claim = commit.claim
+        if claim.user_id is not None and (claim.tenant_id, claim.user_id) not in shared.preferences:
+            wanted.setdefault(claim.tenant_id, set()).add(claim.user_id)
+    for tenant_id, user_ids in wanted.items():
+        for user_id, preferences in destination_rows.preferences_of(connection, tenant_id, user_ids).items():
+            shared.preferences[tenant_id, user_id] = preferences
 
 
 @dataclass
@@ -107,8 +176,13 @@ class BatchShared:
     """
 
     destinations: dict[str, tuple[Destination, ...]] = field(default_factory=dict)
+    preferences: dict[tuple[str, str], UserPreferences] = field(default_factory=dict)
     #: per provider, the wakes' limits added up and the latest instant among them
     wakes: dict[str, tuple[int, datetime]] = field(default_factory=dict)
+
+    def add_wake(self, provider_id: str, limit: int, at: datetime) -> None:
+        added, latest = self.wakes.get(provider_id, (0, at))
+        self.wakes[provider_id] = (added + limit, max(latest, at))
 
     def wake(self, connection: Connection) -> int:
         """Run the wakes the batch's recoveries asked for; returns how many rows were made due."""
@@ -118,11 +192,6 @@ class BatchShared:
         )
         self.wakes.clear()
         return woken
-
-
-def _is_plain(commit: AttemptCommit) -> bool:
-    flagged = commit.outcome.klass is OutcomeClass.SUCCESS and commit.claim.provider.flagged_at is not None
-    return not commit.notifications and not commit.transition.effects and not flagged
 
 
 def _state_columns(parameters: dict[str, Any]) -> tuple[str, ...]:
@@ -183,12 +252,17 @@ def _commit_one(
     if connection.execute(_fenced_update(columns), parameters).rowcount != 1:
         return False
     connection.execute(_INSERT_ATTEMPT, _attempt_row(commit))
-    fanout = Fanout(connection, claim.tenant_id, finished_at, digest_hour, known=shared.destinations)
+    fanout = Fanout(
+        connection,
+        claim.tenant_id,
+        finished_at,
+        digest_hour,
+        known=shared.destinations,
+        preferences=shared.preferences,
+    )
     _insert_notifications(connection, commit, fanout)
     provider = (claim.provider.provider_id, claim.provider.name)
-    apply_effects(
-        connection, commit.transition.effects, claim.connection_id, provider, fanout, wakes=shared.wakes
-    )
+    apply_effects(connection, commit.transition.effects, claim.connection_id, provider, fanout, wakes=shared)
     if commit.outcome.klass is OutcomeClass.SUCCESS and claim.provider.flagged_at is not None:
         clear_provider_flag(connection, claim.provider.provider_id)
     fanout.flush()
@@ -290,11 +364,12 @@ class Recipient:
 
 
 def _insert_notifications(connection: Connection, commit: AttemptCommit, fanout: Fanout) -> None:
+    insert_notifications(connection, _recipient(commit), commit.notifications, fanout)
+
+
+def _recipient(commit: AttemptCommit) -> Recipient:
     claim = commit.claim
-    recipient = Recipient(
-        claim.tenant_id, claim.connection_id, claim.user_id, claim.email, claim.provider.name
-    )
-    insert_notifications(connection, recipient, commit.notifications, fanout)
+    return Recipient(claim.tenant_id, claim.connection_id, claim.user_id, claim.email, claim.provider.name)
 
 
 def insert_notifications(
@@ -304,10 +379,20 @@ def insert_notifications(
     fanout: Fanout,
 ) -> None:
     """One notification row each, and its outbox rows (email, chat, webhooks), in the state's transaction."""
-    notification_rows: list[dict[str, Any]] = []
+    rows = notification_rows(recipient, contents, fanout)
+    if rows:
+        # before the outbox rows that reference them
+        connection.execute(_INSERT_NOTIFICATION, rows)
+
+
+def notification_rows(
+    recipient: Recipient, contents: Sequence[NotificationContent], fanout: Fanout
+) -> list[dict[str, Any]]:
+    """The notification rows for ``contents``; their outbox rows go to ``fanout``, written after them."""
+    rows: list[dict[str, Any]] = []
     for content in contents:
         notification_id = new_id("ntf")
-        notification_rows.append(
+        rows.append(
             {
                 "id": notification_id,
                 "tenant_id": recipient.tenant_id,
@@ -331,9 +416,7 @@ def insert_notifications(
         }
         notice = NotificationFanout(notification_id, content.type, "email" in content.channels, data)
         fanout.notification(notice, user_id=recipient.user_id, email=recipient.email)
-    if notification_rows:
-        # before the outbox rows that reference them
-        connection.execute(notifications.insert(), notification_rows)
+    return rows
 
 
 def apply_effects(
@@ -343,7 +426,7 @@ def apply_effects(
     provider: tuple[str, str],
     fanout: Fanout,
     *,
-    wakes: dict[str, tuple[int, datetime]] | None = None,
+    wakes: BatchShared | None = None,
 ) -> list[str]:
     """Carry out the transition's effects other than notifications (those arrive rendered, as content).
 
@@ -377,8 +460,7 @@ def apply_effects(
             if wakes is None:
                 retry_provider_now(connection, provider_id, at, effect.limit)
             else:
-                limit, latest = wakes.get(provider_id, (0, at))
-                wakes[provider_id] = (limit + effect.limit, max(latest, at))
+                wakes.add_wake(provider_id, effect.limit, at)
         elif isinstance(effect, FlagProvider):
             reason = f"{effect.error.code}: {effect.error.description}"
             if flag_provider(connection, provider_id, reason, at):

@@ -29,6 +29,7 @@ from grantkeeper.core.routing import (
     route_event,
     route_notification,
 )
+from grantkeeper.ports import UserPreferences
 
 DEFAULT_DIGEST_HOUR = 9
 
@@ -53,6 +54,8 @@ class Fanout:
     digest_hour: int = DEFAULT_DIGEST_HOUR
     #: destinations already read in this transaction, by tenant (shared by a batch of commits)
     known: dict[str, tuple[Destination, ...]] = field(default_factory=dict)
+    #: users' preferences already read in this transaction, by (tenant, user)
+    preferences: dict[tuple[str, str], UserPreferences] = field(default_factory=dict)
     _rows: list[dict[str, Any]] = field(default_factory=list)
 
     def destinations(self) -> tuple[Destination, ...]:
@@ -64,9 +67,7 @@ class Fanout:
 
     def notification(self, notice: NotificationFanout, *, user_id: str | None, email: str | None) -> None:
         """Rows for one notification: email per preferences, chat mirrors, and the webhook event."""
-        prefs = (
-            destination_rows.get_preferences(self.connection, self.tenant_id, user_id) if user_id else None
-        )
+        prefs = self._preferences_of(user_id) if user_id else None
         preferences = prefs.preferences if prefs is not None else Preferences()
         address = email or (prefs.email_address if prefs is not None else None)
         routes = route_notification(
@@ -80,6 +81,14 @@ class Fanout:
         payload = event_payload(EVENT_FOR_NOTIFICATION[notice.type], self.at, notice.data)
         for route in routes:
             self._add(route, notification_id=notice.notification_id, recipient=address, payload=payload)
+
+    def _preferences_of(self, user_id: str) -> UserPreferences:
+        key = (self.tenant_id, user_id)
+        found = self.preferences.get(key)
+        if found is None:
+            found = destination_rows.get_preferences(self.connection, self.tenant_id, user_id)
+            self.preferences[key] = found
+        return found
 
     def event(self, event: EventType, data: dict[str, Any]) -> None:
         """Rows for an event no user notification stands behind: one per enabled webhook endpoint."""
@@ -124,8 +133,12 @@ class Fanout:
         )
 
     def flush(self) -> int:
-        if self._rows:
-            self.connection.execute(insert(outbox), self._rows)
-        written = len(self._rows)
-        self._rows = []
-        return written
+        rows = self.take_rows()
+        if rows:
+            self.connection.execute(insert(outbox), rows)
+        return len(rows)
+
+    def take_rows(self) -> list[dict[str, Any]]:
+        """The rows collected so far, for a caller that writes several fan-outs' rows in one INSERT."""
+        rows, self._rows = self._rows, []
+        return rows
