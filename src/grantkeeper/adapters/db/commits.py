@@ -168,11 +168,11 @@ def _read_preferences(connection: Connection, noticed: list[AttemptCommit], shar
 class BatchShared:
     """What the attempts committed in one transaction share, so that each does not pay for it again.
 
-    After an outage nearly every commit is a recovery (a notice and a ``RetryProviderNow``), and those are
-    committed one by one: a profile put the tenant's destinations, read again for each, and one wake per
-    recovery above the attempt's own writes. The destinations are read once per tenant; the wakes are
-    added up per provider and run once, at the end of the batch (the same transaction, so the same
-    outcome: rows this batch holds are leased and skipped either way).
+    After an outage nearly every commit is a recovery (a notice and a ``RetryProviderNow``). A profile of
+    them put the tenant's destinations and the user's preferences, read again for each, and one wake per
+    recovery above the attempt's own writes. Here the destinations are read once per tenant, the
+    preferences once per user, and the wakes added up per provider and run once, at the end of the batch
+    (the same transaction, so the same outcome: rows this batch holds are leased and skipped either way).
     """
 
     destinations: dict[str, tuple[Destination, ...]] = field(default_factory=dict)
@@ -262,7 +262,7 @@ def _commit_one(
     )
     _insert_notifications(connection, commit, fanout)
     provider = (claim.provider.provider_id, claim.provider.name)
-    apply_effects(connection, commit.transition.effects, claim.connection_id, provider, fanout, wakes=shared)
+    apply_effects(connection, commit.transition.effects, claim.connection_id, provider, fanout, shared=shared)
     if commit.outcome.klass is OutcomeClass.SUCCESS and claim.provider.flagged_at is not None:
         clear_provider_flag(connection, claim.provider.provider_id)
     fanout.flush()
@@ -426,12 +426,12 @@ def apply_effects(
     provider: tuple[str, str],
     fanout: Fanout,
     *,
-    wakes: BatchShared | None = None,
+    shared: BatchShared | None = None,
 ) -> list[str]:
     """Carry out the transition's effects other than notifications (those arrive rendered, as content).
 
     Queues the webhook events they cause: one per workflow paused or resumed, one when a provider is flagged.
-    Returns the names of the workflows resumed (a reconnect's success page lists them). With ``wakes``, a
+    Returns the names of the workflows resumed (a reconnect's success page lists them). With ``shared``, a
     ``RetryProviderNow`` is added there for the caller to run once per batch (``BatchShared.wake``).
     """
     resumed: list[str] = []
@@ -457,10 +457,10 @@ def apply_effects(
                     {"workflow_id": workflow_id, "name": name, "connection_id": connection_id},
                 )
         elif isinstance(effect, RetryProviderNow):
-            if wakes is None:
+            if shared is None:
                 retry_provider_now(connection, provider_id, at, effect.limit)
             else:
-                wakes.add_wake(provider_id, effect.limit, at)
+                shared.add_wake(provider_id, effect.limit, at)
         elif isinstance(effect, FlagProvider):
             reason = f"{effect.error.code}: {effect.error.description}"
             if flag_provider(connection, provider_id, reason, at):
