@@ -12,11 +12,14 @@ This benchmark times ``store.commit_attempts`` on a fresh database, in batches o
 over ``--n`` claimed connections:
 - ``plain``: healthy connections, so each success is a plain commit;
 - ``recovery``: the same connections first put into a six-failure streak with the rate-limit notice sent,
-  so each success carries a notice and a wake.
+  so each success carries a notice and a wake;
+- ``disconnection``: the same connections with two auth failures and the warning sent, answered with
+  ``invalid_grant``, so each attempt disconnects (an email notice and ``PauseWorkflows``): what a provider
+  revoking many grants at once costs.
 
 The transitions are the real policy's (``core.machine.step``), and the notices are rendered as the worker
-renders them. Reported: the store's time per attempt for each kind, and their ratio. Arms alternate: plain,
-recovery, plain, recovery.
+renders them. Reported: the store's time per attempt for each kind, and the ratios to plain. The kinds
+alternate within each round.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from support import fresh_database
 from grantkeeper.adapters.crypto import Keyring, generate_key_line
 from grantkeeper.adapters.db import SqlStore, make_engine, migrate
 from grantkeeper.core.machine import step
-from grantkeeper.core.model import Outcome, OutcomeClass, TokenSet
+from grantkeeper.core.model import ErrorInfo, Outcome, OutcomeClass, TokenSet
 from grantkeeper.core.policy import Policy
 from grantkeeper.ports import AttemptCommit, AttemptRecord, NewConnection, NewProvider
 from grantkeeper.service.attempt import notification_contents
@@ -64,6 +67,11 @@ def one_run(kind: str, n: int, mode: str) -> float:
             for i in range(n)
         ]
         ids = list(store.import_connections(tenant_id, rows, now - timedelta(days=1)))
+        if mode == "disconnection":
+            with engine.begin() as connection:
+                connection.execute(
+                    text("UPDATE connections SET consecutive_failures = 2, warning_sent = :t"), {"t": True}
+                )
         if mode == "recovery":
             with engine.begin() as connection:
                 connection.execute(
@@ -74,19 +82,28 @@ def one_run(kind: str, n: int, mode: str) -> float:
                     {"t": True},
                 )
         tokens = TokenSet("at-new", "rt-new", expires_at=now + timedelta(hours=1))
-        succeeded = Outcome(OutcomeClass.SUCCESS, 200, tokens=tokens)
+        answer = (
+            Outcome(OutcomeClass.AUTH, 400, error=ErrorInfo("invalid_grant"))
+            if mode == "disconnection"
+            else Outcome(OutcomeClass.SUCCESS, 200, tokens=tokens)
+        )
         seconds = 0.0
         for start in range(0, n, BATCH):
             commits = []
             for claim in store.claim_ids(
                 tenant_id, ids[start : start + BATCH], now, "bench", timedelta(minutes=5)
             ):
-                transition = step(claim.state, succeeded, POLICY, now, random.Random(0))
+                transition = step(claim.state, answer, POLICY, now, random.Random(0))
                 record = AttemptRecord(
-                    claim.connection_id, now, OutcomeClass.SUCCESS, 200, None, timedelta(milliseconds=100)
+                    claim.connection_id,
+                    now,
+                    answer.klass,
+                    answer.http_status,
+                    None,
+                    timedelta(milliseconds=100),
                 )
                 contents = notification_contents(claim, transition)
-                commits.append(AttemptCommit(claim, succeeded, transition, record, contents))
+                commits.append(AttemptCommit(claim, answer, transition, record, contents))
             started = time.perf_counter()
             answers = store.commit_attempts(commits)
             seconds += time.perf_counter() - started
@@ -95,7 +112,7 @@ def one_run(kind: str, n: int, mode: str) -> float:
         with engine.connect() as connection:
             notices = connection.execute(text("SELECT count(*) FROM notifications")).scalar_one()
         engine.dispose()
-    if notices != (n if mode == "recovery" else 0):  # each recovery says so once; a plain success never
+    if notices != (0 if mode == "plain" else n):  # a recovery or a disconnection says so once
         raise SystemExit(f"{mode}: {notices} notifications for {n} attempts")
     return seconds / n * 1e6
 
@@ -112,22 +129,26 @@ def main() -> None:
         parser.error("--n and --rounds must be at least 1")
     rows = []
     for kind in args.database or ["sqlite", "postgresql"]:
-        times: dict[str, list[float]] = {"plain": [], "recovery": []}
+        times: dict[str, list[float]] = {"plain": [], "recovery": [], "disconnection": []}
         for _ in range(args.rounds):
             for mode in times:
                 times[mode].append(one_run(kind, args.n, mode))
                 print(f"{kind} {mode}: {times[mode][-1]:,.0f} µs an attempt", flush=True)
-        plain, recovery = statistics.median(times["plain"]), statistics.median(times["recovery"])
-        rows.append({"database": kind, "n": args.n, "plain_us": plain, "recovery_us": recovery})
+        medians = {f"{mode}_us": statistics.median(values) for mode, values in times.items()}
+        rows.append({"database": kind, "n": args.n} | medians)
     for row in rows:
         print(json.dumps(row))
-    print("\n| database | attempts | plain µs an attempt | recovery µs an attempt | recovery/plain |")
-    print("|---|---|---|---|---|")
+    print(
+        "\n| database | attempts | µs an attempt: plain | recovery | disconnection | recovery/plain "
+        "| disconnection/plain |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
-        ratio = row["recovery_us"] / row["plain_us"]
+        plain = row["plain_us"]
         print(
-            f"| {row['database']} | {row['n']:,} | {row['plain_us']:,.0f} "
-            f"| {row['recovery_us']:,.0f} | {ratio:.1f} |"
+            f"| {row['database']} | {row['n']:,} | {plain:,.0f} | {row['recovery_us']:,.0f} "
+            f"| {row['disconnection_us']:,.0f} | {row['recovery_us'] / plain:.1f} "
+            f"| {row['disconnection_us'] / plain:.1f} |"
         )
 
 

@@ -160,8 +160,8 @@ def test_recovery_commit(backend: Backend, bench_environment: dict[str, str]) ->
     )
     (result,) = json_lines(output)
     assert (result["database"], result["n"]) == (kind, 70)
-    assert float(str(result["plain_us"])) > 0
-    assert float(str(result["recovery_us"])) > 0
+    for kind_of_commit in ("plain", "recovery", "disconnection"):
+        assert float(str(result[f"{kind_of_commit}_us"])) > 0
 
 
 def test_token_endpoint(backend: Backend, bench_environment: dict[str, str]) -> None:

@@ -17,14 +17,19 @@ from grantkeeper.adapters.db.commits import retry_provider_now
 from grantkeeper.adapters.db.tables import connections, outbox
 from grantkeeper.core.model import (
     ConnectionState,
+    ConnectionStatus,
+    DisconnectReason,
+    ErrorInfo,
     NotificationType,
+    Notify,
     Outcome,
     OutcomeClass,
+    PauseWorkflows,
     RetryProviderNow,
     TokenSet,
 )
 from grantkeeper.core.routing import DestinationKind, Preferences, WarningEmail
-from grantkeeper.ports import AttemptCommit, ProviderConfig, UserPreferences
+from grantkeeper.ports import AttemptCommit, ProviderConfig, UserPreferences, WorkflowStatus
 from tests.fixtures.db import (
     LEASE_TTL,
     T0,
@@ -246,3 +251,72 @@ def test_grouped_notices_are_routed_exactly_as_single_ones(
     emails = [recipient for channel, _, recipient, *_ in by_user["u3"] if channel == "email"]
     assert emails == ["u3@example.test"]  # the connection's own address before the preferences' one
     assert all(any(channel == "webhook" for channel, *_ in rows) for rows in by_user.values())
+
+
+def _disconnections_recorded(store: SqlStore, tenant_id: str, *, grouped: bool) -> tuple[object, ...]:
+    """Three connections disconnected in one batch, two sharing a workflow, committed one by one or as a
+    group: the workflows, the notifications and every outbox row (the webhook's ``workflow.paused`` events
+    too), without ids."""
+    secret = "whsec_" + "B" * 32
+    store.add_destination(
+        tenant_id, DestinationKind.WEBHOOK, "https://hooks.example.test/gk", T0, secret=secret
+    )
+    rows = [
+        new_connection("d0", workflows=("shared", "own-0"), next_attempt_at=T0),
+        new_connection("d1", workflows=("shared",), next_attempt_at=T0),
+        new_connection("d2", next_attempt_at=T0),
+    ]
+    ids = list(store.import_connections(tenant_id, rows, T0))
+    rejected = Outcome(OutcomeClass.REAUTH_REQUIRED, 400, error=ErrorInfo("interaction_required"))
+    reason = DisconnectReason.REAUTH_REQUIRED
+    state = ConnectionState(
+        status=ConnectionStatus.NEEDS_REAUTHORIZATION,
+        consecutive_failures=1,
+        last_failure_at=T0,
+        failing_since=T0,
+        last_error=rejected.error,
+        disconnect_reason=reason,
+        next_attempt_at=T0 + timedelta(minutes=5),
+    )
+    batch = [
+        attempt_commit(
+            claim,
+            rejected,
+            state,
+            effects=(Notify(NotificationType.DISCONNECTED, email=True), PauseWorkflows(reason)),
+            notifications=(notice(NotificationType.DISCONNECTED, "email"),),
+        )
+        for claim in store.claim_ids(tenant_id, ids, T0, "worker", LEASE_TTL)
+    ]
+    if grouped:
+        with captured_sql(store.engine) as sent:
+            assert store.commit_attempts(batch) == [True] * 3
+        assert sum("INSERT INTO notifications" in statement for statement, _ in sent) == 1  # as a group
+    else:
+        assert all(store.commit_attempt(commit) for commit in batch)
+    flows = sorted((w.name, w.status, w.paused_reason) for w in store.list_workflows(tenant_id))
+    o = outbox.c
+    with store.engine.connect() as connection:
+        query = select(o.channel, o.recipient, o.event, o.notification_id.is_(None)).where(
+            o.tenant_id == tenant_id
+        )
+        deliveries = sorted(tuple(row) for row in connection.execute(query))
+    notices = sorted((n.user_id, n.type) for n in store.list_notifications(tenant_id, 100))
+    return flows, deliveries, notices
+
+
+def test_grouped_disconnections_pause_and_tell_exactly_as_single_ones(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig, other_tenant_id: str
+) -> None:
+    single = _disconnections_recorded(store, tenant_id, grouped=False)
+    grouped = _disconnections_recorded(store, other_tenant_id, grouped=True)
+
+    assert grouped == single
+    flows, deliveries, notices = single
+    assert flows == [
+        ("own-0", WorkflowStatus.PAUSED, "reauth_required"),
+        ("shared", WorkflowStatus.PAUSED, "reauth_required"),
+    ]
+    paused_events = [row for row in deliveries if row[2] == "workflow.paused"]
+    assert len(paused_events) == 2  # each workflow once, though two of its connections went
+    assert len(notices) == 3

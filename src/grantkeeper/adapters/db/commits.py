@@ -73,13 +73,13 @@ def commit_attempts(
 ) -> list[bool]:
     """Commit many attempts in the caller's transaction; one answer per attempt, in order.
 
-    The ones without workflow or provider effects (nearly every success and transient failure, and the
-    recoveries and notices after an outage) go as one executemany UPDATE per column set plus one executemany
-    INSERT of their attempt rows, which on PostgreSQL is one pipelined round trip instead of two per attempt;
-    their notifications, and those notifications' outbox rows, as one INSERT each, with the users'
-    preferences read in one query. The UPDATEs are fenced like single commits; if the total of rows changed
-    falls short (a lease was lost), that group is rolled back to its savepoint and committed row by row, so
-    each answer is exact.
+    The ones without a resume or a provider flag (nearly every success and transient failure, the recoveries
+    and notices after an outage, and disconnections) go as one executemany UPDATE per column set plus one
+    executemany INSERT of their attempt rows, which on PostgreSQL is one pipelined round trip instead of two
+    per attempt; their notifications, and all their outbox rows, as one INSERT each, with the users'
+    preferences read in one query, and their workflow pauses one commit after another. The UPDATEs are
+    fenced like single commits; if the total of rows changed falls short (a lease was lost), that group is
+    rolled back to its savepoint and committed row by row, so each answer is exact.
     """
     answers: dict[int, bool] = {}
     grouped: dict[tuple[str, ...], list[tuple[int, dict[str, Any]]]] = {}
@@ -103,53 +103,60 @@ def commit_attempts(
         hot.insert_attempts(
             connection, [_driver_values(hot, _attempt_row(batch[index])) for index, _ in group]
         )
-        _notify_and_wake(connection, [batch[index] for index, _ in group], digest_hour, shared)
+        _notify_and_apply(connection, [batch[index] for index, _ in group], digest_hour, shared)
         answers.update((index, True) for index, _ in group)
     shared.wake(connection)
     return [answers[index] for index in range(len(batch))]
 
 
 def _is_groupable(commit: AttemptCommit) -> bool:
-    """Committed in a group: no workflow to pause or resume, no provider to flag or clear; notices and a
-    wake only (``_notify_and_wake``)."""
+    """Committed in a group: notices, wakes and pauses only (``_notify_and_apply``). A resume and a provider
+    flag to set or clear go one by one: a resume reads other connections' status, which a group's UPDATEs
+    would already have changed, and both are rare."""
     flagged = commit.outcome.klass is OutcomeClass.SUCCESS and commit.claim.provider.flagged_at is not None
-    return not flagged and all(
-        isinstance(effect, Notify | RetryProviderNow) for effect in commit.transition.effects
-    )
+    return not flagged and all(isinstance(effect, _GROUPABLE) for effect in commit.transition.effects)
 
 
-def _notify_and_wake(
+_GROUPABLE = (Notify, RetryProviderNow, PauseWorkflows)
+
+
+def _notify_and_apply(
     connection: Connection, group: list[AttemptCommit], digest_hour: int, shared: BatchShared
 ) -> None:
-    """The notifications of a group whose state is written: one INSERT for them, one for their outbox rows;
-    its wakes go to ``shared``."""
-    noticed = [commit for commit in group if commit.notifications]
-    if noticed:
-        _read_preferences(connection, noticed, shared)
-        rows: list[dict[str, Any]] = []
-        fanouts: list[Fanout] = []
-        for commit in noticed:
-            claim = commit.claim
-            at = commit.attempt.attempted_at + commit.attempt.duration
-            fanout = Fanout(
-                connection,
-                claim.tenant_id,
-                at,
-                digest_hour,
-                known=shared.destinations,
-                preferences=shared.preferences,
-            )
-            rows.extend(notification_rows(_recipient(commit), commit.notifications, fanout))
-            fanouts.append(fanout)
-        connection.execute(_INSERT_NOTIFICATION, rows)  # before the outbox rows that reference them
-        outbox_rows = [row for fanout in fanouts for row in fanout.take_rows()]
-        if outbox_rows:
-            connection.execute(_INSERT_OUTBOX, outbox_rows)
-    for commit in group:
+    """The notifications and effects of a group whose state is written: one INSERT for the notifications,
+    then each commit's pauses in batch order (as ``_commit_one`` would), then one INSERT for all their
+    outbox rows; wakes go to ``shared``."""
+    acting = [commit for commit in group if commit.notifications or commit.transition.effects]
+    if not acting:
+        return
+    if any(commit.notifications for commit in acting):
+        _read_preferences(connection, acting, shared)
+    rows: list[dict[str, Any]] = []
+    fanouts: list[tuple[AttemptCommit, Fanout]] = []
+    for commit in acting:
+        claim = commit.claim
         at = commit.attempt.attempted_at + commit.attempt.duration
-        for effect in commit.transition.effects:
-            if isinstance(effect, RetryProviderNow):
-                shared.add_wake(commit.claim.provider.provider_id, effect.limit, at)
+        fanout = Fanout(
+            connection,
+            claim.tenant_id,
+            at,
+            digest_hour,
+            known=shared.destinations,
+            preferences=shared.preferences,
+        )
+        rows.extend(notification_rows(_recipient(commit), commit.notifications, fanout))
+        fanouts.append((commit, fanout))
+    if rows:
+        connection.execute(_INSERT_NOTIFICATION, rows)  # before the outbox rows that reference them
+    for commit, fanout in fanouts:
+        claim = commit.claim
+        provider = (claim.provider.provider_id, claim.provider.name)
+        apply_effects(
+            connection, commit.transition.effects, claim.connection_id, provider, fanout, shared=shared
+        )
+    outbox_rows = [row for _, fanout in fanouts for row in fanout.take_rows()]
+    if outbox_rows:
+        connection.execute(_INSERT_OUTBOX, outbox_rows)
 
 
 def _read_preferences(connection: Connection, noticed: list[AttemptCommit], shared: BatchShared) -> None:
@@ -157,7 +164,11 @@ def _read_preferences(connection: Connection, noticed: list[AttemptCommit], shar
     wanted: dict[str, set[str]] = {}
     for commit in noticed:
         claim = commit.claim
-        if claim.user_id is not None and (claim.tenant_id, claim.user_id) not in shared.preferences:
+        if (
+            commit.notifications
+            and claim.user_id is not None
+            and (claim.tenant_id, claim.user_id) not in shared.preferences
+        ):
             wanted.setdefault(claim.tenant_id, set()).add(claim.user_id)
     for tenant_id, user_ids in wanted.items():
         for user_id, preferences in destination_rows.preferences_of(connection, tenant_id, user_ids).items():
