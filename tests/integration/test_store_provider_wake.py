@@ -17,14 +17,10 @@ from grantkeeper.adapters.db.commits import retry_provider_now
 from grantkeeper.adapters.db.tables import connections, outbox
 from grantkeeper.core.model import (
     ConnectionState,
-    ConnectionStatus,
-    DisconnectReason,
-    ErrorInfo,
     NotificationType,
     Notify,
     Outcome,
     OutcomeClass,
-    PauseWorkflows,
     RetryProviderNow,
     TokenSet,
 )
@@ -35,6 +31,7 @@ from tests.fixtures.db import (
     T0,
     attempt_commit,
     captured_sql,
+    disconnection,
     explain,
     new_connection,
     new_provider,
@@ -267,23 +264,10 @@ def _disconnections_recorded(store: SqlStore, tenant_id: str, *, grouped: bool) 
         new_connection("d2", next_attempt_at=T0),
     ]
     ids = list(store.import_connections(tenant_id, rows, T0))
-    rejected = Outcome(OutcomeClass.REAUTH_REQUIRED, 400, error=ErrorInfo("interaction_required"))
-    reason = DisconnectReason.REAUTH_REQUIRED
-    state = ConnectionState(
-        status=ConnectionStatus.NEEDS_REAUTHORIZATION,
-        consecutive_failures=1,
-        last_failure_at=T0,
-        failing_since=T0,
-        last_error=rejected.error,
-        disconnect_reason=reason,
-        next_attempt_at=T0 + timedelta(minutes=5),
-    )
     batch = [
-        attempt_commit(
+        disconnection(
             claim,
-            rejected,
-            state,
-            effects=(Notify(NotificationType.DISCONNECTED, email=True), PauseWorkflows(reason)),
+            notify=(Notify(NotificationType.DISCONNECTED, email=True),),
             notifications=(notice(NotificationType.DISCONNECTED, "email"),),
         )
         for claim in store.claim_ids(tenant_id, ids, T0, "worker", LEASE_TTL)

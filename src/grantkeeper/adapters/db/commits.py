@@ -271,7 +271,7 @@ def _commit_one(
         known=shared.destinations,
         preferences=shared.preferences,
     )
-    _insert_notifications(connection, commit, fanout)
+    insert_notifications(connection, _recipient(commit), commit.notifications, fanout)
     provider = (claim.provider.provider_id, claim.provider.name)
     apply_effects(connection, commit.transition.effects, claim.connection_id, provider, fanout, shared=shared)
     if commit.outcome.klass is OutcomeClass.SUCCESS and claim.provider.flagged_at is not None:
@@ -372,10 +372,6 @@ class Recipient:
     user_id: str | None
     email: str | None
     provider_name: str
-
-
-def _insert_notifications(connection: Connection, commit: AttemptCommit, fanout: Fanout) -> None:
-    insert_notifications(connection, _recipient(commit), commit.notifications, fanout)
 
 
 def _recipient(commit: AttemptCommit) -> Recipient:
