@@ -15,7 +15,9 @@ over ``--n`` claimed connections:
   so each success carries a notice and a wake;
 - ``disconnection``: the same connections with two auth failures and the warning sent, answered with
   ``invalid_grant``, so each attempt disconnects (an email notice and ``PauseWorkflows``): what a provider
-  revoking many grants at once costs.
+  revoking many grants at once costs;
+- ``paused``: the same, with each connection linked to a workflow of its own and, two by two, to a shared
+  one, so every disconnection pauses workflows (one or two each, ``1.5 n`` in all).
 
 The transitions are the real policy's (``core.machine.step``), and the notices are rendered as the worker
 renders them. Reported: the store's time per attempt for each kind, and the ratios to plain. The kinds
@@ -63,11 +65,18 @@ def one_run(kind: str, n: int, mode: str) -> float:
             ),
         )
         rows = [
-            NewConnection("sandbox", f"u{i}", f"rt-{i}", email=f"u{i}@example.test", next_attempt_at=now)
+            NewConnection(
+                "sandbox",
+                f"u{i}",
+                f"rt-{i}",
+                email=f"u{i}@example.test",
+                next_attempt_at=now,
+                workflows=(f"own-{i}", f"pair-{i // 2}") if mode == "paused" else (),
+            )
             for i in range(n)
         ]
         ids = list(store.import_connections(tenant_id, rows, now - timedelta(days=1)))
-        if mode == "disconnection":
+        if mode in ("disconnection", "paused"):
             with engine.begin() as connection:
                 connection.execute(
                     text("UPDATE connections SET consecutive_failures = 2, warning_sent = :t"), {"t": True}
@@ -84,7 +93,7 @@ def one_run(kind: str, n: int, mode: str) -> float:
         tokens = TokenSet("at-new", "rt-new", expires_at=now + timedelta(hours=1))
         answer = (
             Outcome(OutcomeClass.AUTH, 400, error=ErrorInfo("invalid_grant"))
-            if mode == "disconnection"
+            if mode in ("disconnection", "paused")
             else Outcome(OutcomeClass.SUCCESS, 200, tokens=tokens)
         )
         seconds = 0.0
@@ -111,9 +120,14 @@ def one_run(kind: str, n: int, mode: str) -> float:
                 raise SystemExit("a commit was refused")
         with engine.connect() as connection:
             notices = connection.execute(text("SELECT count(*) FROM notifications")).scalar_one()
+            paused = connection.execute(
+                text("SELECT count(*) FROM workflows WHERE status = 'paused'")
+            ).scalar_one()
         engine.dispose()
     if notices != (0 if mode == "plain" else n):  # a recovery or a disconnection says so once
         raise SystemExit(f"{mode}: {notices} notifications for {n} attempts")
+    if paused != (n + (n + 1) // 2 if mode == "paused" else 0):  # each workflow once
+        raise SystemExit(f"{mode}: {paused} workflows paused for {n} attempts")
     return seconds / n * 1e6
 
 
@@ -129,7 +143,7 @@ def main() -> None:
         parser.error("--n and --rounds must be at least 1")
     rows = []
     for kind in args.database or ["sqlite", "postgresql"]:
-        times: dict[str, list[float]] = {"plain": [], "recovery": [], "disconnection": []}
+        times: dict[str, list[float]] = {"plain": [], "recovery": [], "disconnection": [], "paused": []}
         for _ in range(args.rounds):
             for mode in times:
                 times[mode].append(one_run(kind, args.n, mode))
@@ -139,16 +153,16 @@ def main() -> None:
     for row in rows:
         print(json.dumps(row))
     print(
-        "\n| database | attempts | µs an attempt: plain | recovery | disconnection | recovery/plain "
-        "| disconnection/plain |"
+        "\n| database | attempts | µs an attempt: plain | recovery | disconnection | with workflows "
+        "| recovery/plain | disconnection/plain | with workflows/plain |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         plain = row["plain_us"]
         print(
             f"| {row['database']} | {row['n']:,} | {plain:,.0f} | {row['recovery_us']:,.0f} "
-            f"| {row['disconnection_us']:,.0f} | {row['recovery_us'] / plain:.1f} "
-            f"| {row['disconnection_us'] / plain:.1f} |"
+            f"| {row['disconnection_us']:,.0f} | {row['paused_us']:,.0f} | {row['recovery_us'] / plain:.1f} "
+            f"| {row['disconnection_us'] / plain:.1f} | {row['paused_us'] / plain:.1f} |"
         )
 
 

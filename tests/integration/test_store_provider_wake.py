@@ -17,6 +17,7 @@ from grantkeeper.adapters.db.commits import retry_provider_now
 from grantkeeper.adapters.db.tables import connections, outbox
 from grantkeeper.core.model import (
     ConnectionState,
+    DisconnectReason,
     NotificationType,
     Notify,
     Outcome,
@@ -260,47 +261,79 @@ def _disconnections_recorded(store: SqlStore, tenant_id: str, *, grouped: bool) 
     )
     rows = [
         new_connection("d0", workflows=("shared", "own-0"), next_attempt_at=T0),
-        new_connection("d1", workflows=("shared",), next_attempt_at=T0),
+        new_connection("d1", workflows=("shared", "own-1"), next_attempt_at=T0),
         new_connection("d2", next_attempt_at=T0),
+        new_connection("d3", workflows=("own-3",), next_attempt_at=T0),
     ]
     ids = list(store.import_connections(tenant_id, rows, T0))
+    # each its own reason, so a workflow's paused_reason says which connection paused it
+    reasons = {
+        "d0": DisconnectReason.LOST_ROTATION,
+        "d1": DisconnectReason.REAUTH_REQUIRED,
+        "d2": DisconnectReason.AUTH_FAILURES,
+    }
+    claims = sorted(store.claim_ids(tenant_id, ids, T0, "worker", LEASE_TTL), key=lambda c: str(c.user_id))
+    earlier = [claim for claim in claims if claim.user_id == "d3"]
+    assert store.commit_attempt(disconnection(earlier[0]))  # "own-3" is paused already
     batch = [
         disconnection(
             claim,
+            reason=reasons[str(claim.user_id)],
             notify=(Notify(NotificationType.DISCONNECTED, email=True),),
             notifications=(notice(NotificationType.DISCONNECTED, "email"),),
         )
-        for claim in store.claim_ids(tenant_id, ids, T0, "worker", LEASE_TTL)
+        for claim in claims
+        if claim.user_id != "d3"
     ]
     if grouped:
         with captured_sql(store.engine) as sent:
             assert store.commit_attempts(batch) == [True] * 3
         assert sum("INSERT INTO notifications" in statement for statement, _ in sent) == 1  # as a group
+        assert sum("FROM workflow_connections" in statement for statement, _ in sent) == 1
     else:
         assert all(store.commit_attempt(commit) for commit in batch)
     flows = sorted((w.name, w.status, w.paused_reason) for w in store.list_workflows(tenant_id))
+    users = {claim.connection_id: claim.user_id for claim in claims}
     o = outbox.c
     with store.engine.connect() as connection:
-        query = select(o.channel, o.recipient, o.event, o.notification_id.is_(None)).where(
+        query = select(o.channel, o.recipient, o.event, o.notification_id.is_(None), o.payload).where(
             o.tenant_id == tenant_id
         )
-        deliveries = sorted(tuple(row) for row in connection.execute(query))
+        deliveries = sorted((*row[:4], _paused_by(row[4], users)) for row in connection.execute(query))
     notices = sorted((n.user_id, n.type) for n in store.list_notifications(tenant_id, 100))
     return flows, deliveries, notices
+
+
+def _paused_by(payload: object, users: dict[str, str | None]) -> tuple[object, ...] | None:
+    """A ``workflow.paused`` event's workflow, reason and connection (by its user, ids differ per tenant)."""
+    if not isinstance(payload, dict) or payload.get("type") != "workflow.paused":
+        return None
+    data = payload["data"]
+    return data["name"], data["reason"], users[data["connection_id"]]
 
 
 def test_grouped_disconnections_pause_and_tell_exactly_as_single_ones(
     store: SqlStore, tenant_id: str, provider: ProviderConfig, other_tenant_id: str
 ) -> None:
+    """Three disconnections in one batch, two sharing a workflow, beside a workflow paused earlier: the
+    group pauses each workflow once, by the first of its connections in the batch and with that one's
+    reason, and leaves the earlier pause as it was, as committing them one by one does."""
     single = _disconnections_recorded(store, tenant_id, grouped=False)
     grouped = _disconnections_recorded(store, other_tenant_id, grouped=True)
 
     assert grouped == single
     flows, deliveries, notices = single
     assert flows == [
-        ("own-0", WorkflowStatus.PAUSED, "reauth_required"),
-        ("shared", WorkflowStatus.PAUSED, "reauth_required"),
+        ("own-0", WorkflowStatus.PAUSED, "lost_rotation"),
+        ("own-1", WorkflowStatus.PAUSED, "reauth_required"),
+        ("own-3", WorkflowStatus.PAUSED, "reauth_required"),
+        ("shared", WorkflowStatus.PAUSED, "lost_rotation"),
     ]
-    paused_events = [row for row in deliveries if row[2] == "workflow.paused"]
-    assert len(paused_events) == 2  # each workflow once, though two of its connections went
+    paused_events = sorted(row[4] for row in deliveries if row[2] == "workflow.paused")
+    assert paused_events == [
+        ("own-0", "lost_rotation", "d0"),
+        ("own-1", "reauth_required", "d1"),
+        ("own-3", "reauth_required", "d3"),
+        ("shared", "lost_rotation", "d0"),  # once, though two of its connections went
+    ]
     assert len(notices) == 3

@@ -148,15 +148,32 @@ def _notify_and_apply(
         fanouts.append((commit, fanout))
     if rows:
         connection.execute(_INSERT_NOTIFICATION, rows)  # before the outbox rows that reference them
+    paused = pause_linked(connection, [pause for commit in acting for pause in _pauses(commit)])
     for commit, fanout in fanouts:
         claim = commit.claim
         provider = (claim.provider.provider_id, claim.provider.name)
         apply_effects(
-            connection, commit.transition.effects, claim.connection_id, provider, fanout, shared=shared
+            connection,
+            commit.transition.effects,
+            claim.connection_id,
+            provider,
+            fanout,
+            shared=shared,
+            paused=paused,
         )
     outbox_rows = [row for _, fanout in fanouts for row in fanout.take_rows()]
     if outbox_rows:
         connection.execute(_INSERT_OUTBOX, outbox_rows)
+
+
+def _pauses(commit: AttemptCommit) -> list[tuple[str, DisconnectReason, datetime]]:
+    """The workflow pauses a commit asks for, as ``pause_linked`` takes them."""
+    at = commit.attempt.attempted_at + commit.attempt.duration
+    return [
+        (commit.claim.connection_id, effect.reason, at)
+        for effect in commit.transition.effects
+        if isinstance(effect, PauseWorkflows)
+    ]
 
 
 def _read_preferences(connection: Connection, noticed: list[AttemptCommit], shared: BatchShared) -> None:
@@ -434,19 +451,25 @@ def apply_effects(
     fanout: Fanout,
     *,
     shared: BatchShared | None = None,
+    paused: dict[str, list[tuple[str, str]]] | None = None,
 ) -> list[str]:
     """Carry out the transition's effects other than notifications (those arrive rendered, as content).
 
     Queues the webhook events they cause: one per workflow paused or resumed, one when a provider is flagged.
     Returns the names of the workflows resumed (a reconnect's success page lists them). With ``shared``, a
-    ``RetryProviderNow`` is added there for the caller to run once per batch (``BatchShared.wake``).
+    ``RetryProviderNow`` is added there for the caller to run once per batch (``BatchShared.wake``). With
+    ``paused``, the group's pauses were already made (``pause_linked``), and only their events are queued.
     """
     resumed: list[str] = []
     at = fanout.at
     provider_id, provider_name = provider
     for effect in effects:
         if isinstance(effect, PauseWorkflows):
-            for workflow_id, name in pause_workflows(connection, connection_id, effect.reason, at):
+            if paused is None:
+                made = pause_linked(connection, [(connection_id, effect.reason, at)])
+            else:
+                made = paused
+            for workflow_id, name in made.get(connection_id, []):
                 fanout.event(
                     EventType.WORKFLOW_PAUSED,
                     {
@@ -497,22 +520,57 @@ def lock_linked_workflows(connection: Connection, connection_id: str) -> list[st
     return list(connection.scalars(query))
 
 
-def pause_workflows(
-    connection: Connection, connection_id: str, reason: DisconnectReason, at: datetime
-) -> list[tuple[str, str]]:
-    """Pause the active workflows that depend on the connection; an existing pause keeps its reason.
+def pause_linked(
+    connection: Connection, pauses: Sequence[tuple[str, DisconnectReason, datetime]]
+) -> dict[str, list[tuple[str, str]]]:
+    """Pause the active workflows that depend on the given connections, for a group of disconnections at once.
 
-    Returns the (id, name) of each workflow this call paused, for the ``workflow.paused`` events."""
-    workflow_ids = lock_linked_workflows(connection, connection_id)
-    if not workflow_ids:
-        return []
-    statement = (
-        update(workflows)
-        .where(_w.id.in_(workflow_ids), _w.status == WorkflowStatus.ACTIVE.value)
-        .values(status=WorkflowStatus.PAUSED.value, paused_reason=reason.value, updated_at=at)
-        .returning(_w.id, _w.name)
+    ``pauses`` holds (connection id, reason, instant) in commit order. A workflow linked to several of them is
+    paused by the first, with its reason, as committing them one by one would do; one already paused keeps its
+    reason. Returns, per connection, the (id, name) of each workflow it paused, in id order, for the
+    ``workflow.paused`` events.
+
+    A group costs one query when none of its connections has a workflow (nearly always), where each
+    disconnection used to cost one: the links are read for all, the linked workflows locked in id order (so
+    two workers cannot deadlock, and a concurrent resume waits), and the active ones paused by one
+    executemany UPDATE.
+    """
+    if not pauses:
+        return {}
+    links = select(workflow_connections.c.connection_id, workflow_connections.c.workflow_id).where(
+        workflow_connections.c.connection_id.in_({connection_id for connection_id, _, _ in pauses})
     )
-    return sorted((row.id, row.name) for row in connection.execute(statement))
+    linked: dict[str, list[str]] = {}
+    for connection_id, workflow_id in connection.execute(links):
+        linked.setdefault(connection_id, []).append(workflow_id)
+    if not linked:
+        return {}
+    wanted = {workflow_id for workflow_ids in linked.values() for workflow_id in workflow_ids}
+    lock = select(_w.id, _w.name, _w.status).where(_w.id.in_(wanted)).order_by(_w.id).with_for_update()
+    active = {
+        row.id: row.name for row in connection.execute(lock) if row.status == WorkflowStatus.ACTIVE.value
+    }
+    paused: dict[str, list[tuple[str, str]]] = {}
+    rows: list[dict[str, Any]] = []
+    for connection_id, reason, at in pauses:
+        for workflow_id in sorted(linked.get(connection_id, ())):
+            name = active.pop(workflow_id, None)
+            if name is None:  # paused before, or by an earlier connection of this group
+                continue
+            rows.append({"b_id": workflow_id, "b_reason": reason.value, "b_at": at})
+            paused.setdefault(connection_id, []).append((workflow_id, name))
+    if rows:
+        connection.execute(_PAUSE, rows)
+    return paused
+
+
+_PAUSE = (
+    update(workflows)
+    .where(_w.id == bindparam("b_id"))
+    .values(
+        status=WorkflowStatus.PAUSED.value, paused_reason=bindparam("b_reason"), updated_at=bindparam("b_at")
+    )
+)
 
 
 def resume_workflows(connection: Connection, connection_id: str, at: datetime) -> list[tuple[str, str]]:
