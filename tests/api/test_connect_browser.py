@@ -63,6 +63,8 @@ def test_chromium_follows_the_emailed_reconnect_link_and_sees_the_success_page(
     mail_rig: ConnectRig, smtp_server: SmtpServer, chromium
 ) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
 
     rig = mail_rig
     rig.add_provider()
@@ -78,7 +80,11 @@ def test_chromium_follows_the_emailed_reconnect_link_and_sees_the_success_page(
     chromium.save_screenshot(str(artifacts_dir() / "reconnect-consent.png"))
     chromium.find_element(By.ID, "allow").click()
 
-    page = chromium.find_element(By.ID, "connected")
+    # the click posts the consent and follows two redirects; a busy machine can still be on the way when
+    # the next command comes, so wait for the success page instead of looking once (it failed once so)
+    page = WebDriverWait(chromium, 30).until(
+        expected_conditions.presence_of_element_located((By.ID, "connected"))
+    )
     assert chromium.current_url.startswith(rig.base_url + "/oauth/callback")
     assert "sandbox reconnected" in page.text
     assert "daily-sync" in chromium.find_element(By.ID, "resumed-workflows").text
