@@ -118,11 +118,13 @@ class BenchDb:
         max_concurrency: int | None = None,
         rate_limit_per_second: float | None = None,
         introspection: bool = False,
+        workflows: Callable[[int], tuple[str, ...]] | None = None,
     ) -> None:
         """One provider (the sandbox) and a connection per grant, imported through the service layer.
 
         ``user_id`` is the grant id, so the audit finds each connection's grant; ``expires_at(i)`` is the
-        i-th access token's expiry, which schedules the connection (due ``refresh_lead`` before it)."""
+        i-th access token's expiry, which schedules the connection (due ``refresh_lead`` before it);
+        ``workflows(i)`` names the workflows the i-th connection is linked to (made on first mention)."""
         provider = NewProvider(
             "sandbox", sandbox.token_url, CLIENT_ID, CLIENT_SECRET, AuthMethod.CLIENT_SECRET_BASIC,
             max_concurrency=max_concurrency, rate_limit_per_second=rate_limit_per_second,
@@ -133,7 +135,12 @@ class BenchDb:
         admin.add_provider(self.store, self.tenant_id, provider)
         rows = [
             NewConnection(
-                "sandbox", g["grant_id"], g["refresh_token"], g["access_token"], expires_at=expires_at(i)
+                "sandbox",
+                g["grant_id"],
+                g["refresh_token"],
+                g["access_token"],
+                expires_at=expires_at(i),
+                workflows=workflows(i) if workflows is not None else (),
             )
             for i, g in enumerate(grants)
         ]

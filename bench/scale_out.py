@@ -10,6 +10,7 @@ provider in its own process, connections whose refresh tokens are real, rotating
     .venv/bin/python bench/scale_out.py db-outage --stop-mode immediate    # ... as a crash (ADR 18)
     .venv/bin/python bench/scale_out.py provider-outage                    # 503 for an hour at 60x
     .venv/bin/python bench/scale_out.py limits                             # 50/s, then 10 in flight
+    .venv/bin/python bench/scale_out.py revocation                         # half revoked, half 429s
 
 Every scenario creates its own database ``bench_scale_*`` (dropped afterwards unless ``--keep-db``), starts
 the sandbox (``python -m grantkeeper.sandbox --port 0``) and N workers (``python -m grantkeeper worker --json
@@ -43,6 +44,7 @@ from datetime import timedelta
 from typing import Any, NoReturn
 
 import scale_faults
+import scale_revocation
 from scale_db import BenchDb, utcnow
 from scale_run import Rig, Round, log, options_from, quantile, report, rig, run_rounds, seed_not_due, yes
 
@@ -314,6 +316,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=50.0)
     p.add_argument("--max-concurrency", type=int, default=10)
     p.add_argument("--latency-ms", type=float, default=200.0, help="sandbox latency for the concurrency run")
+    scale_revocation.add_parser(add)
     return parser
 
 
@@ -330,6 +333,7 @@ def main() -> None:
         "db-outage": scale_faults.db_outage,
         "provider-outage": scale_faults.provider_outage,
         "limits": scale_faults.limits,
+        "revocation": scale_revocation.revocation,
     }
     summary = scenarios[args.scenario](args)
     sys.exit(0 if summary["all_bars_hold"] else 1)
