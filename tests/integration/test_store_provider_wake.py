@@ -7,13 +7,15 @@ they are. On PostgreSQL two workers waking at once take different rows and neith
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import replace
 from datetime import timedelta
 
 from sqlalchemy import Connection, Engine, select, text
 
 from grantkeeper.adapters.db import SqlStore
-from grantkeeper.adapters.db.commits import retry_provider_now
+from grantkeeper.adapters.db.commits import pause_linked, retry_provider_now
 from grantkeeper.adapters.db.tables import connections, outbox
 from grantkeeper.core.model import (
     ConnectionState,
@@ -337,3 +339,75 @@ def test_grouped_disconnections_pause_and_tell_exactly_as_single_ones(
         ("shared", "lost_rotation", "d0"),  # once, though two of its connections went
     ]
     assert len(notices) == 3
+
+
+def test_two_groups_pausing_the_same_workflows_at_once_wait_and_never_deadlock(
+    store: SqlStore, tenant_id: str, provider: ProviderConfig
+) -> None:
+    """Two workers' groups each disconnect a connection of workflow "alpha" and one of "beta", listed in
+    opposite orders. Locking each connection's workflows in turn, one group could hold alpha and the other
+    beta, each then waiting for the other: a deadlock that PostgreSQL breaks by failing one transaction. A
+    group locks all its workflows in one statement, in id order (checked in the SQL sent), so on PostgreSQL
+    the second waits for the first (seen waiting on a lock) and then finds nothing left to pause; SQLite has
+    one writer at a time, so there the second runs after the first."""
+    rows = [
+        new_connection(user, workflows=(flow,), next_attempt_at=T0)
+        for user, flow in (("a1", "alpha"), ("b1", "beta"), ("b2", "beta"), ("a2", "alpha"))
+    ]
+    imported = list(store.import_connections(tenant_id, rows, T0))
+    ids = {str(c.user_id): c.connection_id for c in store.claim_ids(tenant_id, imported, T0, "w", LEASE_TTL)}
+    flows = {w.name: w.workflow_id for w in store.list_workflows(tenant_id)}
+    first_group = [(ids[u], DisconnectReason.REAUTH_REQUIRED, T0) for u in ("a1", "b1")]
+    second_group = [(ids[u], DisconnectReason.LOST_ROTATION, T0) for u in ("b2", "a2")]
+    is_postgresql = store.engine.dialect.name == "postgresql"
+    second: dict[str, object] = {}
+
+    def pause_second() -> None:
+        try:
+            with store.engine.begin() as connection:
+                if is_postgresql:
+                    connection.exec_driver_sql("SET LOCAL lock_timeout = '20s'")
+                second["made"] = pause_linked(connection, second_group)
+        except Exception as exc:  # a deadlock or a timeout: the test says which
+            second["error"] = exc
+
+    with store.engine.connect() as first, captured_sql(store.engine) as sent:
+        first.begin()
+        made_first = pause_linked(first, first_group)
+        locks = [statement for statement, _ in sent if "FOR UPDATE" in statement]
+        if is_postgresql:  # what makes it deadlock-free: every lock in one statement, in id order
+            assert len(locks) == 1, locks
+            assert "ORDER BY workflows.id" in locks[0], locks[0]
+        else:
+            first.commit()
+        waiter = threading.Thread(target=pause_second)
+        waiter.start()
+        if is_postgresql:
+            assert _waits_on_a_lock(store.engine), "the second group did not wait for the first's locks"
+            first.commit()
+        waiter.join(30)
+
+    assert "error" not in second, second.get("error")
+    assert made_first == {ids["a1"]: [(flows["alpha"], "alpha")], ids["b1"]: [(flows["beta"], "beta")]}
+    assert second["made"] == {}  # both paused already, by the first group: no second pause, no event
+    reasons = {w.name: (w.status, w.paused_reason) for w in store.list_workflows(tenant_id)}
+    assert reasons == {
+        "alpha": (WorkflowStatus.PAUSED, "reauth_required"),
+        "beta": (WorkflowStatus.PAUSED, "reauth_required"),
+    }
+
+
+def _waits_on_a_lock(engine: Engine, within: float = 10.0) -> bool:
+    """Whether another session of this database comes to wait on a lock within ``within`` seconds."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + within
+    with engine.connect() as watcher:
+        while time.monotonic() < deadline:
+            if watcher.execute(query).scalar_one():
+                return True
+            watcher.rollback()
+            time.sleep(0.02)
+    return False
