@@ -18,6 +18,10 @@ taking turns within each round so they see the same machine:
   AES-GCM sealing the new tokens, and SQLite writes in batches of up to 200 rows (``executemany``), same
   concurrency. It shows what any Python client on this machine can reach, so engine/bare says what the
   engine itself costs.
+- ``lean`` and ``bare-lean``: the same two loops (``aiohttp`` and ``bare``) on the engine's own HTTP client
+  (``adapters/http/lean.py``) instead of aiohttp. The engine is built from these parts, so ``bare-lean`` is
+  what the engine could reach with none of its own work (claims, starts, fencing, the policy, the attempt
+  log): engine/bare-lean is what that work costs, and bare-lean/raw how close these parts come to wrk.
 - ``authlib``: what a user writes by hand: 32 asyncio tasks, each with an Authlib ``AsyncOAuth2Client``
   (httpx), refreshing rows of a SQLite table and writing the AES-GCM-encrypted new tokens back, one
   transaction per refresh (through ``asyncio.to_thread``), concurrency 32.
@@ -25,8 +29,9 @@ taking turns within each round so they see the same machine:
   a user may write as well; it was 2-16 % faster, so the ratio is reported against both.
 
 Reported: refreshes per second for each (median of the rounds), engine/raw and engine/aiohttp loop (the bar is
-0.6, the aim 0.8) and engine/authlib (the bar is 5) against each Authlib variant; then each bar's ratio round
-by round and in how many rounds it was met. The sandbox's reuse counter must stay 0.
+0.6, the aim 0.8) and engine/authlib (the bar is 5) against each Authlib variant; then the lean loops against
+wrk and the engine; then each bar's ratio round by round and in how many rounds it was met. The sandbox's
+reuse counter must stay 0.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import gc
 import json
 import math
@@ -47,7 +53,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from refresh_throughput import control, issue, seed
 from support import CLIENT_ID, CLIENT_SECRET, free_port, fresh_database, stop
@@ -254,16 +262,61 @@ async def authlib_refresher(
     return {"refreshed": done, "seconds": elapsed, "cpu_seconds": cpu}
 
 
-async def bare_loop(path: Path, key: bytes, token_url: str, concurrency: int) -> dict[str, float]:
-    """aiohttp + AES-GCM + batched SQLite writes, nothing else: the floor any Python refresher stands on."""
-    import aiohttp
+#: Posts one refresh grant and returns the token response's JSON.
+Post = Callable[[str], Awaitable[dict[str, Any]]]
+
+
+@contextlib.asynccontextmanager
+async def poster(client: str, token_url: str, concurrency: int) -> AsyncIterator[Post]:
+    """A refresh-grant POST on aiohttp (``client`` "aiohttp") or on the engine's own HTTP client ("lean")."""
+    if client == "aiohttp":
+        import aiohttp
+
+        auth = aiohttp.BasicAuth(CLIENT_ID, CLIENT_SECRET)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
+            async def post_aiohttp(refresh: str) -> dict[str, Any]:
+                form = {"grant_type": "refresh_token", "refresh_token": refresh}
+                async with session.post(token_url, data=form, auth=auth) as response:
+                    return dict(await response.json())
+
+            yield post_aiohttp
+        return
+    from grantkeeper.adapters.http.lean import LeanClient
+    from grantkeeper.adapters.http.token_client import MAX_BODY_BYTES
+
+    lean = LeanClient(  # as ``HttpTokenEndpoint`` makes it, with its default timeouts
+        connect_timeout=5.0,
+        read_timeout=10.0,
+        max_connections=concurrency,
+        max_connections_per_host=concurrency,
+        max_body_bytes=MAX_BODY_BYTES,
+        user_agent="grantkeeper/0.1",
+    )
+    basic = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "Authorization": f"Basic {basic}"}
+
+    async def post_lean(refresh: str) -> dict[str, Any]:
+        body = b"grant_type=refresh_token&refresh_token=" + refresh.encode()  # sandbox tokens need no quoting
+        return dict(json.loads((await lean.post(token_url, headers, body)).body))
+
+    try:
+        yield post_lean
+    finally:
+        await lean.close()
+
+
+async def bare_loop(
+    path: Path, key: bytes, token_url: str, concurrency: int, client: str
+) -> dict[str, float]:
+    """An HTTP client + AES-GCM + batched SQLite writes, nothing else: the floor a Python refresher on that
+    client stands on."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     aead = AESGCM(key)
     db = sqlite3.connect(path, check_same_thread=False)
     db.execute("PRAGMA synchronous=NORMAL")
     rows = db.execute("SELECT id, refresh FROM tokens").fetchall()
-    auth = aiohttp.BasicAuth(CLIENT_ID, CLIENT_SECRET)
     pending: list[tuple[bytes, bytes, float, int]] = []
     done = 0
 
@@ -271,15 +324,13 @@ async def bare_loop(path: Path, key: bytes, token_url: str, concurrency: int) ->
         with db:
             db.executemany("UPDATE tokens SET refresh = ?, access = ?, expires_at = ? WHERE id = ?", batch)
 
-    async def work(session: aiohttp.ClientSession) -> None:
+    async def work(post: Post) -> None:
         nonlocal done, pending
         while rows:
             row_id, stored = rows.pop()
             aad = str(row_id).encode()
             refresh = aead.decrypt(stored[:12], stored[12:], aad).decode()
-            form = {"grant_type": "refresh_token", "refresh_token": refresh}
-            async with session.post(token_url, data=form, auth=auth) as response:
-                token = await response.json()
+            token = await post(refresh)
             sealed = []
             for name in ("refresh_token", "access_token"):
                 nonce = os.urandom(12)
@@ -291,38 +342,31 @@ async def bare_loop(path: Path, key: bytes, token_url: str, concurrency: int) ->
                 await asyncio.to_thread(flush, batch)
 
     started, cpu = time.perf_counter(), time.process_time()
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        await asyncio.gather(*(work(session) for _ in range(concurrency)))
+    async with poster(client, token_url, concurrency) as post:
+        await asyncio.gather(*(work(post) for _ in range(concurrency)))
     flush(pending)
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     db.close()
     return {"refreshed": done, "seconds": elapsed, "cpu_seconds": cpu}
 
 
-async def aiohttp_load(path: Path, token_url: str, concurrency: int) -> dict[str, float]:
-    """The issue's other load generator: a bare aiohttp loop that posts refresh grants and keeps each rotated
-    token in memory, with no crypto and no storage: the most a Python client on aiohttp gets from the
-    server on this core."""
-    import aiohttp
-
+async def load_loop(path: Path, token_url: str, concurrency: int, client: str) -> dict[str, float]:
+    """The issue's other load generator: a bare loop that posts refresh grants and keeps each rotated token in
+    memory, with no crypto and no storage: the most a Python client on that HTTP client gets from the server
+    on this core."""
     tokens: list[str] = json.loads(path.read_text())  # noqa: ASYNC240 - before the clock starts
-    auth = aiohttp.BasicAuth(CLIENT_ID, CLIENT_SECRET)
     done = 0
 
-    async def work(session: aiohttp.ClientSession) -> None:
+    async def work(post: Post) -> None:
         nonlocal done
         while tokens:
-            form = {"grant_type": "refresh_token", "refresh_token": tokens.pop()}
-            async with session.post(token_url, data=form, auth=auth) as response:
-                token = await response.json()
+            token = await post(tokens.pop())
             assert token["refresh_token"], token
             done += 1
 
     started, cpu = time.perf_counter(), time.process_time()
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        await asyncio.gather(*(work(session) for _ in range(concurrency)))
+    async with poster(client, token_url, concurrency) as post:
+        await asyncio.gather(*(work(post) for _ in range(concurrency)))
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     return {"refreshed": done, "seconds": elapsed, "cpu_seconds": cpu}
 
@@ -333,11 +377,12 @@ def run_role(args: argparse.Namespace) -> None:
 
     if args.role == "engine":
         result = run_async(engine_cycle(args.url, args.key, args.concurrency))
-    elif args.role == "aiohttp":
-        result = run_async(aiohttp_load(Path(args.url), args.token_url, args.concurrency))
-    elif args.role == "bare":
+    elif args.role in ("aiohttp", "lean"):
+        result = run_async(load_loop(Path(args.url), args.token_url, args.concurrency, args.role))
+    elif args.role in ("bare", "bare-lean"):
         path, key = Path(args.url), bytes.fromhex(args.key)
-        result = run_async(bare_loop(path, key, args.token_url, args.concurrency))
+        client = "aiohttp" if args.role == "bare" else "lean"
+        result = run_async(bare_loop(path, key, args.token_url, args.concurrency, client))
     else:
         path, key = Path(args.url), bytes.fromhex(args.key)
         inline_save = args.role == "authlib-inline"
@@ -360,12 +405,21 @@ def one_round(kind: str, n: int, seconds: int, base: str, tmp: Path, concurrency
     assert engine["refreshed"] == n, engine
     table, aes_key = tmp / f"bare{time.monotonic_ns()}.db", os.urandom(32)
     authlib_table(table, aes_key, [g["refresh_token"] for g in issue(base, n)])
-    token_file = tmp / f"tokens{time.monotonic_ns()}.json"
-    token_file.write_text(json.dumps([g["refresh_token"] for g in issue(base, n)]))
-    loop = child("aiohttp", concurrency, ["--url", str(token_file), "--token-url", token_url])
-    assert loop["refreshed"] == n, loop
+    loops: dict[str, dict[str, float]] = {}
+    for role in ("aiohttp", "lean"):
+        token_file = tmp / f"tokens{time.monotonic_ns()}.json"
+        token_file.write_text(json.dumps([g["refresh_token"] for g in issue(base, n)]))
+        loops[role] = child(role, concurrency, ["--url", str(token_file), "--token-url", token_url])
+        assert loops[role]["refreshed"] == n, loops[role]
+    loop = loops["aiohttp"]
     bare = child("bare", concurrency, ["--url", str(table), "--key", aes_key.hex(), "--token-url", token_url])
     assert bare["refreshed"] == n, bare
+    table, aes_key = tmp / f"bare-lean{time.monotonic_ns()}.db", os.urandom(32)
+    authlib_table(table, aes_key, [g["refresh_token"] for g in issue(base, n)])
+    bare_lean = child(
+        "bare-lean", concurrency, ["--url", str(table), "--key", aes_key.hex(), "--token-url", token_url]
+    )
+    assert bare_lean["refreshed"] == n, bare_lean
     authlibs = {}
     for role in ("authlib", "authlib-inline"):
         table, aes_key = tmp / f"{role}{time.monotonic_ns()}.db", os.urandom(32)
@@ -382,6 +436,9 @@ def one_round(kind: str, n: int, seconds: int, base: str, tmp: Path, concurrency
         "engine_cpu_us": engine["cpu_seconds"] / n * 1e6,
         "bare_per_s": n / bare["seconds"],
         "bare_cpu_us": bare["cpu_seconds"] / n * 1e6,
+        "lean_per_s": n / loops["lean"]["seconds"],
+        "bare_lean_per_s": n / bare_lean["seconds"],
+        "bare_lean_cpu_us": bare_lean["cpu_seconds"] / n * 1e6,
         "authlib_per_s": authlib["refreshed"] / authlib["seconds"],
         "authlib_cpu_us": authlib["cpu_seconds"] / authlib["refreshed"] * 1e6,
         "authlib_inline_per_s": inline["refreshed"] / inline["seconds"],
@@ -400,7 +457,9 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help="every client's, wrk's too")
     parser.add_argument(
-        "--role", choices=("engine", "aiohttp", "bare", "authlib", "authlib-inline"), help=argparse.SUPPRESS
+        "--role",
+        choices=("engine", "aiohttp", "lean", "bare", "bare-lean", "authlib", "authlib-inline"),
+        help=argparse.SUPPRESS,
     )
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
@@ -441,6 +500,7 @@ def main() -> None:
             f"{m['engine_per_s'] / m['authlib_inline_per_s']:.1f} |",
             flush=True,
         )
+        print_parts(kind, m)
         print_rounds(kind, rounds)
         print(json.dumps({"database": kind, "rounds": rounds, "reuse_detected": reuse}), file=sys.stderr)
         if reuse:
@@ -454,6 +514,20 @@ BARS = (
     ("engine/Authlib", 5.0, "engine_per_s", "authlib_per_s"),
     ("engine/Authlib inline", 5.0, "engine_per_s", "authlib_inline_per_s"),
 )
+
+
+def print_parts(kind: str, m: dict[str, float]) -> None:
+    """The engine against loops on its own HTTP client (medians): how close its parts come to the server's
+    capacity, and what the engine's own work costs on top of them."""
+    print(f"\n{kind}: the engine's own parts, without the engine")
+    print("| lean loop /s | lean/raw | bare-lean /s | bare-lean CPU µs | bare-lean/raw | engine/bare-lean |")
+    print("|---|---|---|---|---|---|")
+    print(
+        f"| {m['lean_per_s']:,.0f} | {m['lean_per_s'] / m['raw_per_s']:.2f} | {m['bare_lean_per_s']:,.0f} | "
+        f"{m['bare_lean_cpu_us']:.0f} | {m['bare_lean_per_s'] / m['raw_per_s']:.2f} | "
+        f"{m['engine_per_s'] / m['bare_lean_per_s']:.2f} |",
+        flush=True,
+    )
 
 
 def print_rounds(kind: str, rounds: list[dict[str, float]]) -> None:

@@ -8,8 +8,9 @@ that it finishes and reports what it was asked for, not its figures. Seeds go to
 PostgreSQL databases a script seeds are dropped afterwards.
 
 Not here: wrk, which ``worker_vs_server.py`` runs for the server's capacity (``--seconds 0`` leaves it out;
-the aiohttp load loop, the engine, the bare loop and both Authlib refreshers run), and the scale-out
-scenarios (``scale_out.py``: minutes each, and they stop and start a PostgreSQL server of their own).
+the load loops on aiohttp and on the engine's HTTP client, the engine, both bare loops and both Authlib
+refreshers run), and the scale-out scenarios (``scale_out.py``: minutes each, and they stop and start a
+PostgreSQL server of their own).
 """
 
 from __future__ import annotations
@@ -230,7 +231,7 @@ def test_worker_vs_server_without_wrk(bench_environment: dict[str, str]) -> None
     (result,) = json_lines(output)
     assert result["reuse_detected"] == 0
     (round_,) = result["rounds"]  # type: ignore[misc]
-    for client in ("aiohttp", "engine", "bare", "authlib", "authlib_inline"):
+    for client in ("aiohttp", "lean", "engine", "bare", "bare_lean", "authlib", "authlib_inline"):
         assert float(round_[f"{client}_per_s"]) > 0, round_
     assert re.search(r"^\| sqlite \| 32 \| nan \| ", output, re.MULTILINE), output[-3000:]
     # each bar round by round: a ratio and whether it was met (never without wrk's figure)
@@ -238,3 +239,6 @@ def test_worker_vs_server_without_wrk(bench_environment: dict[str, str]) -> None
     assert re.search(bar_row, output, re.MULTILINE), output[-3000:]
     no_wrk_row = r"^\| engine/raw \(wrk\) \| 0.6 \| nan \| 0 of 1 \|$"
     assert re.search(no_wrk_row, output, re.MULTILINE), output[-3000:]
+    # the engine against loops on its own HTTP client: without wrk only engine/bare-lean is a number
+    parts_row = r"^\| [\d,]+ \| nan \| [\d,]+ \| \d+ \| nan \| \d+\.\d\d \|$"
+    assert re.search(parts_row, output, re.MULTILINE), output[-3000:]
