@@ -190,6 +190,22 @@ def test_engine_ab_and_collector_time(bench_environment: dict[str, str]) -> None
     assert re.search(r"^\| settled \| 1 \|", output, re.MULTILINE), output[-3000:]
 
 
+def test_store_floor_replays_the_engines_sql_exactly(bench_environment: dict[str, str]) -> None:
+    # the script itself stops when the replay leaves the database other than the engine did
+    output = run_script(
+        "store_floor.py", "--n", "150", "--rounds", "1", "--seconds", "0", environment=bench_environment
+    )
+    (result,) = json_lines(output)
+    assert result["reuse_detected"] == 0
+    (round_,) = result["rounds"]  # type: ignore[misc]
+    for kind in ("claim", "start", "commit_update", "attempt_log", "COMMIT"):
+        assert float(round_[f"sql_{kind}_us"]) > 0, round_
+    assert float(round_["lean_cpu_us"]) > 0, round_
+    assert float(round_["engine_cpu_us"]) > 0, round_
+    ceiling_row = r"^\| \d+\.\d\d \| \d+ \| \d+ \| [\d,]+ \| nan \| nan \| \d+ \| "
+    assert re.search(ceiling_row, output, re.MULTILINE), output[-3000:]
+
+
 def test_http_client_choice(bench_environment: dict[str, str]) -> None:
     output = run_script(
         "http_client_choice.py", "--refreshes", "40", "--rounds", "1", environment=bench_environment
