@@ -12,8 +12,8 @@ or ``executemany``, results fetched, and no Python of the engine's in between. T
 connection row and the attempt log exactly as the engine did (checked), so it is the engine's SQL and
 nothing else.
 
-Reported per database, median of the rounds: the replay's CPU µs per refresh, in all and by statement kind,
-and its elapsed time (on PostgreSQL that adds the server's work and the round trips, which the store thread
+Reported per database, median of the rounds: the replay's CPU µs per refresh and its elapsed time, in all and
+by statement kind (on PostgreSQL that adds the server's work and the round trips, which the store thread
 waits for); the lean loop's CPU per refresh (the engine's HTTP client posting grants, nothing else;
 ``worker_vs_server.py``'s ``lean`` role) and wrk's rate against the same server. From them, the most one
 worker could do if the engine's own work cost nothing: one core runs the HTTP client and the SQL's driver
@@ -123,10 +123,10 @@ def replay(url: str, steps: list[Step]) -> dict[str, float]:
     cursor = db.cursor()
     kinds = {sql: kind_of(sql) for _, sql, _, _ in steps}
     seconds: dict[str, float] = {}
-    clock = time.process_time
-    wall = time.perf_counter()
+    clock, wall_clock = time.process_time, time.perf_counter
+    wall = wall_clock()
     for step, sql, parameters, is_many in steps:
-        started = clock()
+        started, wall_started = clock(), wall_clock()
         if step == "sql":
             if is_many:
                 cursor.executemany(sql, parameters)
@@ -143,7 +143,8 @@ def replay(url: str, steps: list[Step]) -> dict[str, float]:
             elif db.in_transaction or step == "begin":
                 cursor.execute(sql)
         seconds[kind] = seconds.get(kind, 0.0) + clock() - started
-    seconds["wall"] = time.perf_counter() - wall
+        seconds["wall " + kind] = seconds.get("wall " + kind, 0.0) + wall_clock() - wall_started
+    seconds["wall"] = wall_clock() - wall
     cursor.close()
     pooled.close()
     engine.dispose()
@@ -196,7 +197,11 @@ def one_round(kind: str, n: int, seconds: int, base: str, tmp: Path) -> dict[str
     lean = child("lean", CONCURRENCY, ["--url", str(token_file), "--token-url", token_url])
     assert lean["refreshed"] == n, lean
     wall = by_kind.pop("wall")
+    walls = {
+        name.removeprefix("wall "): by_kind.pop(name) for name in list(by_kind) if name.startswith("wall ")
+    }
     result = {f"sql_{kind}_us": value / n * 1e6 for kind, value in by_kind.items()}
+    result |= {f"elapsed_{kind}_us": value / n * 1e6 for kind, value in walls.items()}
     result["sql_us"] = sum(by_kind.values()) / n * 1e6
     result["sql_wall_us"] = wall / n * 1e6
     result["statements_per_refresh"] = sum(step == "sql" for step, *_ in steps) / n
@@ -238,11 +243,13 @@ def report(kind: str, rounds: list[dict[str, float]]) -> None:
     m = {key: statistics.median(r.get(key, 0.0) for r in rounds) for key in keys}
     kinds = sorted(key for key in keys if key.startswith("sql_") and key not in ("sql_us", "sql_wall_us"))
     names = " | ".join(k.removeprefix("sql_").removesuffix("_us") for k in kinds)
-    print(f"\n{kind}: the engine's SQL replayed alone, CPU µs a refresh")
-    print(f"| database | SQL | {names} | SQL elapsed |")
-    print("|---|---|" + "---|" * len(kinds) + "---|")
+    print(f"\n{kind}: the engine's SQL replayed alone, µs a refresh")
+    print(f"| database | µs a refresh | SQL | {names} |")
+    print("|---|---|---|" + "---|" * len(kinds))
     cells = " | ".join(f"{m[k]:.1f}" for k in kinds)
-    print(f"| {kind} | {m['sql_us']:.1f} | {cells} | {m['sql_wall_us']:.1f} |")
+    print(f"| {kind} | CPU | {m['sql_us']:.1f} | {cells} |")
+    cells = " | ".join(f"{m.get('elapsed_' + k.removeprefix('sql_'), 0.0):.1f}" for k in kinds)
+    print(f"| {kind} | elapsed | {m['sql_wall_us']:.1f} | {cells} |")
     # one core runs the event loop (the HTTP client) and the store thread's Python; the store thread also
     # waits for the database, which on PostgreSQL works elsewhere: whichever is longer bounds the worker
     floor = max(m["lean_cpu_us"] + m["sql_us"], m["sql_wall_us"])
