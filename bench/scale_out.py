@@ -324,8 +324,30 @@ def _terminate(signum: int, _frame: object) -> NoReturn:
     raise SystemExit(f"stopped by signal {signum}")  # so every finally runs: PostgreSQL is started again
 
 
+#: The accelerated scenarios set the worker's cycle to 300 s / ``--speed``, and the setting is a whole number
+#: of seconds, at least 1.
+MAX_SPEED = 300.0
+
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse sizes and speeds the scenarios cannot run with, before anything starts (exit status 2)."""
+    for name in ("connections", "workers", "rounds"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if args.concurrency is not None and args.concurrency < 1:
+        parser.error("--concurrency must be at least 1")
+    speed = getattr(args, "speed", None)
+    if speed is not None and not 0 < speed <= MAX_SPEED:
+        parser.error(
+            f"--speed must be above 0 and at most {MAX_SPEED:g}: the workers' cycle is 300 s / speed, "
+            "and the setting takes whole seconds, at least 1"
+        )
+
+
 def main() -> None:
-    args = _parser().parse_args()
+    parser = _parser()
+    args = parser.parse_args()
+    _check(parser, args)
     signal.signal(signal.SIGTERM, _terminate)
     scenarios = {
         "concurrency": concurrency,

@@ -9,8 +9,8 @@ PostgreSQL databases a script seeds are dropped afterwards.
 
 Not here: wrk, which ``worker_vs_server.py`` runs for the server's capacity (``--seconds 0`` leaves it out;
 the load loops on aiohttp and on the engine's HTTP client, the engine, both bare loops and both Authlib
-refreshers run), and the scale-out scenarios (``scale_out.py``: minutes each, and they stop and start a
-PostgreSQL server of their own).
+refreshers run), and the scale-out scenarios (``scale_out.py``: ``test_scale_scenarios.py`` runs them, marked
+``scale``, apart from the default run).
 """
 
 from __future__ import annotations
